@@ -1,0 +1,171 @@
+//! Frames over a stream socket (Unix or TCP): buffered, deadline-aware reads
+//! that keep their progress across timeouts, and whole-frame writes.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use crate::codec::{parse_header, CodecError, Frame, Outgoing, HEADER_LEN};
+use crate::deadline::Deadline;
+use crate::sys::sock;
+
+/// Why reading a frame failed.
+#[derive(Debug)]
+pub(crate) enum ReadError {
+    /// The peer closed the stream at a frame boundary.
+    Eof,
+    /// The deadline passed; what was read so far is kept for the next call.
+    TimedOut,
+    /// A bad header or a stream that ended mid-frame. The stream is unusable.
+    Codec(CodecError),
+    /// The socket failed.
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadError {
+    fn from(e: io::Error) -> Self {
+        if e.kind() == io::ErrorKind::TimedOut {
+            ReadError::TimedOut
+        } else {
+            ReadError::Io(e)
+        }
+    }
+}
+
+/// Writes one frame (header, payload, descriptors) before `deadline`.
+pub(crate) fn write_frame(sock: BorrowedFd<'_>, out: &Outgoing<'_>, deadline: Deadline) -> io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
+    sock::send_all(sock, &[&out.header, &out.payload], &fds, deadline)
+}
+
+const CHUNK: usize = 64 * 1024;
+/// Payloads above this are received straight into their own buffer.
+const DIRECT: usize = 16 * 1024;
+
+/// Reads frames from one stream, keeping partial progress across timeouts.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    /// Bytes read but not yet consumed: `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Descriptors received and not yet handed to a frame, in arrival order.
+    fds: Vec<OwnedFd>,
+    /// The frame being read: its header and the payload so far.
+    current: Option<(crate::codec::Header, Vec<u8>)>,
+}
+
+impl FrameReader {
+    /// A reader with no buffered data.
+    pub(crate) fn new() -> FrameReader {
+        FrameReader::default()
+    }
+
+    /// True if a whole header or more is already buffered (a frame may be
+    /// ready without touching the socket).
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.current.is_some() || self.end > self.start
+    }
+
+    fn fill(&mut self, sock: BorrowedFd<'_>, deadline: Deadline) -> Result<usize, ReadError> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() < CHUNK {
+            self.buf.resize(CHUNK, 0);
+        }
+        if self.end == self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let n = sock::recv_some(sock, &mut self.buf[self.end..], &mut self.fds, deadline)?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Reads the next frame, waiting until `deadline`. Frames larger than `max`
+    /// are refused from their header, before any allocation.
+    pub(crate) fn read(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Frame, ReadError> {
+        loop {
+            if self.current.is_none() {
+                while self.end - self.start < HEADER_LEN {
+                    let had = self.end - self.start;
+                    if self.fill(sock, deadline)? == 0 {
+                        return Err(if had == 0 {
+                            ReadError::Eof
+                        } else {
+                            ReadError::Codec(CodecError::Truncated)
+                        });
+                    }
+                }
+                let mut h = [0u8; HEADER_LEN];
+                h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+                let header = parse_header(&h, max).map_err(ReadError::Codec)?;
+                self.start += HEADER_LEN;
+                let len = usize::try_from(header.len)
+                    .map_err(|_| ReadError::Codec(CodecError::TooLarge { len: header.len, max }))?;
+                // Reserve at most what is buffered plus one chunk: a lying header
+                // costs nothing until the bytes actually arrive.
+                let payload = Vec::with_capacity(len.min(self.end - self.start + CHUNK));
+                self.current = Some((header, payload));
+            }
+            let Some((header, payload)) = self.current.as_mut() else {
+                continue;
+            };
+            let len = header.len as usize;
+            // Take what is buffered.
+            let take = (len - payload.len()).min(self.end - self.start);
+            payload.extend_from_slice(&self.buf[self.start..self.start + take]);
+            self.start += take;
+            // Large remainders go straight into the payload.
+            while len - payload.len() >= DIRECT {
+                let have = payload.len();
+                let want = (len - have).min(8 << 20);
+                payload.resize(have + want, 0);
+                let r = sock::recv_some(sock, &mut payload[have..], &mut self.fds, deadline);
+                match r {
+                    Ok(0) => {
+                        payload.truncate(have);
+                        self.current = None;
+                        return Err(ReadError::Codec(CodecError::Truncated));
+                    }
+                    Ok(n) => payload.truncate(have + n),
+                    Err(e) => {
+                        payload.truncate(have);
+                        return Err(e.into());
+                    }
+                }
+            }
+            if payload.len() < len {
+                if self.fill(sock, deadline)? == 0 {
+                    self.current = None;
+                    return Err(ReadError::Codec(CodecError::Truncated));
+                }
+                continue;
+            }
+            let Some((header, payload)) = self.current.take() else {
+                continue;
+            };
+            if self.fds.len() < header.nfds {
+                // Descriptors ride on the frame's first bytes, so they are here by now.
+                return Err(ReadError::Codec(CodecError::BadHeader(format!(
+                    "{} descriptors announced, {} arrived",
+                    header.nfds,
+                    self.fds.len()
+                ))));
+            }
+            let fds: Vec<OwnedFd> = self.fds.drain(..header.nfds).collect();
+            return Ok(Frame {
+                kind: header.kind,
+                payload,
+                fds,
+            });
+        }
+    }
+}

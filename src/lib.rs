@@ -1,0 +1,23 @@
+//! # multiproc
+//!
+//! Python's `multiprocessing`, done right, for Rust.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "multiproc supports Linux only for now (x86-64 and aarch64); the platform code lives in src/sys."
+);
+
+mod codec;
+mod deadline;
+mod sys;
+
+mod connection;
+mod manager;
+mod pool;
+mod process;
+mod queue;
+mod shm;
+mod sync;
+
+pub use codec::{CodecError, DEFAULT_MAX_FRAME};

@@ -1,0 +1,3 @@
+//! Shared memory: `SharedMemory`, `Value`, `Array`.
+
+pub(crate) mod segment;

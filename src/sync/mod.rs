@@ -1,0 +1,4 @@
+//! Process-shared synchronization: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
+//! `Event`, `Condition`, `Barrier`.
+
+pub(crate) mod raw_mutex;

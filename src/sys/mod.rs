@@ -1,0 +1,11 @@
+//! The only module that talks to the kernel.
+//!
+//! Everything above it works with owned descriptors, deadlines and plain Rust
+//! values. Built on rustix; libc only where rustix has nothing (fork, `_exit`,
+//! `close_range`, and the pthread robust mutexes of the sync layer).
+
+pub(crate) mod futex;
+pub(crate) mod image;
+pub(crate) mod mem;
+pub(crate) mod proc;
+pub(crate) mod sock;

@@ -1,0 +1,232 @@
+//! Processes: fork, exec of the current binary, pidfds, signals, parent-death
+//! signals, and the few process facts the library needs.
+//!
+//! # Safety
+//! `fork` is the one dangerous call: after it the child may only use
+//! async-signal-safe operations until it has re-established a sane state.
+//! [`fork`] is therefore `unsafe` and its callers state why the child is sound
+//! (the process has one thread, or it is the single-threaded fork server).
+//! The `pre_exec` hook of [`spawn_self`] runs between fork and exec and only
+//! makes raw syscalls (`fcntl`, `prctl`).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use rustix::process::{
+    getpid, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions,
+};
+
+/// What `fork` returned in the calling process.
+#[derive(Debug)]
+pub(crate) enum Forked {
+    /// In the parent, with the child's pid.
+    Parent(Pid),
+    /// In the child.
+    Child,
+}
+
+/// `fork(2)`.
+///
+/// # Safety
+/// The caller guarantees that the child only does what is sound after a fork:
+/// either the calling process has a single thread (so no lock is held by a
+/// thread that does not exist in the child), or the child restricts itself to
+/// async-signal-safe calls until it execs or exits.
+pub(crate) unsafe fn fork() -> io::Result<Forked> {
+    // SAFETY: delegated to the caller (see above).
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        // `pid > 0` here, so `from_raw` succeeds.
+        p => Pid::from_raw(p)
+            .map(Forked::Parent)
+            .ok_or_else(|| io::Error::other("fork returned an invalid pid")),
+    }
+}
+
+/// Ends the calling process at once with `code`, running no destructors and no
+/// `atexit` handlers (what a forked child must do). Flushes nothing: callers flush.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` is async-signal-safe and always sound to call.
+    unsafe { libc::_exit(code) }
+}
+
+/// The calling process's pid.
+pub(crate) fn current_pid() -> u32 {
+    getpid().as_raw_nonzero().get().unsigned_abs()
+}
+
+/// The parent's pid as the kernel sees it (0 if there is none).
+pub(crate) fn parent_pid() -> u32 {
+    rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get().unsigned_abs())
+}
+
+/// Converts a raw pid to rustix's non-zero `Pid`.
+pub(crate) fn pid(raw: u32) -> io::Result<Pid> {
+    i32::try_from(raw)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "invalid pid"))
+}
+
+/// A pidfd for `raw` (a child, or any process visible to us).
+pub(crate) fn open_pidfd(raw: u32) -> io::Result<OwnedFd> {
+    Ok(pidfd_open(pid(raw)?, PidfdFlags::empty())?)
+}
+
+/// How a process ended, as `waitid` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// `exit(code)`.
+    Code(i32),
+    /// Killed by this signal number.
+    Signal(i32),
+}
+
+/// Reaps the child behind `pidfd` if it has ended (`block` waits for it).
+/// `Ok(None)`: still running (only when `!block`).
+pub(crate) fn reap(pidfd: BorrowedFd<'_>, block: bool) -> io::Result<Option<Ended>> {
+    let mut opts = WaitIdOptions::EXITED;
+    if !block {
+        opts |= WaitIdOptions::NOHANG;
+    }
+    loop {
+        match rustix::process::waitid(WaitId::PidFd(pidfd), opts) {
+            Ok(None) => return Ok(None),
+            Ok(Some(st)) => {
+                if let Some(sig) = st.terminating_signal() {
+                    return Ok(Some(Ended::Signal(sig)));
+                }
+                return Ok(Some(Ended::Code(st.exit_status().unwrap_or(0))));
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Sends `signal` through a pidfd: never hits a recycled pid.
+/// A process that is already gone is not an error.
+pub(crate) fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<()> {
+    match pidfd_send_signal(pidfd, signal) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `SIGTERM`.
+pub(crate) const SIGTERM: Signal = Signal::TERM;
+/// `SIGKILL`.
+pub(crate) const SIGKILL: Signal = Signal::KILL;
+
+/// Asks the kernel to SIGKILL the calling process when the thread that created
+/// it exits (`PR_SET_PDEATHSIG`), and closes the race with a parent that died
+/// before the call by comparing the parent pid with `expected_parent`.
+pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(Signal::KILL))?;
+    if parent_pid() != expected_parent {
+        exit_now(128 + 9);
+    }
+    Ok(())
+}
+
+/// The number of threads of the calling process (from `/proc/self/stat`).
+pub(crate) fn thread_count() -> io::Result<usize> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 20; the command name (field 2) may hold spaces, so count after ')'.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| io::Error::other("unexpected /proc/self/stat"))?;
+    rest.split_whitespace()
+        .nth(17)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| io::Error::other("unexpected /proc/self/stat"))
+}
+
+/// Closes every descriptor from 3 up except `keep` (used by forked children so
+/// that nothing of the parent's leaks into them).
+pub(crate) fn close_fds_except(keep: &[i32]) {
+    let mut keep: Vec<u32> = keep.iter().filter_map(|&k| u32::try_from(k).ok()).collect();
+    keep.sort_unstable();
+    let mut lo: u32 = 3;
+    for k in keep.into_iter().filter(|&k| k >= 3) {
+        if k > lo {
+            close_range(lo, k - 1);
+        }
+        lo = k + 1;
+    }
+    close_range(lo, u32::MAX);
+}
+
+fn close_range(first: u32, last: u32) {
+    // SAFETY: close_range only closes descriptors; callers run it in a freshly
+    // forked child where nothing else uses the closed ones.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, first, last, 0u32) };
+    if rc != 0 {
+        // Old kernels: fall back to closing what /proc says is open.
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            let open: Vec<u32> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in open.into_iter().filter(|&fd| fd >= first && fd <= last) {
+                // SAFETY: as above.
+                unsafe { libc::close(fd as i32) };
+            }
+        }
+    }
+}
+
+/// Starts a fresh copy of the current executable (`/proc/self/exe`, which names
+/// the running binary even if its file was replaced), with `env` added, `fd`
+/// inherited at the same number, and stdin at `/dev/null`. With `die_with_me`
+/// the child gets `PR_SET_PDEATHSIG` = SIGKILL tied to the calling thread.
+/// Returns the child's pid and a pidfd for it.
+pub(crate) fn spawn_self(
+    env: &[(&str, String)],
+    fd: BorrowedFd<'_>,
+    die_with_me: bool,
+) -> io::Result<(u32, OwnedFd)> {
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let raw = fd.as_raw_fd();
+    let parent = current_pid();
+    // SAFETY: the hook runs in the forked child before exec and only makes
+    // async-signal-safe syscalls (fcntl, prctl, getppid, _exit); it allocates
+    // nothing and takes no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(raw, libc::F_SETFD, 0) == -1 {
+                return Err(io::Error::last_os_error());
+            }
+            if die_with_me {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+                if libc::getppid() as u32 != parent {
+                    libc::_exit(128 + 9);
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    let pid = child.id();
+    // Our own child, not yet reaped: its pid cannot have been reused.
+    let pidfd = open_pidfd(pid)?;
+    // `Child` has no Drop that waits or kills; the pidfd takes over.
+    drop(child);
+    Ok((pid, pidfd))
+}
+
+/// The raw number of a descriptor, for the environment of a spawned child.
+pub(crate) fn raw(fd: impl AsFd) -> i32 {
+    fd.as_fd().as_raw_fd()
+}
