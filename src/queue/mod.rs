@@ -1,1 +1,3 @@
-//! (in progress)
+//! Process-safe FIFO queues in shared memory: [`Queue`], [`SimpleQueue`], [`JoinableQueue`].
+
+mod ring;
