@@ -160,6 +160,7 @@ enum Backing {
     /// A memfd mapping, shareable with other processes.
     Shared(Segment),
     /// Ordinary memory (tests over threads).
+    #[cfg_attr(not(test), allow(dead_code))]
     Private(Arc<PrivateMem>),
 }
 
@@ -401,11 +402,6 @@ impl Ring {
     /// Item limit, 0 for none.
     pub(crate) fn max_items(&self) -> u64 {
         self.max_items
-    }
-
-    /// Data capacity in bytes.
-    pub(crate) fn capacity_bytes(&self) -> u64 {
-        self.cap
     }
 
     /// The largest payload a single item can have in this ring.
