@@ -2,6 +2,7 @@
 //!
 //! Python's `multiprocessing`, done right, for Rust.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -22,3 +23,7 @@ mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
 pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
+pub use process::{
+    active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
+    ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
+};
