@@ -190,3 +190,22 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
         Ok(Typed::from_ring(ring))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_type_is_a_decode_error_and_the_queue_goes_on() {
+        let ring = Ring::create(Flavor::Queue, 0, 4096).unwrap();
+        let as_u64: Typed<u64> = Typed::from_ring(ring.clone());
+        let as_string: Typed<String> = Typed::from_ring(ring);
+        as_u64.put(u64::MAX).unwrap();
+        as_string.put("ok".into()).unwrap();
+        assert!(matches!(as_string.try_get(), Err(GetError::Decode(_))));
+        assert_eq!(as_string.try_get().unwrap(), "ok");
+        let bytes: Typed<Vec<u8>> = Typed::from_ring(as_u64.ring.clone());
+        bytes.put(vec![1, 2, 3]).unwrap();
+        assert!(matches!(as_string.try_get(), Err(GetError::Decode(_))));
+    }
+}
