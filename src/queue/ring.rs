@@ -909,6 +909,49 @@ mod tests {
     }
 
     #[test]
+    fn a_holder_that_dies_mid_put_is_repaired() {
+        // A thread that exits holding a robust mutex counts as a dead owner, as a
+        // SIGKILLed process does: it dies with a record half-written, then with a
+        // complete redo log not yet applied.
+        for r in rings(Flavor::Joinable, 0, 1024) {
+            r.put(0, b"first", Block::No).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let h = r.h();
+                    assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                    let st = h.state.load();
+                    r.write_at(st.tail, &[0xff; 8]); // a half-written record header
+                });
+            });
+            assert_eq!(r.len(), 1);
+            r.put(0, b"second", Block::No).unwrap();
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let h = r.h();
+                    assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                    let st = h.state.load();
+                    r.write_at(st.tail, &(5u64.to_le_bytes()));
+                    r.write_at(st.tail + 8, b"third");
+                    h.pending.store(Snap {
+                        tail: st.tail + 16,
+                        count: st.count + 1,
+                        unfinished: st.unfinished + 1,
+                        ..st
+                    });
+                    h.pending_valid.store(1, SeqCst);
+                });
+            });
+            // The redo log is applied by the next locker.
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"first");
+            assert_eq!(r.len(), 2);
+            assert_eq!(r.unfinished(), 3);
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"second");
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"third");
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        }
+    }
+
+    #[test]
     fn memory_is_returned_as_the_ring_cycles() {
         let r = Ring::create(Flavor::Queue, 0, 256 << 20).unwrap();
         let item = vec![7u8; 1 << 20];
