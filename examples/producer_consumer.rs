@@ -51,10 +51,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .daemon(true)
             .spawn((q.clone(), eaten.clone(), name.to_string()), consumer)?;
     }
-    let p1 = Process::spawn((q.clone(), "taibai".to_string(), "slop".to_string(), 10), producer)?;
-    let p2 = Process::spawn((q.clone(), "egon".to_string(), "fishbone".to_string(), 10), producer)?;
-    p1.join_timeout(Duration::from_secs(60))?.ok_or("producer 1 timed out")?;
-    p2.join_timeout(Duration::from_secs(60))?.ok_or("producer 2 timed out")?;
+    let p1 = Process::spawn(
+        (q.clone(), "taibai".to_string(), "slop".to_string(), 10),
+        producer,
+    )?;
+    let p2 = Process::spawn(
+        (q.clone(), "egon".to_string(), "fishbone".to_string(), 10),
+        producer,
+    )?;
+    p1.join_timeout(Duration::from_secs(60))?
+        .ok_or("producer 1 timed out")?;
+    p2.join_timeout(Duration::from_secs(60))?
+        .ok_or("producer 2 timed out")?;
 
     // The producers returned from `join`, so every item has been eaten.
     let mut all = Vec::new();
@@ -67,6 +75,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect();
     expected.sort();
     assert_eq!(all, expected, "every item eaten exactly once");
-    println!("all {} items eaten exactly once; the daemon consumers die with main", all.len());
+    println!(
+        "all {} items eaten exactly once; the daemon consumers die with main",
+        all.len()
+    );
     Ok(())
 }

@@ -57,7 +57,10 @@ fn get_variants() {
     let q: Queue<String> = Queue::new().unwrap();
     assert!(q.try_get().unwrap_err().is_empty());
     let t0 = Instant::now();
-    assert!(q.get_timeout(Duration::from_millis(100)).unwrap_err().is_timeout());
+    assert!(q
+        .get_timeout(Duration::from_millis(100))
+        .unwrap_err()
+        .is_timeout());
     assert!(t0.elapsed() >= Duration::from_millis(100));
     fn put_later(q: Queue<String>) {
         std::thread::sleep(Duration::from_millis(100));
@@ -172,7 +175,11 @@ fn close_then_put_and_get_seen_by_other_processes() {
     fn close(q: Queue<u32>) {
         q.close()
     }
-    Process::spawn(q.clone(), close).unwrap().join_timeout(T).unwrap().unwrap();
+    Process::spawn(q.clone(), close)
+        .unwrap()
+        .join_timeout(T)
+        .unwrap()
+        .unwrap();
     assert!(q.is_closed());
     assert_eq!(q.put(8).unwrap_err().into_inner(), 8);
     assert_eq!(q.get_timeout(T).unwrap(), 7);
@@ -217,8 +224,12 @@ fn four_producers_four_consumers_every_item_once() {
             }
         }
     }
-    let consumers: Vec<_> = (0..4).map(|_| Process::spawn(q.clone(), consume).unwrap()).collect();
-    let producers: Vec<_> = (0..4).map(|p| Process::spawn((q.clone(), p), produce).unwrap()).collect();
+    let consumers: Vec<_> = (0..4)
+        .map(|_| Process::spawn(q.clone(), consume).unwrap())
+        .collect();
+    let producers: Vec<_> = (0..4)
+        .map(|p| Process::spawn((q.clone(), p), produce).unwrap())
+        .collect();
     for p in producers {
         p.join_timeout(Duration::from_secs(120)).unwrap().unwrap();
     }
@@ -240,7 +251,9 @@ fn four_producers_four_consumers_every_item_once() {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -274,7 +287,11 @@ fn items_larger_than_the_queue_are_refused() {
     assert_eq!(q.max_item_bytes(), 4088);
     q.put(vec![1; 4088]).unwrap();
     match q.try_put(vec![2; 4089]) {
-        Err(PutError::TooLarge { item, len: 4089, max: 4088 }) => assert_eq!(item.len(), 4089),
+        Err(PutError::TooLarge {
+            item,
+            len: 4089,
+            max: 4088,
+        }) => assert_eq!(item.len(), 4089),
         other => panic!("{other:?}"),
     }
     // Fits, but not now: a byte-budget full queue.

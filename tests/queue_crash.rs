@@ -19,7 +19,10 @@ fn item(seq: u64) -> Vec<u8> {
 fn check(v: &[u8]) -> u64 {
     assert_eq!(v.len(), ITEM, "item of the wrong length");
     let seq = u64::from_le_bytes(v[..8].try_into().unwrap());
-    assert!(v[8..].iter().all(|b| *b == (seq % 251) as u8), "item {seq} corrupted");
+    assert!(
+        v[8..].iter().all(|b| *b == (seq % 251) as u8),
+        "item {seq} corrupted"
+    );
     seq
 }
 
@@ -96,7 +99,11 @@ fn consumer_killed_mid_get_loses_at_most_its_item() {
             assert!(seen.insert(*s), "item {s} both taken and still queued");
         }
         let lost = N as usize - seen.len();
-        assert!(lost <= 1, "round {round}: {lost} items lost ({taken} taken, {} left)", left.len());
+        assert!(
+            lost <= 1,
+            "round {round}: {lost} items lost ({taken} taken, {} left)",
+            left.len()
+        );
         lost_total += lost;
         works_after(&q);
         // The consumer may have died inside `done.put`: that queue works too.

@@ -349,18 +349,24 @@ impl Ring {
         // Header fits at its start; all its fields are atomics or the mutex.
         let h = unsafe { &*base.cast::<Header>() };
         if h.magic.load(SeqCst) != MAGIC || h.layout.load(SeqCst) != LAYOUT {
-            return Err(bad("the segment does not hold a multiproc queue of this version".into()));
+            return Err(bad(
+                "the segment does not hold a multiproc queue of this version".into()
+            ));
         }
         let flavor = Flavor::from_u32(h.flavor.load(SeqCst))
             .ok_or_else(|| bad("the segment holds an unknown kind of queue".into()))?;
         if let Some(w) = want {
             if w != flavor {
-                return Err(bad(format!("the handle is a {flavor:?} queue, not a {w:?} queue")));
+                return Err(bad(format!(
+                    "the handle is a {flavor:?} queue, not a {w:?} queue"
+                )));
             }
         }
         let cap = h.cap.load(SeqCst);
         if cap % 8 != 0 || cap < 64 || cap > (len - DATA_OFF) as u64 {
-            return Err(bad(format!("queue capacity {cap} does not fit its {len}-byte segment")));
+            return Err(bad(format!(
+                "queue capacity {cap} does not fit its {len}-byte segment"
+            )));
         }
         let max_items = h.max_items.load(SeqCst);
         // SAFETY: base is non-null (a live mapping) and DATA_OFF < len.
@@ -755,14 +761,19 @@ mod tests {
     use std::time::Duration;
 
     fn rings(flavor: Flavor, max: u64, cap: u64) -> Vec<Ring> {
-        vec![Ring::private(flavor, max, cap).unwrap(), Ring::create(flavor, max, cap).unwrap()]
+        vec![
+            Ring::private(flavor, max, cap).unwrap(),
+            Ring::create(flavor, max, cap).unwrap(),
+        ]
     }
 
     #[test]
     fn fifo_with_wraparound_and_sizes() {
         for r in rings(Flavor::Queue, 0, 256) {
             for round in 0..50u64 {
-                let items: Vec<Vec<u8>> = (0..3).map(|i| vec![(round + i) as u8; ((round * 7 + i * 13) % 70) as usize]).collect();
+                let items: Vec<Vec<u8>> = (0..3)
+                    .map(|i| vec![(round + i) as u8; ((round * 7 + i * 13) % 70) as usize])
+                    .collect();
                 for it in &items {
                     r.put(1, it, Block::No).unwrap();
                 }
@@ -802,7 +813,10 @@ mod tests {
         assert!(matches!(r.put(0, b"c", Block::No), Err(PutFail::Full)));
         let d = Deadline::after(Duration::from_millis(30));
         assert!(matches!(r.put(0, b"c", Block::Until(d)), Err(PutFail::Timeout)));
-        assert!(matches!(r.put(0, &[0; 2000], Block::No), Err(PutFail::TooLarge { len: 2000, max: 1016 })));
+        assert!(matches!(
+            r.put(0, &[0; 2000], Block::No),
+            Err(PutFail::TooLarge { len: 2000, max: 1016 })
+        ));
         assert_eq!(r.len(), 2);
     }
 
@@ -816,8 +830,12 @@ mod tests {
                     s.spawn(move || {
                         for i in 0..n {
                             let v = p * n + i;
-                            r.put(0, &v.to_le_bytes(), Block::Until(Deadline::after(Duration::from_secs(20))))
-                                .unwrap();
+                            r.put(
+                                0,
+                                &v.to_le_bytes(),
+                                Block::Until(Deadline::after(Duration::from_secs(20))),
+                            )
+                            .unwrap();
                         }
                     });
                 }
@@ -826,7 +844,9 @@ mod tests {
                         let r = r.clone();
                         s.spawn(move || {
                             let mut got = Vec::new();
-                            while let Ok((_, p)) = r.get(Block::Until(Deadline::after(Duration::from_millis(500)))) {
+                            while let Ok((_, p)) =
+                                r.get(Block::Until(Deadline::after(Duration::from_millis(500))))
+                            {
                                 got.push(u64::from_le_bytes(p.as_slice().try_into().unwrap()));
                             }
                             got
@@ -845,12 +865,18 @@ mod tests {
         let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
         std::thread::scope(|s| {
             let r2 = r.clone();
-            let h = s.spawn(move || r2.get(Block::Until(Deadline::after(Duration::from_secs(10)))).map(|x| x.1.into_vec()));
+            let h = s.spawn(move || {
+                r2.get(Block::Until(Deadline::after(Duration::from_secs(10))))
+                    .map(|x| x.1.into_vec())
+            });
             std::thread::sleep(Duration::from_millis(50));
             r.put(0, b"hi", Block::No).unwrap();
             assert_eq!(h.join().unwrap().unwrap(), b"hi");
             let r2 = r.clone();
-            let h = s.spawn(move || r2.get(Block::Until(Deadline::after(Duration::from_secs(10)))).map(|_| ()));
+            let h = s.spawn(move || {
+                r2.get(Block::Until(Deadline::after(Duration::from_secs(10))))
+                    .map(|_| ())
+            });
             std::thread::sleep(Duration::from_millis(50));
             r.close();
             assert!(matches!(h.join().unwrap(), Err(GetFail::Closed)));
@@ -964,7 +990,10 @@ mod tests {
             r.get(Block::No).unwrap();
         }
         let used = r.allocated_bytes();
-        assert!(used < 32 << 20, "{used} bytes still allocated after cycling 600 MiB through the ring");
+        assert!(
+            used < 32 << 20,
+            "{used} bytes still allocated after cycling 600 MiB through the ring"
+        );
         assert!(used >= 4 << 20, "{used}: the live items must still be there");
     }
 

@@ -49,7 +49,10 @@ impl<T> std::fmt::Debug for Typed<T> {
 }
 
 /// Encodes into `buf` when it fits, else on the heap (or borrowed, for bytes).
-fn encode<'a, T: Serialize + Any>(item: &'a T, buf: &'a mut [u8; STACK_ENCODE]) -> Result<(u8, Cow<'a, [u8]>), CodecError> {
+fn encode<'a, T: Serialize + Any>(
+    item: &'a T,
+    buf: &'a mut [u8; STACK_ENCODE],
+) -> Result<(u8, Cow<'a, [u8]>), CodecError> {
     let any = item as &dyn Any;
     if any.is::<Vec<u8>>() || any.is::<Box<[u8]>>() {
         let out = codec::encode_fast(item, false)?;

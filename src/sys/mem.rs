@@ -35,7 +35,12 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
 /// afterwards and cost no memory until touched again (every mapping sees it).
 pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
     use rustix::fs::{fallocate, FallocateFlags};
-    fallocate(fd, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len)?;
+    fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )?;
     Ok(())
 }
 
