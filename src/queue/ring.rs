@@ -51,7 +51,8 @@
 
 use std::io;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use crate::deadline::Deadline;
@@ -73,6 +74,8 @@ const MAX_LEN: u64 = (1 << 56) - 1;
 const CHUNK: u64 = 2 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
 const HOT: u64 = 8 << 20;
+/// Attempts at the mutex before sleeping on it.
+const SPIN: u32 = 200;
 /// Payloads up to this size are copied out without a heap allocation.
 pub(crate) const INLINE: usize = 64;
 
@@ -101,6 +104,8 @@ impl Flavor {
 
 #[repr(C)]
 #[derive(Default)]
+/// The queue's state. Read and written under the mutex only (which orders
+/// the accesses), except `count`/`unfinished` read alone by `len`.
 struct State {
     head: AtomicU64,
     tail: AtomicU64,
@@ -119,17 +124,17 @@ struct Snap {
 impl State {
     fn load(&self) -> Snap {
         Snap {
-            head: self.head.load(SeqCst),
-            tail: self.tail.load(SeqCst),
-            count: self.count.load(SeqCst),
-            unfinished: self.unfinished.load(SeqCst),
+            head: self.head.load(Relaxed),
+            tail: self.tail.load(Relaxed),
+            count: self.count.load(Relaxed),
+            unfinished: self.unfinished.load(Relaxed),
         }
     }
     fn store(&self, s: Snap) {
-        self.head.store(s.head, SeqCst);
-        self.tail.store(s.tail, SeqCst);
-        self.count.store(s.count, SeqCst);
-        self.unfinished.store(s.unfinished, SeqCst);
+        self.head.store(s.head, Relaxed);
+        self.tail.store(s.tail, Relaxed);
+        self.count.store(s.count, Relaxed);
+        self.unfinished.store(s.unfinished, Relaxed);
     }
 }
 
@@ -417,12 +422,12 @@ impl Ring {
 
     /// Items in the queue now (one atomic read of the committed count).
     pub(crate) fn len(&self) -> u64 {
-        self.h().state.count.load(SeqCst)
+        self.h().state.count.load(Acquire)
     }
 
     /// Items put and not yet marked done (joinable rings).
     pub(crate) fn unfinished(&self) -> u64 {
-        self.h().state.unfinished.load(SeqCst)
+        self.h().state.unfinished.load(Acquire)
     }
 
     /// True once `close` was called by any process.
@@ -432,7 +437,24 @@ impl Ring {
 
     fn lock(&self, deadline: Deadline) -> Result<Guard<'_>, LockFail> {
         let h = self.h();
-        match h.lock.lock(deadline)? {
+        // The mutex is held for a copy only: spin briefly before sleeping in
+        // the kernel (a futex sleep and wake-up across CPUs costs far more).
+        let mut got = None;
+        for _ in 0..SPIN {
+            match h.lock.try_lock() {
+                Ok(l) => {
+                    got = Some(l);
+                    break;
+                }
+                Err(LockFail::WouldBlock) => std::hint::spin_loop(),
+                Err(e) => return Err(e),
+            }
+        }
+        let locked = match got {
+            Some(l) => l,
+            None => h.lock.lock(deadline)?,
+        };
+        match locked {
             Locked::Clean => {}
             Locked::OwnerDied => self.repair(),
         }
@@ -468,14 +490,18 @@ impl Ring {
     fn commit(&self, new: Snap) {
         let h = self.h();
         h.pending.store(new);
-        h.pending_valid.store(1, SeqCst);
+        // Release: `pending` is complete before it is marked valid, and the
+        // state is complete before the log is cleared, for whoever locks next
+        // (even after this process dies).
+        h.pending_valid.store(1, Release);
         h.state.store(new);
-        h.pending_valid.store(0, SeqCst);
+        h.pending_valid.store(0, Release);
     }
 
     /// Wakes the sleepers on `w` if any (mutex held).
     fn notify(w: &AtomicU32) {
-        let cur = w.load(SeqCst);
+        // Waiters set the bit under the mutex we hold: a relaxed read sees it.
+        let cur = w.load(Relaxed);
         if cur & 1 != 0 {
             let _ = w.fetch_update(SeqCst, SeqCst, |v| Some((v & !1).wrapping_add(2)));
             futex::wake_all(w);

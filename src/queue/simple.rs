@@ -20,7 +20,7 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// ```
 /// let q = multiproc::SimpleQueue::new()?;
 /// assert!(q.is_empty());
-/// q.put(("job", 7u64))?;
+/// q.put(("job".to_string(), 7u64))?;
 /// assert!(!q.is_empty());
 /// assert_eq!(q.get()?, ("job".to_string(), 7));
 /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -20,7 +20,7 @@ use crate::shm::segment::Segment;
 pub(crate) const DEFAULT_RING_BYTES: u64 = 1 << 30;
 
 /// Small values are encoded on the stack first.
-const STACK_ENCODE: usize = 256;
+const STACK_ENCODE: usize = 64;
 
 /// A typed view of a ring.
 pub(crate) struct Typed<T> {
@@ -75,7 +75,12 @@ fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Payload) -> Result<T, Co
             fds: Vec::new(),
         })
     } else {
-        codec::decode_value(payload.as_slice(), Vec::new())
+        // Straight to postcard; on failure the codec gives the precise message
+        // (a handle inside the item, trailing bytes, ...).
+        match postcard::take_from_bytes::<T>(payload.as_slice()) {
+            Ok((v, [])) => Ok(v),
+            _ => codec::decode_value(payload.as_slice(), Vec::new()),
+        }
     }
 }
 

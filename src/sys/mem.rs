@@ -45,6 +45,7 @@ pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Resul
 }
 
 /// The memory actually allocated to the file behind `fd`, in bytes.
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn allocated_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
     let st = fstat(fd)?;
     Ok(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512))
