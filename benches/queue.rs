@@ -1,5 +1,5 @@
 //! Queues side by side: multiproc's shared-memory queues against CPython's
-//! `multiprocessing` queues and a raw shared-memory SPSC ring of `u64` with
+//! `multiprocessing` queues, ipc-channel's typed channel, and a raw shared-memory SPSC ring of `u64` with
 //! futex wake-up (the ceiling: no locking, no serialization).
 //!
 //! Run: `cargo bench --bench queue` (`MULTIPROC_BENCH_QUICK=1` for a smoke run).
@@ -138,6 +138,29 @@ fn joinable(n: u64) -> f64 {
     assert!(q.join_timeout(T).unwrap());
     let secs = t.elapsed().as_secs_f64();
     p.join_timeout(T).unwrap().unwrap();
+    n as f64 / secs
+}
+
+fn ipc_produce((name, n): (String, u64)) {
+    let tx: ipc_channel::ipc::IpcSender<u64> = ipc_channel::ipc::IpcSender::connect(name).unwrap();
+    for i in 0..n {
+        tx.send(i).unwrap();
+    }
+}
+
+/// ipc-channel's typed channel (a Unix socket per channel), producer process -> parent.
+fn ipc_channel_1p1c(n: u64) -> f64 {
+    let (server, name) = ipc_channel::ipc::IpcOneShotServer::<u64>::new().unwrap();
+    let t = Instant::now();
+    let p = Process::spawn((name, n), ipc_produce).unwrap();
+    let (rx, first) = server.accept().unwrap();
+    let mut sum = first;
+    for _ in 1..n {
+        sum += rx.recv().unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    p.join_timeout(T).unwrap().unwrap();
+    assert_eq!(sum, n * (n - 1) / 2);
     n as f64 / secs
 }
 
@@ -295,6 +318,7 @@ fn main() {
             vec![
                 Contender::new("multiproc Queue", || one_to_one(items)),
                 Contender::new("raw SPSC shm ring + futex", || raw::run(items)),
+                Contender::new("ipc-channel", || ipc_channel_1p1c(items)),
                 Contender::new("CPython mp.Queue", || python("queue_1p1c.py", &[&ns])),
             ],
         );

@@ -543,6 +543,24 @@ impl Ring {
         }
     }
 
+    /// Copies `len` bytes from the ring at logical position `pos` into a new
+    /// vector, without zeroing it first (mutex held; `len <= cap`).
+    fn read_vec(&self, pos: u64, len: usize) -> Vec<u8> {
+        let mut v = Vec::<u8>::with_capacity(len);
+        let off = pos % self.cap;
+        let first = (self.cap - off).min(len as u64) as usize;
+        // SAFETY: the ring side is as in `read_at` (`len <= cap`, checked by
+        // the caller against the committed record); the vector has capacity
+        // for `len` bytes, all of which the two copies initialise before
+        // `set_len`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), v.as_mut_ptr(), first);
+            std::ptr::copy_nonoverlapping(self.data.as_ptr(), v.as_mut_ptr().add(first), len - first);
+            v.set_len(len);
+        }
+        v
+    }
+
     /// Appends a record, blocking as `block` says while the queue is full.
     pub(crate) fn put(&self, kind: u8, payload: &[u8], block: Block) -> Result<(), PutFail> {
         let len = payload.len() as u64;
@@ -629,9 +647,7 @@ impl Ring {
                     self.read_at(s.head + REC_HDR, &mut b[..len as usize]);
                     Payload::Inline(b, len as usize)
                 } else {
-                    let mut v = vec![0u8; len as usize];
-                    self.read_at(s.head + REC_HDR, &mut v);
-                    Payload::Heap(v)
+                    Payload::Heap(self.read_vec(s.head + REC_HDR, len as usize))
                 };
                 let new = if s.count == 1 {
                     Snap {
