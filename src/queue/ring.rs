@@ -468,22 +468,34 @@ impl Ring {
             h.state.store(h.pending.load());
             h.pending_valid.store(0, SeqCst);
         }
-        // A committed state whose numbers disagree (impossible through the redo
-        // log, but shared memory is writable by every user) is reset to empty
-        // rather than trusted.
-        let s = h.state.load();
-        if s.tail < s.head || s.tail - s.head > self.cap || (s.count == 0) != (s.tail == s.head) {
-            self.commit(Snap {
-                head: 0,
-                tail: 0,
-                count: 0,
-                unfinished: s.unfinished,
-            });
-        }
+        self.state();
         for w in [&h.not_empty, &h.not_full, &h.all_done] {
             w.fetch_add(2, SeqCst);
             futex::wake_all(w);
         }
+    }
+
+    /// The committed state (mutex held). A state whose numbers disagree
+    /// (impossible through the redo log, but the shared memory is writable by
+    /// every process holding the queue) is reset to empty rather than trusted,
+    /// so no arithmetic below can overflow or reach outside the ring.
+    fn state(&self) -> Snap {
+        let s = self.h().state.load();
+        let ok = s.tail >= s.head
+            && s.tail - s.head <= self.cap
+            && (s.count == 0) == (s.tail == s.head)
+            && s.count <= (s.tail - s.head) / REC_HDR;
+        if ok {
+            return s;
+        }
+        let empty = Snap {
+            head: 0,
+            tail: 0,
+            count: 0,
+            unfinished: s.unfinished,
+        };
+        self.commit(empty);
+        empty
     }
 
     /// Makes `new` the state, crash-atomically (mutex held).
@@ -582,7 +594,7 @@ impl Ring {
             if self.is_closed() {
                 return Err(PutFail::Closed);
             }
-            let s = h.state.load();
+            let s = self.state();
             let used = s.tail - s.head;
             let room = self.max_items == 0 || s.count < self.max_items;
             if room && self.cap - used >= rec {
@@ -621,7 +633,7 @@ impl Ring {
                 LockFail::WouldBlock => GetFail::Timeout,
                 LockFail::Io(e) => GetFail::Io(e),
             })?;
-            let s = h.state.load();
+            let s = self.state();
             if s.count > 0 {
                 let mut word = [0u8; 8];
                 self.read_at(s.head, &mut word);
@@ -1017,6 +1029,24 @@ mod tests {
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"third");
             assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
         }
+    }
+
+    #[test]
+    fn a_garbled_state_is_reset_not_trusted() {
+        let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
+        r.put(0, b"x", Block::No).unwrap();
+        let h = r.h();
+        h.state.head.store(500, Relaxed); // tail < head
+        assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        h.state.tail.store(u64::MAX, Relaxed);
+        h.state.count.store(3, Relaxed);
+        r.put(0, b"y", Block::No).unwrap();
+        assert_eq!(r.len(), 1);
+        // A record header claiming more than is queued.
+        r.write_at(0, &(4000u64).to_le_bytes());
+        assert!(matches!(r.get(Block::No), Err(GetFail::Io(_))));
+        r.put(0, b"z", Block::No).unwrap();
+        assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"z");
     }
 
     #[test]
