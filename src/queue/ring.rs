@@ -529,9 +529,43 @@ impl Ring {
         futex::wait(w, v, deadline)
     }
 
+    /// The offset in the data ring of logical position `pos` (positions go
+    /// back to 0 whenever the queue empties, so the division is rare).
+    fn phys(&self, pos: u64) -> u64 {
+        if pos < self.cap {
+            pos
+        } else {
+            pos % self.cap
+        }
+    }
+
+    /// Writes a record header word at logical position `pos` (mutex held).
+    fn write_word(&self, pos: u64, word: u64) {
+        let off = self.phys(pos);
+        // SAFETY: `pos` is a record start, a multiple of 8, and so is `cap`:
+        // the 8 bytes at `off < cap` are inside the ring and 8-aligned (the ring
+        // starts on a page); the mutex excludes other accesses to them.
+        unsafe {
+            self.data
+                .as_ptr()
+                .add(off as usize)
+                .cast::<u64>()
+                .write(word.to_le())
+        }
+    }
+
+    /// Reads the record header word at logical position `pos` (mutex held).
+    fn read_word(&self, pos: u64) -> u64 {
+        let off = self.phys(pos);
+        // SAFETY: as in `write_word`; the word was written before the commit
+        // that made it part of the queue (or is garbage from a corrupted state,
+        // which the caller checks).
+        u64::from_le(unsafe { self.data.as_ptr().add(off as usize).cast::<u64>().read() })
+    }
+
     /// Copies `src` into the ring at logical position `pos` (mutex held).
     fn write_at(&self, pos: u64, src: &[u8]) {
-        let off = pos % self.cap;
+        let off = self.phys(pos);
         let first = (self.cap - off).min(src.len() as u64) as usize;
         // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
         // `src.len() - first <= cap` (callers check the record fits), starts at 0:
@@ -539,19 +573,27 @@ impl Ring {
         // access to these free bytes; `src` is ordinary memory, not the ring.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.as_ptr().add(off as usize), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data.as_ptr(), src.len() - first);
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data.as_ptr(), src.len() - first);
+            }
         }
     }
 
     /// Copies from the ring at logical position `pos` into `dst` (mutex held).
     fn read_at(&self, pos: u64, dst: &mut [u8]) {
-        let off = pos % self.cap;
+        let off = self.phys(pos);
         let first = (self.cap - off).min(dst.len() as u64) as usize;
         // SAFETY: as in `write_at`, with the roles swapped; the record's bytes
         // are committed and only this mutex holder reads them.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(self.data.as_ptr(), dst.as_mut_ptr().add(first), dst.len() - first);
+            if first < dst.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.data.as_ptr(),
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
         }
     }
 
@@ -559,7 +601,7 @@ impl Ring {
     /// vector, without zeroing it first (mutex held; `len <= cap`).
     fn read_vec(&self, pos: u64, len: usize) -> Vec<u8> {
         let mut v = Vec::<u8>::with_capacity(len);
-        let off = pos % self.cap;
+        let off = self.phys(pos);
         let first = (self.cap - off).min(len as u64) as usize;
         // SAFETY: the ring side is as in `read_at` (`len <= cap`, checked by
         // the caller against the committed record); the vector has capacity
@@ -567,7 +609,9 @@ impl Ring {
         // `set_len`.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), v.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(self.data.as_ptr(), v.as_mut_ptr().add(first), len - first);
+            if first < len {
+                std::ptr::copy_nonoverlapping(self.data.as_ptr(), v.as_mut_ptr().add(first), len - first);
+            }
             v.set_len(len);
         }
         v
@@ -598,7 +642,7 @@ impl Ring {
             let used = s.tail - s.head;
             let room = self.max_items == 0 || s.count < self.max_items;
             if room && self.cap - used >= rec {
-                self.write_at(s.tail, &(((kind as u64) << 56) | len).to_le_bytes());
+                self.write_word(s.tail, ((kind as u64) << 56) | len);
                 self.write_at(s.tail + REC_HDR, payload);
                 let joinable = u64::from(self.flavor == Flavor::Joinable);
                 self.commit(Snap {
@@ -635,9 +679,7 @@ impl Ring {
             })?;
             let s = self.state();
             if s.count > 0 {
-                let mut word = [0u8; 8];
-                self.read_at(s.head, &mut word);
-                let word = u64::from_le_bytes(word);
+                let word = self.read_word(s.head);
                 let (kind, len) = ((word >> 56) as u8, word & MAX_LEN);
                 let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
                 if rec > s.tail - s.head {
@@ -714,7 +756,7 @@ impl Ring {
                 return false;
             }
             let (cs, ce) = (c * CHUNK, ((c + 1) * CHUNK).min(self.cap));
-            let (hp, used) = (now.head % self.cap, now.tail - now.head);
+            let (hp, used) = (self.phys(now.head), now.tail - now.head);
             let inter = |a: u64, b: u64| a < ce && cs < b;
             if hp + used <= self.cap {
                 inter(hp, hp + used)
@@ -723,7 +765,7 @@ impl Ring {
             }
         };
         let nchunks = self.cap.div_ceil(CHUNK);
-        let start = from % self.cap;
+        let start = self.phys(from);
         let first = start / CHUNK;
         let last = (start + (to - from).max(1) - 1) / CHUNK;
         for i in 0..(last - first + 1).min(nchunks) {
