@@ -65,7 +65,7 @@ pub(crate) const DATA_OFF: usize = 4096;
 /// "MPQUEUE1".
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 /// Layout version.
-const LAYOUT: u32 = 1;
+const LAYOUT: u32 = 2;
 /// Record header length.
 const REC_HDR: u64 = 8;
 /// Largest payload a record can describe.
@@ -138,23 +138,30 @@ impl State {
     }
 }
 
-/// The shared header. Geometry fields are written once before sharing.
-#[repr(C)]
+/// The state and its redo log, together in one cache line.
+#[repr(C, align(64))]
+struct Hot {
+    state: State,
+    pending: State,
+}
+
+/// The shared header. The fields every operation touches share two cache
+/// lines (the mutex and the flags; the state); the geometry, written once
+/// before sharing and cached in each `Ring`, lies apart.
+#[repr(C, align(64))]
 struct Header {
-    magic: AtomicU64,
-    layout: AtomicU32,
-    flavor: AtomicU32,
-    cap: AtomicU64,
-    max_items: AtomicU64,
+    lock: RawMutex,
     closed: AtomicU32,
     pending_valid: AtomicU32,
     not_empty: AtomicU32,
     not_full: AtomicU32,
     all_done: AtomicU32,
-    _pad: AtomicU32,
-    state: State,
-    pending: State,
-    lock: RawMutex,
+    hot: Hot,
+    magic: AtomicU64,
+    layout: AtomicU32,
+    flavor: AtomicU32,
+    cap: AtomicU64,
+    max_items: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFF);
@@ -422,12 +429,12 @@ impl Ring {
 
     /// Items in the queue now (one atomic read of the committed count).
     pub(crate) fn len(&self) -> u64 {
-        self.h().state.count.load(Acquire)
+        self.h().hot.state.count.load(Acquire)
     }
 
     /// Items put and not yet marked done (joinable rings).
     pub(crate) fn unfinished(&self) -> u64 {
-        self.h().state.unfinished.load(Acquire)
+        self.h().hot.state.unfinished.load(Acquire)
     }
 
     /// True once `close` was called by any process.
@@ -465,7 +472,7 @@ impl Ring {
     fn repair(&self) {
         let h = self.h();
         if h.pending_valid.load(SeqCst) != 0 {
-            h.state.store(h.pending.load());
+            h.hot.state.store(h.hot.pending.load());
             h.pending_valid.store(0, SeqCst);
         }
         self.state();
@@ -480,7 +487,7 @@ impl Ring {
     /// every process holding the queue) is reset to empty rather than trusted,
     /// so no arithmetic below can overflow or reach outside the ring.
     fn state(&self) -> Snap {
-        let s = self.h().state.load();
+        let s = self.h().hot.state.load();
         let ok = s.tail >= s.head
             && s.tail - s.head <= self.cap
             && (s.count == 0) == (s.tail == s.head)
@@ -501,12 +508,12 @@ impl Ring {
     /// Makes `new` the state, crash-atomically (mutex held).
     fn commit(&self, new: Snap) {
         let h = self.h();
-        h.pending.store(new);
+        h.hot.pending.store(new);
         // Release: `pending` is complete before it is marked valid, and the
         // state is complete before the log is cleared, for whoever locks next
         // (even after this process dies).
         h.pending_valid.store(1, Release);
-        h.state.store(new);
+        h.hot.state.store(new);
         h.pending_valid.store(0, Release);
     }
 
@@ -786,7 +793,7 @@ impl Ring {
     pub(crate) fn task_done(&self) -> io::Result<bool> {
         let h = self.h();
         let g = self.lock(Deadline::NEVER).map_err(lock_io)?;
-        let s = h.state.load();
+        let s = h.hot.state.load();
         if s.unfinished == 0 {
             return Ok(false);
         }
@@ -810,13 +817,13 @@ impl Ring {
                 Err(LockFail::WouldBlock) => return Ok(false),
                 Err(LockFail::Io(e)) => return Err(e),
             };
-            if h.state.unfinished.load(SeqCst) == 0 {
+            if h.hot.state.unfinished.load(SeqCst) == 0 {
                 return Ok(true);
             }
             let v = Ring::arm(&h.all_done);
             drop(g);
             if Ring::sleep(&h.all_done, v, deadline)? == Wake::TimedOut {
-                return Ok(h.state.unfinished.load(SeqCst) == 0);
+                return Ok(h.hot.state.unfinished.load(SeqCst) == 0);
             }
         }
     }
@@ -1015,10 +1022,10 @@ mod tests {
         let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
         r.put(0, b"one", Block::No).unwrap();
         let h = r.h();
-        let s = h.state.load();
+        let s = h.hot.state.load();
         r.write_at(s.tail, &((3u64).to_le_bytes()));
         r.write_at(s.tail + 8, b"two");
-        h.pending.store(Snap {
+        h.hot.pending.store(Snap {
             tail: s.tail + 16,
             count: 2,
             ..s
@@ -1041,7 +1048,7 @@ mod tests {
                 s.spawn(|| {
                     let h = r.h();
                     assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.state.load();
+                    let st = h.hot.state.load();
                     r.write_at(st.tail, &[0xff; 8]); // a half-written record header
                 });
             });
@@ -1051,10 +1058,10 @@ mod tests {
                 s.spawn(|| {
                     let h = r.h();
                     assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.state.load();
+                    let st = h.hot.state.load();
                     r.write_at(st.tail, &(5u64.to_le_bytes()));
                     r.write_at(st.tail + 8, b"third");
-                    h.pending.store(Snap {
+                    h.hot.pending.store(Snap {
                         tail: st.tail + 16,
                         count: st.count + 1,
                         unfinished: st.unfinished + 1,
@@ -1078,10 +1085,10 @@ mod tests {
         let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
         r.put(0, b"x", Block::No).unwrap();
         let h = r.h();
-        h.state.head.store(500, Relaxed); // tail < head
+        h.hot.state.head.store(500, Relaxed); // tail < head
         assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
-        h.state.tail.store(u64::MAX, Relaxed);
-        h.state.count.store(3, Relaxed);
+        h.hot.state.tail.store(u64::MAX, Relaxed);
+        h.hot.state.count.store(3, Relaxed);
         r.put(0, b"y", Block::No).unwrap();
         assert_eq!(r.len(), 1);
         // A record header claiming more than is queued.
