@@ -21,3 +21,7 @@ mod shm;
 mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
+pub use connection::{
+    wait, Address, AuthError, BufferTooShort, Client, ConnectError, Connection, Listener, Pipe, RecvError,
+    SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+};

@@ -6,6 +6,7 @@
 
 pub(crate) mod futex;
 pub(crate) mod image;
+pub(crate) mod listen;
 pub(crate) mod mem;
 pub(crate) mod proc;
 pub(crate) mod sock;
