@@ -391,6 +391,43 @@ impl Connection {
         Ok(self.fill_pending(&mut st, Deadline::from_timeout(timeout)))
     }
 
+    /// True if this end holds nothing received but not yet delivered.
+    fn is_clean(&self) -> bool {
+        match self.read.try_lock() {
+            Ok(st) => st.pending.is_none() && !st.reader.has_buffered(),
+            Err(_) => false,
+        }
+    }
+
+    /// Another `Connection` on the same end (a duplicated descriptor): what you
+    /// give a child when this process keeps using the end too. The peer sees EOF
+    /// only once both (and every other copy) are closed.
+    ///
+    /// # Errors
+    ///
+    /// `InvalidInput` if this end holds part of a message it has received but not
+    /// delivered (the copy would start mid-message): receive it first. The
+    /// `dup(2)` error otherwise.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// let a2 = a.try_clone()?;
+    /// drop(a);
+    /// a2.send(&1u8)?; // the end is still open through the copy
+    /// assert_eq!(b.recv::<u8>()?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<Connection> {
+        if !self.is_clean() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, BUFFERED));
+        }
+        let c = Connection::from_fd(self.fd.try_clone()?, self.family, self.readable, self.writable);
+        c.set_max_frame(self.max_frame());
+        Ok(c)
+    }
+
     /// Closes this end (this process's copy). Same as dropping it.
     pub fn close(self) {
         drop(self);
@@ -429,6 +466,9 @@ impl fmt::Debug for Connection {
     }
 }
 
+const BUFFERED: &str = "this Connection holds received data not yet delivered (or is receiving): \
+                        receive it before copying or sending the Connection";
+
 const READABLE: u8 = 1;
 const WRITABLE: u8 = 2;
 const TCP: u8 = 4;
@@ -440,16 +480,9 @@ impl Serialize for Connection {
     /// Fails if this end has read part of a message that it has not delivered
     /// (the receiver would start mid-message): receive it first.
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::{Error, SerializeTuple};
-        let clean = match self.read.try_lock() {
-            Ok(st) => st.pending.is_none() && !st.reader.has_buffered(),
-            Err(_) => false,
-        };
-        if !clean {
-            return Err(S::Error::custom(
-                "this Connection holds received data not yet delivered (or is receiving): \
-                 receive it before sending the Connection",
-            ));
+        use serde::ser::{Error as _, SerializeTuple};
+        if !self.is_clean() {
+            return Err(crate::codec::handles::fail(BUFFERED.to_string(), S::Error::custom));
         }
         let mut flags = 0u8;
         if self.readable {
