@@ -197,7 +197,7 @@ impl Connection {
         if !self.writable {
             return Err(SendError::ReadOnly);
         }
-        let out = codec::encode_fast(value, self.family == Family::Unix).map_err(SendError::Codec)?;
+        let out = codec::encode_fast(value, true).map_err(SendError::Codec)?;
         self.send_frame(&out)
     }
 
