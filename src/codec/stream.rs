@@ -123,24 +123,33 @@ impl FrameReader {
             let take = (len - payload.len()).min(self.end - self.start);
             payload.extend_from_slice(&self.buf[self.start..self.start + take]);
             self.start += take;
-            // Large remainders go straight into the payload.
-            while len - payload.len() >= DIRECT {
-                let have = payload.len();
-                let want = (len - have).min(8 << 20);
-                payload.resize(have + want, 0);
-                let r = sock::recv_some(sock, &mut payload[have..], &mut self.fds, deadline);
-                match r {
+            // Large remainders go straight into the payload. The zeroed room is
+            // grown in steps of at most 8 MiB (a lying header costs nothing until
+            // the bytes arrive) and zeroed once, not again after each short read.
+            let mut filled = payload.len();
+            let mut failed = None;
+            while len - filled >= DIRECT {
+                if filled == payload.len() {
+                    payload.resize(filled + (len - filled).min(8 << 20), 0);
+                }
+                match sock::recv_some(sock, &mut payload[filled..], &mut self.fds, deadline) {
                     Ok(0) => {
-                        payload.truncate(have);
-                        self.current = None;
-                        return Err(ReadError::Codec(CodecError::Truncated));
+                        failed = Some(ReadError::Codec(CodecError::Truncated));
+                        break;
                     }
-                    Ok(n) => payload.truncate(have + n),
+                    Ok(n) => filled += n,
                     Err(e) => {
-                        payload.truncate(have);
-                        return Err(e.into());
+                        failed = Some(e.into());
+                        break;
                     }
                 }
+            }
+            payload.truncate(filled);
+            if let Some(e) = failed {
+                if matches!(e, ReadError::Codec(CodecError::Truncated)) {
+                    self.current = None;
+                }
+                return Err(e);
             }
             if payload.len() < len {
                 if self.fill(sock, deadline)? == 0 {

@@ -482,7 +482,10 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error as _, SerializeTuple};
         if !self.is_clean() {
-            return Err(crate::codec::handles::fail(BUFFERED.to_string(), S::Error::custom));
+            return Err(crate::codec::handles::fail(
+                BUFFERED.to_string(),
+                S::Error::custom,
+            ));
         }
         let mut flags = 0u8;
         if self.readable {
@@ -521,7 +524,11 @@ impl<'de> Deserialize<'de> for OwnedFdField {
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (fd, flags, max): (OwnedFdField, u8, u64) = Deserialize::deserialize(d)?;
-        let family = if flags & TCP != 0 { Family::Tcp } else { Family::Unix };
+        let family = if flags & TCP != 0 {
+            Family::Tcp
+        } else {
+            Family::Unix
+        };
         let c = Connection::from_fd(fd.0, family, flags & READABLE != 0, flags & WRITABLE != 0);
         c.set_max_frame(max);
         Ok(c)
