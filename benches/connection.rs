@@ -8,7 +8,8 @@
 //!    and `recv_bytes_into`, the raw Unix stream with a length prefix read into a
 //!    reused buffer, ipc-channel's typed `Vec<u8>` channel, CPython.
 //!
-//! Run: `cargo bench --bench connection` (`MULTIPROC_BENCH_QUICK=1` for a tiny run).
+//! Run: `cargo bench --bench connection [-- pingpong|stream]` (`MULTIPROC_BENCH_QUICK=1`
+//! for a tiny run).
 
 mod common;
 
@@ -278,6 +279,10 @@ fn ipc_stream(msgs: usize) -> f64 {
 }
 
 fn main() {
+    // `cargo bench --bench connection -- pingpong` (or `stream`) runs one scenario.
+    let args: Vec<String> = std::env::args().collect();
+    let only =
+        |s: &str| !args.iter().any(|a| a == "pingpong" || a == "stream") || args.iter().any(|a| a == s);
     let me = std::process::id();
     let rounds = n(20_000, 300);
     let rounds_s = rounds.to_string();
@@ -285,24 +290,29 @@ fn main() {
 
     // Ping-pong, every process on CPU 0 (children are pinned after they start;
     // Python's inherit this process's affinity).
-    pin(me, "0");
-    scenario(
-        "8-byte ping-pong round trip, 2 processes pinned to CPU 0",
-        "us/round trip",
-        false,
-        reps,
-        vec![
-            Contender::new("multiproc send_bytes", || mp_pingpong(rounds, false)),
-            Contender::new("multiproc send::<u64>", || mp_pingpong(rounds, true)),
-            Contender::new("raw unix socket read/write", || raw_pingpong(rounds)),
-            Contender::new("ipc-channel Vec<u8>", || ipc_pingpong(rounds)),
-            Contender::new("CPython Pipe send_bytes", || {
-                python("connection_pingpong.py", &[&rounds_s])
-            }),
-        ],
-    );
-    pin(me, &all_cpus());
+    if only("pingpong") {
+        pin(me, "0");
+        scenario(
+            "8-byte ping-pong round trip, 2 processes pinned to CPU 0",
+            "us/round trip",
+            false,
+            reps,
+            vec![
+                Contender::new("multiproc send_bytes", || mp_pingpong(rounds, false)),
+                Contender::new("multiproc send::<u64>", || mp_pingpong(rounds, true)),
+                Contender::new("raw unix socket read/write", || raw_pingpong(rounds)),
+                Contender::new("ipc-channel Vec<u8>", || ipc_pingpong(rounds)),
+                Contender::new("CPython Pipe send_bytes", || {
+                    python("connection_pingpong.py", &[&rounds_s])
+                }),
+            ],
+        );
+        pin(me, &all_cpus());
+    }
 
+    if !only("stream") {
+        return;
+    }
     let msgs = n(400, 20);
     let py_msgs = n(200, 20).to_string();
     scenario(

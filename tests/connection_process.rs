@@ -118,16 +118,18 @@ fn a_connection_is_sent_to_a_running_process() {
 }
 
 fn big_sender(c: Connection) {
-    c.send_bytes(&vec![7u8; 64 << 20]).unwrap();
+    let big = vec![7u8; 64 << 20];
+    c.send(&"ready".to_string()).unwrap();
+    c.send_bytes(&big).unwrap();
 }
 
 #[test]
 fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
     let (mine, theirs) = Pipe::new().unwrap();
     let p = Process::spawn(theirs, big_sender).unwrap();
-    // Read part of the message (poll keeps the progress), while the child is
-    // blocked on a full socket in the middle of it.
-    assert!(!mine.poll(Some(Duration::from_millis(300))).unwrap());
+    assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
+    // Nobody reads: the child blocks on a full socket in the middle of the message.
+    std::thread::sleep(Duration::from_millis(300));
     p.kill().unwrap();
     let t = Instant::now();
     match mine.recv_bytes_timeout(LONG) {

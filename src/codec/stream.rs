@@ -123,33 +123,20 @@ impl FrameReader {
             let take = (len - payload.len()).min(self.end - self.start);
             payload.extend_from_slice(&self.buf[self.start..self.start + take]);
             self.start += take;
-            // Large remainders go straight into the payload. The zeroed room is
-            // grown in steps of at most 8 MiB (a lying header costs nothing until
-            // the bytes arrive) and zeroed once, not again after each short read.
-            let mut filled = payload.len();
-            let mut failed = None;
-            while len - filled >= DIRECT {
-                if filled == payload.len() {
-                    payload.resize(filled + (len - filled).min(8 << 20), 0);
-                }
-                match sock::recv_some(sock, &mut payload[filled..], &mut self.fds, deadline) {
+            // Large remainders go straight into the payload's spare capacity (no
+            // zeroing), grown by at most 8 MiB at a time: a lying header costs
+            // nothing until the bytes arrive. No descriptor can arrive here (they
+            // ride on a frame's first bytes), so a plain recv is enough.
+            while len - payload.len() >= DIRECT {
+                let want = (len - payload.len()).min(8 << 20);
+                match crate::sys::uninit::recv_append(sock, payload, want, deadline) {
                     Ok(0) => {
-                        failed = Some(ReadError::Codec(CodecError::Truncated));
-                        break;
+                        self.current = None;
+                        return Err(ReadError::Codec(CodecError::Truncated));
                     }
-                    Ok(n) => filled += n,
-                    Err(e) => {
-                        failed = Some(e.into());
-                        break;
-                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
                 }
-            }
-            payload.truncate(filled);
-            if let Some(e) = failed {
-                if matches!(e, ReadError::Codec(CodecError::Truncated)) {
-                    self.current = None;
-                }
-                return Err(e);
             }
             if payload.len() < len {
                 if self.fill(sock, deadline)? == 0 {

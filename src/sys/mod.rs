@@ -11,3 +11,4 @@ pub(crate) mod listen;
 pub(crate) mod mem;
 pub(crate) mod proc;
 pub(crate) mod sock;
+pub(crate) mod uninit;
