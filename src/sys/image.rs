@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 #[inline(never)]
 pub(crate) fn anchor() -> usize {
     // Something the optimiser cannot fold into another function.
-    std::hint::black_box(0x6d70_726f_63usize)
+    std::hint::black_box(0x006d_7072_6f63_usize)
 }
 
 /// The address of [`anchor`].
