@@ -164,5 +164,5 @@ pub(crate) fn conjure_fn<F: Copy + 'static>() -> F {
     // and the only zero-sized types implementing the `Fn` traits (which cannot
     // be implemented by hand on stable Rust) are fn items and capture-less
     // closures, which have no validity invariant beyond their type.
-    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+    unsafe { std::mem::zeroed::<F>() }
 }
