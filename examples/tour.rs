@@ -27,18 +27,29 @@ fn processes() -> Result<(), ProcessError> {
         let p = Process::builder().start_method(method).spawn(30u64, fib)?;
         let pid = p.pid();
         let r = p.join()?;
-        println!("{method:?}: child {pid} computed fib(30) = {r} in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
+        println!(
+            "{method:?}: child {pid} computed fib(30) = {r} in {:.1} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
     }
     let p = Process::spawn((), |()| -> u32 { panic!("a bug in the child") })?;
     println!("a panicking child: {}", p.join().unwrap_err());
     let p = Process::spawn(60_000u64, |ms| std::thread::sleep(Duration::from_millis(ms)))?;
     p.kill()?;
-    println!("a killed child: {} (exitcode {})", p.join().unwrap_err(), p.exit_status().map_or(0, |s| s.exitcode()));
+    println!(
+        "a killed child: {} (exitcode {})",
+        p.join().unwrap_err(),
+        p.exit_status().map_or(0, |s| s.exitcode())
+    );
     Ok(())
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    println!("multiproc tour: {} CPUs, parent pid {}", multiproc::cpu_count(), std::process::id());
+    println!(
+        "multiproc tour: {} CPUs, parent pid {}",
+        multiproc::cpu_count(),
+        std::process::id()
+    );
     processes()?;
     println!("\ntour finished");
     Ok(())
