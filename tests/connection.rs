@@ -365,3 +365,25 @@ fn concurrent_senders_never_interleave_frames() {
         t.join().unwrap();
     }
 }
+
+#[test]
+fn recv_bytes_into_takes_messages_of_every_size_in_order() {
+    let (a, b) = Pipe::new().unwrap();
+    let sizes = [0usize, 1, 12, 16 << 10, 100_000, 1 << 20, 3, 5 << 20];
+    let t = thread::spawn(move || {
+        for (i, n) in sizes.iter().enumerate() {
+            a.send_bytes(&vec![i as u8 + 1; *n]).unwrap();
+            a.send(&(i as u32)).unwrap();
+        }
+        a
+    });
+    let mut buf = vec![0u8; 6 << 20];
+    for (i, n) in sizes.iter().enumerate() {
+        let got = b.recv_bytes_into(&mut buf).unwrap();
+        assert_eq!(got, *n, "message {i}");
+        assert!(buf[..got].iter().all(|&x| x == i as u8 + 1), "message {i}");
+        assert_eq!(b.recv_timeout::<u32>(LONG).unwrap(), i as u32);
+    }
+    drop(t.join().unwrap());
+    assert!(matches!(b.recv_bytes_into(&mut buf), Err(RecvError::Eof)));
+}

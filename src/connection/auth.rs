@@ -191,7 +191,12 @@ mod tests {
         let mut left = 0;
         let mut buf = [0u8; 4096];
         loop {
-            match sock::recv_some(a.as_fd(), &mut buf, &mut Vec::new(), Deadline::after(Duration::ZERO)) {
+            match sock::recv_some(
+                a.as_fd(),
+                &mut buf,
+                &mut Vec::new(),
+                Deadline::after(Duration::ZERO),
+            ) {
                 Ok(n) if n > 0 => left += n,
                 _ => break,
             }

@@ -336,7 +336,30 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        let payload = self.read_frame(Deadline::NEVER)?.payload;
+        if !self.readable {
+            return Err(RecvError::WriteOnly);
+        }
+        let frame = {
+            let mut st = lock(&self.read);
+            match st.pending.take() {
+                Some(r) => r.map_err(read_error)?,
+                None => {
+                    let max = self.max_frame();
+                    // Straight into `buf` when the message fits.
+                    if let Some(n) = st
+                        .reader
+                        .read_into(self.fd.as_fd(), max, buf)
+                        .map_err(read_error)?
+                    {
+                        return Ok(n);
+                    }
+                    st.reader
+                        .read(self.fd.as_fd(), max, Deadline::NEVER)
+                        .map_err(read_error)?
+                }
+            }
+        };
+        let payload = frame.payload;
         if payload.len() > buf.len() {
             return Err(RecvError::BufferTooShort(BufferTooShort::new(payload, buf.len())));
         }
