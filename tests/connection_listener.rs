@@ -267,3 +267,20 @@ fn handles_cannot_travel_over_tcp_but_can_over_unix_paths() {
         }
     }
 }
+
+#[test]
+fn a_client_that_connects_and_sends_before_accept_is_served() {
+    // CPython's test_issue14725 and test_issue16955: the client is connected (and
+    // has sent) before `accept` runs; poll on the accepted end sees the message.
+    for addr in addresses("early") {
+        let l = Listener::bind(addr, None).unwrap();
+        let c = Client::connect_timeout(l.address(), None, LONG).unwrap();
+        c.send_bytes(b"early").unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let s = l.accept_timeout(LONG).unwrap();
+        assert!(s.poll(Some(LONG)).unwrap());
+        assert_eq!(s.try_recv_bytes().unwrap(), b"early");
+        drop(c);
+        assert!(s.recv_bytes_timeout(LONG).unwrap_err().is_eof());
+    }
+}
