@@ -61,3 +61,4 @@ pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
 };
+pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
