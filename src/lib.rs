@@ -21,3 +21,4 @@ mod shm;
 mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
+pub use sync::{Lock, LockError, LockGuard, ReleaseError};

@@ -1,4 +1,16 @@
 //! Process-shared synchronization: `Lock`, `RLock`, `Semaphore`, `BoundedSemaphore`,
 //! `Event`, `Condition`, `Barrier`.
+//!
+//! Every primitive lives in its own shared-memory segment ([`shared::Shared`]):
+//! handles are `Clone + Send + Sync` and `Serialize + Deserialize`, so they can
+//! be given to a child process or sent over a `Connection`. Locks are glibc
+//! robust mutexes (a holder's death is reported to the next acquirer); the
+//! other primitives block on shared futex words with deadlines.
 
+pub(crate) mod error;
+pub(crate) mod lock;
 pub(crate) mod raw_mutex;
+pub(crate) mod shared;
+
+pub use error::{LockError, ReleaseError};
+pub use lock::{Lock, LockGuard};

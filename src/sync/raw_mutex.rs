@@ -34,7 +34,8 @@ pub(crate) enum Locked {
 pub(crate) enum LockFail {
     /// The deadline passed (or, for `try_lock`, the lock was busy).
     WouldBlock,
-    /// Any other error from the C library.
+    /// Any other error from the C library (`EDEADLK` when the calling thread
+    /// already holds the mutex).
     Io(io::Error),
 }
 
@@ -70,6 +71,12 @@ impl RawMutex {
                 check(libc::pthread_mutexattr_setrobust(
                     attr.as_mut_ptr(),
                     libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                // Error-checking: relocking by the owner returns EDEADLK instead of
+                // hanging forever (a robust NORMAL mutex self-deadlocks).
+                check(libc::pthread_mutexattr_settype(
+                    attr.as_mut_ptr(),
+                    libc::PTHREAD_MUTEX_ERRORCHECK,
                 ))?;
                 check(libc::pthread_mutex_init(
                     UnsafeCell::raw_get(std::ptr::addr_of!((*this).m)),
