@@ -21,4 +21,7 @@ mod shm;
 mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
-pub use sync::{Lock, LockError, LockGuard, ReleaseError};
+pub use sync::{
+    BoundedSemaphore, Event, Lock, LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
+    SemaphoreGuard,
+};

@@ -8,9 +8,15 @@
 //! other primitives block on shared futex words with deadlines.
 
 pub(crate) mod error;
+pub(crate) mod event;
 pub(crate) mod lock;
 pub(crate) mod raw_mutex;
+pub(crate) mod rlock;
+pub(crate) mod semaphore;
 pub(crate) mod shared;
 
 pub use error::{LockError, ReleaseError};
 pub use lock::{Lock, LockGuard};
+pub use event::Event;
+pub use rlock::{RLock, RLockGuard};
+pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};

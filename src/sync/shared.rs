@@ -132,6 +132,16 @@ impl<L: SharedLayout> Shared<L> {
         })
     }
 
+    /// Creates a segment holding `value` (for layouts that need no in-place
+    /// initialisation, e.g. atomics only) and no data area.
+    pub(crate) fn create_value(name: &str, value: L) -> io::Result<Self> {
+        Shared::create(name, 0, 1, |p: *mut L| {
+            // SAFETY: `create` hands over valid, aligned, unshared memory for an `L`.
+            unsafe { p.write(value) };
+            Ok(())
+        })
+    }
+
     /// Takes a segment received from elsewhere, checking that it holds an `L`.
     pub(crate) fn attach(seg: Segment) -> io::Result<Self> {
         let bad = |what: &str| {
