@@ -28,6 +28,6 @@ pub use process::{
 };
 pub use shm::{Array, ArrayGuard, Value, ValueGuard};
 pub use sync::{
-    BoundedSemaphore, Event, Lock, LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore,
-    SemaphoreGuard,
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
+    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
 };

@@ -35,22 +35,31 @@ fn child_waits_for_parent_release() {
     drop(g);
     let (ok, waited) = p.join_timeout(T).unwrap().unwrap();
     assert!(ok);
-    assert!(waited >= 100, "child got the lock after {waited} ms while the parent held it");
+    assert!(
+        waited >= 100,
+        "child got the lock after {waited} ms while the parent held it"
+    );
 }
 
 #[test]
 fn acquire_timeout_times_out_against_a_child_holder() {
     let lock = Lock::new().unwrap();
     let (held, done) = (Event::new().unwrap(), Event::new().unwrap());
-    let p = Process::spawn((lock.clone(), held.clone(), done.clone()), |(l, held, done): (Lock, Event, Event)| {
-        let _g = l.acquire().unwrap();
-        held.set();
-        done.wait_timeout(Duration::from_secs(20))
-    })
+    let p = Process::spawn(
+        (lock.clone(), held.clone(), done.clone()),
+        |(l, held, done): (Lock, Event, Event)| {
+            let _g = l.acquire().unwrap();
+            held.set();
+            done.wait_timeout(Duration::from_secs(20))
+        },
+    )
     .unwrap();
     assert!(held.wait_timeout(T));
     let t = Instant::now();
-    assert!(matches!(lock.acquire_timeout(Duration::from_millis(100)), Err(LockError::Timeout)));
+    assert!(matches!(
+        lock.acquire_timeout(Duration::from_millis(100)),
+        Err(LockError::Timeout)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(100));
     assert!(matches!(lock.release(), Err(ReleaseError::NotHeld)));
     done.set();
@@ -84,16 +93,19 @@ fn sigkilled_holder_reports_owner_died_once() {
 fn rlock_reentrant_in_child_and_not_releasable_by_parent() {
     let l = RLock::new().unwrap();
     let (held, done) = (Event::new().unwrap(), Event::new().unwrap());
-    let p = Process::spawn((l.clone(), held.clone(), done.clone()), |(l, held, done): (RLock, Event, Event)| {
-        let a = l.acquire().unwrap();
-        let b = l.acquire().unwrap();
-        let n = l.held_count();
-        held.set();
-        done.wait_timeout(Duration::from_secs(20));
-        drop(b);
-        drop(a);
-        n
-    })
+    let p = Process::spawn(
+        (l.clone(), held.clone(), done.clone()),
+        |(l, held, done): (RLock, Event, Event)| {
+            let a = l.acquire().unwrap();
+            let b = l.acquire().unwrap();
+            let n = l.held_count();
+            held.set();
+            done.wait_timeout(Duration::from_secs(20));
+            drop(b);
+            drop(a);
+            n
+        },
+    )
     .unwrap();
     assert!(held.wait_timeout(T));
     assert!(matches!(l.release(), Err(ReleaseError::NotHeld)));
@@ -112,14 +124,17 @@ fn eight_processes_times_10k_increments_under_a_lock_lose_nothing() {
     let counter = multiproc::Value::<u64>::new(0).unwrap();
     let ps: Vec<_> = (0..8)
         .map(|_| {
-            Process::spawn((lock.clone(), counter.clone()), |(l, c): (Lock, multiproc::Value<u64>)| {
-                for _ in 0..10_000 {
-                    let _g = l.acquire().unwrap();
-                    // Two separate locked steps: only the outer Lock makes them atomic.
-                    let v = c.load().unwrap();
-                    c.store(v + 1).unwrap();
-                }
-            })
+            Process::spawn(
+                (lock.clone(), counter.clone()),
+                |(l, c): (Lock, multiproc::Value<u64>)| {
+                    for _ in 0..10_000 {
+                        let _g = l.acquire().unwrap();
+                        // Two separate locked steps: only the outer Lock makes them atomic.
+                        let v = c.load().unwrap();
+                        c.store(v + 1).unwrap();
+                    }
+                },
+            )
             .unwrap()
         })
         .collect();

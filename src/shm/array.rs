@@ -87,7 +87,10 @@ impl<T: Pod> Array<T> {
     }
 
     fn lock_with(&self, wait: Wait) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
-        self.block.lock(wait).map(Array::guard).map_err(|e| e.map(Array::guard))
+        self.block
+            .lock(wait)
+            .map(Array::guard)
+            .map_err(|e| e.map(Array::guard))
     }
 
     /// Locks the array, waiting as long as needed.

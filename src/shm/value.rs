@@ -84,7 +84,10 @@ impl<T: Pod> Value<T> {
     }
 
     fn lock_with(&self, wait: Wait) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
-        self.block.lock(wait).map(Value::guard).map_err(|e| e.map(Value::guard))
+        self.block
+            .lock(wait)
+            .map(Value::guard)
+            .map_err(|e| e.map(Value::guard))
     }
 
     /// Locks the value, waiting as long as needed.

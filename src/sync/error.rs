@@ -92,9 +92,9 @@ impl<G> fmt::Debug for LockError<G> {
 impl<G> fmt::Display for LockError<G> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LockError::OwnerDied(_) => {
-                f.write_str("the previous holder of the lock died holding it; the guarded data may be inconsistent")
-            }
+            LockError::OwnerDied(_) => f.write_str(
+                "the previous holder of the lock died holding it; the guarded data may be inconsistent",
+            ),
             LockError::WouldBlock => f.write_str("the lock is held elsewhere"),
             LockError::Timeout => f.write_str("timed out waiting for the lock"),
             LockError::WouldDeadlock => f.write_str("the calling thread already holds this lock"),

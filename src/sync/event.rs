@@ -44,10 +44,12 @@ impl EventState {
             if w & 1 == 1 {
                 return;
             }
-            match self
-                .word
-                .compare_exchange_weak(w, w.wrapping_add(2) | 1, Ordering::SeqCst, Ordering::Relaxed)
-            {
+            match self.word.compare_exchange_weak(
+                w,
+                w.wrapping_add(2) | 1,
+                Ordering::SeqCst,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break,
                 Err(now) => w = now,
             }

@@ -244,7 +244,9 @@ mod tests {
     fn owner_thread_exit_reports_owner_died_once() {
         let lock = Lock::new().unwrap();
         let l2 = lock.clone();
-        std::thread::spawn(move || l2.acquire().unwrap().leak()).join().unwrap();
+        std::thread::spawn(move || l2.acquire().unwrap().leak())
+            .join()
+            .unwrap();
         let g = lock.acquire_timeout(Duration::from_secs(5));
         assert!(matches!(g, Err(LockError::OwnerDied(_))));
         drop(g);

@@ -7,6 +7,8 @@
 //! robust mutexes (a holder's death is reported to the next acquirer); the
 //! other primitives block on shared futex words with deadlines.
 
+pub(crate) mod barrier;
+pub(crate) mod condition;
 pub(crate) mod error;
 pub(crate) mod event;
 pub(crate) mod lock;
@@ -15,8 +17,10 @@ pub(crate) mod rlock;
 pub(crate) mod semaphore;
 pub(crate) mod shared;
 
+pub use barrier::{Barrier, BrokenBarrierError};
+pub use condition::{Condition, ConditionGuard};
 pub use error::{LockError, ReleaseError};
-pub use lock::{Lock, LockGuard};
 pub use event::Event;
+pub use lock::{Lock, LockGuard};
 pub use rlock::{RLock, RLockGuard};
 pub use semaphore::{BoundedSemaphore, Semaphore, SemaphoreGuard};

@@ -57,9 +57,9 @@ impl RLockState {
         let me = thread_identity();
         if self.owned_by(me) {
             let c = self.count.load(Ordering::Relaxed);
-            let c = c.checked_add(1).ok_or_else(|| {
-                LockError::Io(io::Error::other("RLock recursion count overflow"))
-            })?;
+            let c = c
+                .checked_add(1)
+                .ok_or_else(|| LockError::Io(io::Error::other("RLock recursion count overflow")))?;
             self.count.store(c, Ordering::Relaxed);
             return Ok(false);
         }
@@ -239,14 +239,18 @@ mod tests {
         let b = l.try_acquire().unwrap();
         assert_eq!(l.held_count(), 2);
         let l2 = l.clone();
-        let other = std::thread::spawn(move || l2.try_acquire().is_err()).join().unwrap();
+        let other = std::thread::spawn(move || l2.try_acquire().is_err())
+            .join()
+            .unwrap();
         assert!(other, "another thread must not get a held RLock");
         drop(b);
         assert_eq!(l.held_count(), 1);
         drop(a);
         assert_eq!(l.held_count(), 0);
         let l2 = l.clone();
-        let ok = std::thread::spawn(move || l2.try_acquire().is_ok()).join().unwrap();
+        let ok = std::thread::spawn(move || l2.try_acquire().is_ok())
+            .join()
+            .unwrap();
         assert!(ok);
     }
 

@@ -144,7 +144,9 @@ pub struct Semaphore {
 
 impl fmt::Debug for Semaphore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Semaphore").field("value", &self.get_value()).finish()
+        f.debug_struct("Semaphore")
+            .field("value", &self.get_value())
+            .finish()
     }
 }
 
@@ -175,7 +177,9 @@ impl Semaphore {
 
     /// Takes a unit if one is available now.
     pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
-        self.state().try_take().then(|| SemaphoreGuard { state: self.state() })
+        self.state()
+            .try_take()
+            .then(|| SemaphoreGuard { state: self.state() })
     }
 
     /// Takes a unit, waiting at most `timeout`; `None` if the timeout passed.
@@ -248,7 +252,9 @@ impl BoundedSemaphore {
 
     /// Takes a unit if one is available now.
     pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
-        self.state().try_take().then(|| SemaphoreGuard { state: self.state() })
+        self.state()
+            .try_take()
+            .then(|| SemaphoreGuard { state: self.state() })
     }
 
     /// Takes a unit, waiting at most `timeout`; `None` if the timeout passed.

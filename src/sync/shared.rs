@@ -147,7 +147,10 @@ impl<L: SharedLayout> Shared<L> {
         let bad = |what: &str| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("shared memory received is not a {}: {what}", std::any::type_name::<L>()),
+                format!(
+                    "shared memory received is not a {}: {what}",
+                    std::any::type_name::<L>()
+                ),
             )
         };
         if seg.len() < size_of::<Slot<L>>() {

@@ -8,5 +8,7 @@ pub(crate) mod futex;
 pub(crate) mod hook;
 pub(crate) mod image;
 pub(crate) mod mem;
+pub(crate) mod named_shm;
+pub(crate) mod plain_fn;
 pub(crate) mod proc;
 pub(crate) mod sock;
