@@ -38,7 +38,7 @@ use crate::sync::error::{LockError, Wait};
 #[doc(alias = "multiprocessing.Array")]
 #[doc(alias = "sharedctypes")]
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Pod"))]
+#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Array<T> {
     block: PodBlock<T>,
 }

@@ -45,7 +45,7 @@ use crate::sync::error::{LockError, Wait};
 #[doc(alias = "multiprocessing.Value")]
 #[doc(alias = "sharedctypes")]
 #[derive(Clone, Serialize, Deserialize)]
-#[serde(bound(deserialize = "T: Pod"))]
+#[serde(bound(serialize = "", deserialize = "T: Pod"))]
 pub struct Value<T> {
     block: PodBlock<T>,
 }
