@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::stream::write_frame;
+use crate::codec::stream::write_frames;
 use crate::codec::{self};
 use crate::deadline::Deadline;
 use crate::process::bootstrap::{self, entry_id, finish, run_and_encode, Bootstrap, ENV_CHILD};
@@ -202,12 +202,10 @@ impl Builder {
         };
         let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
         info::register(child.clone());
-        for frame in [&boot_frame, &args_frame] {
-            match write_frame(ours.as_fd(), frame, Deadline::NEVER) {
-                // A child that died at once: `join` reports how.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
-                r => r?,
-            }
+        match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER) {
+            // A child that died at once: `join` reports how.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {}
+            r => r?,
         }
         Ok(Process::new(child, ours))
     }
