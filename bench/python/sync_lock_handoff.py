@@ -1,0 +1,30 @@
+"""Two processes hand a multiprocessing.Lock back and forth: each waits for its
+turn (a RawValue read under the lock), takes it, and passes the turn on.
+Prints microseconds per handoff."""
+import sys
+import time
+from multiprocessing import Barrier, Lock, Process, RawValue
+
+
+def player(me, n, lock, turn, start):
+    start.wait()
+    done = 0
+    while done < n:
+        with lock:
+            if turn.value == me:
+                turn.value = 1 - me
+                done += 1
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    lock, turn, start = Lock(), RawValue("i", 0), Barrier(3)
+    ps = [Process(target=player, args=(me, n, lock, turn, start)) for me in (0, 1)]
+    for p in ps:
+        p.start()
+    start.wait()
+    t = time.perf_counter()
+    for p in ps:
+        p.join()
+    dt = time.perf_counter() - t
+    print(dt / (2 * n) * 1e6)
