@@ -24,7 +24,11 @@ struct RawWord(AtomicU32);
 impl RawWord {
     #[inline]
     fn lock(&self) {
-        if self.0.compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed).is_err() {
+        if self
+            .0
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             while self.0.swap(2, Ordering::Acquire) != 0 {
                 std::thread::yield_now(); // futex_wait(word, 2) in a real lock
             }
@@ -65,7 +69,9 @@ fn uncontended() {
                 }
                 t.elapsed().as_nanos() as f64 / iters as f64
             }),
-            Contender::new("CPython mp.Lock", || python("sync_lock_uncontended.py", &[&py_iters])),
+            Contender::new("CPython mp.Lock", || {
+                python("sync_lock_uncontended.py", &[&py_iters])
+            }),
         ],
     );
 }
@@ -158,7 +164,9 @@ fn increments() {
         5,
         vec![
             Contender::new("multiproc Value", || increments_multiproc(8, iters)),
-            Contender::new("CPython Value.get_lock()", || python("sync_value_increments.py", &["8", &i])),
+            Contender::new("CPython Value.get_lock()", || {
+                python("sync_value_increments.py", &["8", &i])
+            }),
         ],
     );
 }

@@ -22,11 +22,22 @@ fn values_of_several_types_written_by_child_are_seen_by_parent() {
     let a = Value::new(25i32).unwrap();
     let b = Value::new(1.25f64).unwrap();
     let c = Value::new(b'x').unwrap();
-    let d = Value::new(Point { x: 1.0, y: 2.0, tag: 3, _pad: 0 }).unwrap();
+    let d = Value::new(Point {
+        x: 1.0,
+        y: 2.0,
+        tag: 3,
+        _pad: 0,
+    })
+    .unwrap();
     let p = Process::spawn(
         (a.clone(), b.clone(), c.clone(), d.clone()),
         |(a, b, c, d): (Value<i32>, Value<f64>, Value<u8>, Value<Point>)| {
-            let seen = (a.load().unwrap(), b.load().unwrap(), c.load().unwrap(), d.load().unwrap().tag);
+            let seen = (
+                a.load().unwrap(),
+                b.load().unwrap(),
+                c.load().unwrap(),
+                d.load().unwrap().tag,
+            );
             a.store(-a.load().unwrap()).unwrap();
             *b.lock().unwrap() *= 2.0;
             c.store(b'y').unwrap();
@@ -39,7 +50,15 @@ fn values_of_several_types_written_by_child_are_seen_by_parent() {
     assert_eq!(a.load().unwrap(), -25);
     assert_eq!(b.load().unwrap(), 2.5);
     assert_eq!(c.load().unwrap(), b'y');
-    assert_eq!(d.load().unwrap(), Point { x: 1.0, y: 9.5, tag: 3, _pad: 0 });
+    assert_eq!(
+        d.load().unwrap(),
+        Point {
+            x: 1.0,
+            y: 9.5,
+            tag: 3,
+            _pad: 0
+        }
+    );
     assert_eq!(Value::<u64>::zeroed().unwrap().load().unwrap(), 0);
 }
 
@@ -66,13 +85,16 @@ fn eight_processes_times_10k_increments_of_a_value_lose_nothing() {
 fn value_holder_sigkilled_mid_update_is_reported_with_the_data() {
     let v = Value::new([0u32; 2]).unwrap();
     let held = Event::new().unwrap();
-    let p = Process::spawn((v.clone(), held.clone()), |(v, held): (Value<[u32; 2]>, Event)| {
-        let mut g = v.lock().unwrap();
-        g[0] = 1; // half of a two-field update
-        std::mem::forget(g);
-        held.set();
-        std::thread::sleep(Duration::from_secs(60));
-    })
+    let p = Process::spawn(
+        (v.clone(), held.clone()),
+        |(v, held): (Value<[u32; 2]>, Event)| {
+            let mut g = v.lock().unwrap();
+            g[0] = 1; // half of a two-field update
+            std::mem::forget(g);
+            held.set();
+            std::thread::sleep(Duration::from_secs(60));
+        },
+    )
     .unwrap();
     assert!(held.wait_timeout(T));
     assert!(matches!(v.try_lock(), Err(LockError::WouldBlock)));
@@ -92,17 +114,23 @@ fn value_holder_sigkilled_mid_update_is_reported_with_the_data() {
 fn array_written_by_child_is_seen_by_parent() {
     let arr = Array::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7, 8, 9]).unwrap();
     let zeros = Array::<f32>::zeroed(4).unwrap();
-    let p = Process::spawn((arr.clone(), zeros.clone()), |(arr, z): (Array<i64>, Array<f32>)| {
-        let sum: i64 = arr.lock().unwrap().iter().sum();
-        for x in arr.lock().unwrap().iter_mut() {
-            *x *= *x;
-        }
-        z.lock().unwrap()[3] = 0.5;
-        (sum, arr.len(), z.to_vec().unwrap()[0])
-    })
+    let p = Process::spawn(
+        (arr.clone(), zeros.clone()),
+        |(arr, z): (Array<i64>, Array<f32>)| {
+            let sum: i64 = arr.lock().unwrap().iter().sum();
+            for x in arr.lock().unwrap().iter_mut() {
+                *x *= *x;
+            }
+            z.lock().unwrap()[3] = 0.5;
+            (sum, arr.len(), z.to_vec().unwrap()[0])
+        },
+    )
     .unwrap();
     assert_eq!(p.join_timeout(T).unwrap(), Some((45, 10, 0.0)));
-    assert_eq!(arr.to_vec().unwrap(), (0..10).map(|x| x * x).collect::<Vec<i64>>());
+    assert_eq!(
+        arr.to_vec().unwrap(),
+        (0..10).map(|x| x * x).collect::<Vec<i64>>()
+    );
     assert_eq!(zeros.to_vec().unwrap(), [0.0, 0.0, 0.0, 0.5]);
 }
 
@@ -148,7 +176,10 @@ fn named_shared_memory_opened_by_name_in_another_process() {
     let mut buf = [0u8; 3];
     shm.read_at(50, &mut buf).unwrap();
     assert_eq!(&buf, b"xyz");
-    assert_eq!(SharedMemory::create(Some(&name), 100).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    assert_eq!(
+        SharedMemory::create(Some(&name), 100).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
     shm.unlink().unwrap();
     assert_eq!(SharedMemory::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
     // Unlinked names do not take the memory away from open handles.
@@ -171,7 +202,10 @@ fn dropping_handles_never_unlinks_a_name() {
     again.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"kept");
     SharedMemory::unlink_name(&name).unwrap();
-    assert_eq!(SharedMemory::unlink_name(&name).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        SharedMemory::unlink_name(&name).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }
 
 #[test]
@@ -198,15 +232,30 @@ fn named_segment_left_by_a_killed_creator_can_be_removed() {
     let mut buf = [0u8; 6];
     left.read_at(0, &mut buf).unwrap();
     assert_eq!(&buf, b"orphan");
-    assert!(SharedMemory::open(&name).is_ok(), "documented: a crashed creator leaves its name behind");
+    assert!(
+        SharedMemory::open(&name).is_ok(),
+        "documented: a crashed creator leaves its name behind"
+    );
     SharedMemory::unlink_name(&name).unwrap();
     assert_eq!(SharedMemory::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
 }
 
 #[test]
 fn invalid_sizes_and_names_are_clear_errors() {
-    assert_eq!(SharedMemory::create(None, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(SharedMemory::create(Some("a/b"), 8).unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(SharedMemory::open("").unwrap_err().kind(), ErrorKind::InvalidInput);
-    assert_eq!(SharedMemory::open(&unique("never")).unwrap_err().kind(), ErrorKind::NotFound);
+    assert_eq!(
+        SharedMemory::create(None, 0).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        SharedMemory::create(Some("a/b"), 8).unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        SharedMemory::open("").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    assert_eq!(
+        SharedMemory::open(&unique("never")).unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
 }

@@ -4,7 +4,9 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use multiproc::{Barrier, BoundedSemaphore, Condition, Event, LockError, Process, ReleaseError, Semaphore, Value};
+use multiproc::{
+    Barrier, BoundedSemaphore, Condition, Event, LockError, Process, ReleaseError, Semaphore, Value,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -31,18 +33,21 @@ fn semaphore_limits_concurrency_across_processes() {
     let stats = multiproc::Array::<u32>::zeroed(2).unwrap();
     let ps: Vec<_> = (0..4)
         .map(|_| {
-            Process::spawn((sem.clone(), stats.clone()), |(sem, stats): (Semaphore, multiproc::Array<u32>)| {
-                for _ in 0..20 {
-                    let _unit = sem.acquire_timeout(Duration::from_secs(20)).expect("unit");
-                    {
-                        let mut s = stats.lock().unwrap();
-                        s[0] += 1;
-                        s[1] = s[1].max(s[0]);
+            Process::spawn(
+                (sem.clone(), stats.clone()),
+                |(sem, stats): (Semaphore, multiproc::Array<u32>)| {
+                    for _ in 0..20 {
+                        let _unit = sem.acquire_timeout(Duration::from_secs(20)).expect("unit");
+                        {
+                            let mut s = stats.lock().unwrap();
+                            s[0] += 1;
+                            s[1] = s[1].max(s[0]);
+                        }
+                        std::thread::sleep(Duration::from_micros(300));
+                        stats.lock().unwrap()[0] -= 1;
                     }
-                    std::thread::sleep(Duration::from_micros(300));
-                    stats.lock().unwrap()[0] -= 1;
-                }
-            })
+                },
+            )
             .unwrap()
         })
         .collect();
@@ -131,7 +136,10 @@ fn event_set_in_parent_wakes_children() {
         assert_eq!(p.join_timeout(T).unwrap(), Some(true));
     }
     ev.clear();
-    let p = Process::spawn(ev.clone(), |e: Event| (e.is_set(), e.wait_timeout(Duration::from_millis(50)))).unwrap();
+    let p = Process::spawn(ev.clone(), |e: Event| {
+        (e.is_set(), e.wait_timeout(Duration::from_millis(50)))
+    })
+    .unwrap();
     assert_eq!(p.join_timeout(T).unwrap(), Some((false, false)));
 }
 
@@ -139,7 +147,13 @@ fn event_set_in_parent_wakes_children() {
 
 /// Starts `n` children that each take the condition's lock, count themselves
 /// in `started`, wait (up to `ms`), and then count themselves in `woken` if notified.
-fn cond_waiters(c: &Condition, started: &Value<u32>, woken: &Value<u32>, n: usize, ms: u64) -> Vec<Process<bool>> {
+fn cond_waiters(
+    c: &Condition,
+    started: &Value<u32>,
+    woken: &Value<u32>,
+    n: usize,
+    ms: u64,
+) -> Vec<Process<bool>> {
     (0..n)
         .map(|_| {
             Process::spawn(
@@ -192,7 +206,11 @@ fn condition_timed_out_processes_do_not_consume_notifications() {
     }
     let late = cond_waiters(&c, &started, &woken, 1, 30_000);
     all_waiting(&c, &started, 4);
-    assert_eq!(c.acquire().unwrap().notify(3), 1, "only the live waiter is counted");
+    assert_eq!(
+        c.acquire().unwrap().notify(3),
+        1,
+        "only the live waiter is counted"
+    );
     for p in late {
         assert_eq!(p.join_timeout(T).unwrap(), Some(true));
     }
@@ -214,7 +232,9 @@ fn condition_wait_for_predicate_set_by_child() {
     drop(g);
     p.join_timeout(T).unwrap().unwrap();
     let mut g = c.acquire().unwrap();
-    assert!(!g.wait_for_timeout(|| flag.load().unwrap() == 2, Duration::from_millis(50)).unwrap());
+    assert!(!g
+        .wait_for_timeout(|| flag.load().unwrap() == 2, Duration::from_millis(50))
+        .unwrap());
 }
 
 #[test]
@@ -233,7 +253,10 @@ fn condition_waiter_sigkilled_others_still_notified() {
     let more = cond_waiters(&c, &started, &woken, 1, 30_000);
     all_waiting(&c, &started, 3);
     c.acquire().unwrap().notify_all();
-    assert_eq!(more.into_iter().next().unwrap().join_timeout(T).unwrap(), Some(true));
+    assert_eq!(
+        more.into_iter().next().unwrap().join_timeout(T).unwrap(),
+        Some(true)
+    );
 }
 
 #[test]
@@ -270,25 +293,37 @@ fn barrier_1000_rounds_with_5_processes() {
     let b = Barrier::with_action(5, count_round).unwrap();
     let ps: Vec<_> = (0..5)
         .map(|_| {
-            Process::spawn((b.clone(), rounds.clone()), |(b, rounds): (Barrier, Value<u64>)| {
-                let _ = ROUNDS.set(rounds);
-                (0..ROUNDS_N)
-                    .map(|_| b.wait_timeout(Duration::from_secs(20)).map_err(|e| e.to_string()))
-                    .collect::<Result<Vec<u32>, String>>()
-            })
+            Process::spawn(
+                (b.clone(), rounds.clone()),
+                |(b, rounds): (Barrier, Value<u64>)| {
+                    let _ = ROUNDS.set(rounds);
+                    (0..ROUNDS_N)
+                        .map(|_| b.wait_timeout(Duration::from_secs(20)).map_err(|e| e.to_string()))
+                        .collect::<Result<Vec<u32>, String>>()
+                },
+            )
             .unwrap()
         })
         .collect();
     let all: Vec<Vec<u32>> = ps
         .into_iter()
-        .map(|p| p.join_timeout(Duration::from_secs(120)).unwrap().unwrap().unwrap())
+        .map(|p| {
+            p.join_timeout(Duration::from_secs(120))
+                .unwrap()
+                .unwrap()
+                .unwrap()
+        })
         .collect();
     for round in 0..ROUNDS_N {
         let mut idx: Vec<u32> = all.iter().map(|v| v[round]).collect();
         idx.sort();
         assert_eq!(idx, [0, 1, 2, 3, 4], "round {round}");
     }
-    assert_eq!(rounds.load().unwrap(), ROUNDS_N as u64, "the action runs once per round");
+    assert_eq!(
+        rounds.load().unwrap(),
+        ROUNDS_N as u64,
+        "the action runs once per round"
+    );
     assert_eq!(b.n_waiting(), 0);
     assert!(!b.broken());
 }
@@ -297,7 +332,10 @@ fn barrier_1000_rounds_with_5_processes() {
 fn barrier_party_killed_before_arriving_breaks_by_timeout() {
     let b = Barrier::new(3).unwrap();
     let absent = Process::spawn((), |()| std::thread::sleep(Duration::from_secs(60))).unwrap();
-    let present = Process::spawn(b.clone(), |b: Barrier| b.wait_timeout(Duration::from_secs(20)).is_err()).unwrap();
+    let present = Process::spawn(b.clone(), |b: Barrier| {
+        b.wait_timeout(Duration::from_secs(20)).is_err()
+    })
+    .unwrap();
     assert!(eventually(|| b.n_waiting() == 1));
     absent.kill().unwrap();
     let _ = absent.join_timeout(T);
@@ -305,7 +343,11 @@ fn barrier_party_killed_before_arriving_breaks_by_timeout() {
     let r = b.wait_timeout(Duration::from_millis(200));
     assert!(r.unwrap_err().is_timeout());
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_eq!(present.join_timeout(T).unwrap(), Some(true), "the other party sees the barrier broken");
+    assert_eq!(
+        present.join_timeout(T).unwrap(),
+        Some(true),
+        "the other party sees the barrier broken"
+    );
     assert!(b.broken());
     b.reset();
     assert!(!b.broken());
@@ -322,7 +364,10 @@ fn barrier_abort_from_child_releases_parent() {
     let r = b.wait_timeout(T);
     assert!(r.is_err_and(|e| !e.is_timeout()));
     p.join_timeout(T).unwrap().unwrap();
-    assert!(b.wait_timeout(Duration::from_millis(10)).is_err(), "stays broken until reset");
+    assert!(
+        b.wait_timeout(Duration::from_millis(10)).is_err(),
+        "stays broken until reset"
+    );
 }
 
 #[test]

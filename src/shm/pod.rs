@@ -2,7 +2,7 @@
 //! plain-old-data values in one shared segment.
 //!
 //! # Safety
-//! - The header's [`RawMutex`] is initialised in place by [`Shared::create`]
+//! - The header's [`RobustLock`] is initialised in place by [`Shared::create`]
 //!   before the segment is shared, and never moved.
 //! - The data area holds `len` values of `T: bytemuck::Pod`, so every bit
 //!   pattern (including the zero-filled fresh segment and anything another
@@ -24,22 +24,26 @@ use bytemuck::Pod;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sync::error::{lock_raw, LockError, Wait};
-use crate::sync::raw_mutex::RawMutex;
+use crate::sync::robust_lock::RobustLock;
 use crate::sync::shared::{magic, Shared, SharedLayout};
 
 /// The header in front of the data.
 #[repr(C)]
 pub(crate) struct PodHeader {
-    mutex: RawMutex,
+    mutex: RobustLock,
     elem_size: AtomicU64,
     elem_align: AtomicU32,
     _pad: AtomicU32,
     len: AtomicU64,
 }
 
-// SAFETY: a RawMutex (initialised in place by `PodBlock::create`) and atomics.
+// SAFETY: a RobustLock (initialised in place by `PodBlock::create`) and atomics.
 unsafe impl SharedLayout for PodHeader {
     const MAGIC: u64 = magic("multiproc.PodBlock.v1");
+
+    fn held_in_this_process(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
 }
 
 /// `len` values of `T` behind a robust lock, in shared memory.
@@ -73,7 +77,10 @@ impl<T: Pod> PodBlock<T> {
                 std::ptr::addr_of_mut!((*h).elem_align).write(AtomicU32::new(align_of::<T>() as u32));
                 std::ptr::addr_of_mut!((*h)._pad).write(AtomicU32::new(0));
                 std::ptr::addr_of_mut!((*h).len).write(AtomicU64::new(len as u64));
-                RawMutex::init(std::ptr::addr_of_mut!((*h).mutex))
+                {
+                    std::ptr::addr_of_mut!((*h).mutex).write(RobustLock::new());
+                    Ok(())
+                }
             }
         })?;
         let block = PodBlock::from_shared(shared)?;

@@ -13,7 +13,7 @@
 //!   `BrokenBarrierError` until `reset`.
 //!
 //! # Safety
-//! The layout is a [`RawMutex`] (initialised in place by [`Shared::create`],
+//! The layout is a [`RobustLock`] (initialised in place by [`Shared::create`],
 //! never moved) and atomics.
 #![allow(unsafe_code)]
 
@@ -25,7 +25,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
-use crate::sync::raw_mutex::{LockFail, RawMutex};
+use crate::sync::raw_mutex::LockFail;
+use crate::sync::robust_lock::RobustLock;
 use crate::sync::shared::{magic, sleep, Shared, SharedLayout};
 use crate::sys::futex;
 use crate::sys::plain_fn::{plain_fn_offset, resolve_plain_fn};
@@ -33,7 +34,7 @@ use crate::sys::plain_fn::{plain_fn_offset, resolve_plain_fn};
 /// The shared layout of a [`Barrier`].
 #[repr(C)]
 pub(crate) struct BarrierState {
-    mutex: RawMutex,
+    mutex: RobustLock,
     word: AtomicU32,
     parties: AtomicU32,
     count: AtomicU32,
@@ -46,9 +47,13 @@ pub(crate) struct BarrierState {
     build_id: AtomicU64,
 }
 
-// SAFETY: a RawMutex and atomics; initialised by `BarrierState::init`.
+// SAFETY: a RobustLock and atomics; initialised by `BarrierState::init`.
 unsafe impl SharedLayout for BarrierState {
     const MAGIC: u64 = magic("multiproc.Barrier.v1");
+
+    fn held_in_this_process(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
 }
 
 /// How a wait ended inside the algorithm.
@@ -56,7 +61,7 @@ type Outcome = Result<u32, BrokenBarrierError>;
 
 impl BarrierState {
     /// # Safety
-    /// As [`RawMutex::init`]: `this` is valid, unshared, at its final address.
+    /// `this` is valid, aligned, writable memory for the state, not yet shared.
     unsafe fn init(this: *mut BarrierState, parties: u32, action: Option<(i64, u64)>) -> io::Result<()> {
         // SAFETY: forwarded from the caller; the atomics are written before any sharing.
         unsafe {
@@ -72,7 +77,10 @@ impl BarrierState {
             let (off, build) = action.unwrap_or((0, 0));
             addr_of_mut!((*this).action).write(AtomicI64::new(off));
             addr_of_mut!((*this).build_id).write(AtomicU64::new(build));
-            RawMutex::init(addr_of_mut!((*this).mutex))
+            {
+                addr_of_mut!((*this).mutex).write(RobustLock::new());
+                Ok(())
+            }
         }
     }
 

@@ -13,7 +13,7 @@
 //!   never consumes a notification meant for another.
 //!
 //! # Safety
-//! The layout is a [`RawMutex`] (initialised in place by [`Shared::create`],
+//! The layout is a [`RobustLock`] (initialised in place by [`Shared::create`],
 //! never moved) and atomics.
 #![allow(unsafe_code)]
 
@@ -27,34 +27,42 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::sync::error::{lock_raw, LockError, Wait};
-use crate::sync::raw_mutex::{Locked, RawMutex};
+use crate::sync::raw_mutex::Locked;
+use crate::sync::robust_lock::RobustLock;
 use crate::sync::shared::{magic, sleep, Shared, SharedLayout};
 use crate::sys::futex;
 
 /// The shared layout of a [`Condition`].
 #[repr(C)]
 pub(crate) struct CondState {
-    mutex: RawMutex,
+    mutex: RobustLock,
     seq: AtomicU32,
     waiting: AtomicU32,
     to_wake: AtomicU32,
 }
 
-// SAFETY: a RawMutex and atomics; initialised by `CondState::init`.
+// SAFETY: a RobustLock and atomics; initialised by `CondState::init`.
 unsafe impl SharedLayout for CondState {
     const MAGIC: u64 = magic("multiproc.Condition.v1");
+
+    fn held_in_this_process(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
 }
 
 impl CondState {
     /// # Safety
-    /// As [`RawMutex::init`]: `this` is valid, unshared, at its final address.
+    /// `this` is valid, aligned, writable memory for the state, not yet shared.
     pub(crate) unsafe fn init(this: *mut CondState) -> io::Result<()> {
         // SAFETY: forwarded from the caller; the atomics are written before any sharing.
         unsafe {
             std::ptr::addr_of_mut!((*this).seq).write(AtomicU32::new(0));
             std::ptr::addr_of_mut!((*this).waiting).write(AtomicU32::new(0));
             std::ptr::addr_of_mut!((*this).to_wake).write(AtomicU32::new(0));
-            RawMutex::init(std::ptr::addr_of_mut!((*this).mutex))
+            {
+                std::ptr::addr_of_mut!((*this).mutex).write(RobustLock::new());
+                Ok(())
+            }
         }
     }
 

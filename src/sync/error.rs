@@ -4,7 +4,8 @@ use std::fmt;
 use std::io;
 
 use crate::deadline::Deadline;
-use crate::sync::raw_mutex::{LockFail, Locked, RawMutex};
+use crate::sync::raw_mutex::{LockFail, Locked};
+use crate::sync::robust_lock::RobustLock;
 
 /// Why a lock (a [`Lock`](crate::Lock), [`RLock`](crate::RLock), a
 /// [`Condition`](crate::Condition)'s lock, a [`Value`](crate::Value) or an
@@ -168,7 +169,7 @@ pub(crate) enum Wait {
 }
 
 /// Locks `m` and turns the outcome into `Ok(make())` or a [`LockError`].
-pub(crate) fn lock_raw<G>(m: &RawMutex, wait: Wait, make: impl FnOnce() -> G) -> Result<G, LockError<G>> {
+pub(crate) fn lock_raw<G>(m: &RobustLock, wait: Wait, make: impl FnOnce() -> G) -> Result<G, LockError<G>> {
     let r = match wait {
         Wait::No => m.try_lock(),
         Wait::Until(d) => m.lock(d),
@@ -186,7 +187,7 @@ pub(crate) fn lock_raw<G>(m: &RawMutex, wait: Wait, make: impl FnOnce() -> G) ->
 }
 
 /// Unlocks `m`, mapping `EPERM` (not the owner) to [`ReleaseError::NotHeld`].
-pub(crate) fn unlock_raw(m: &RawMutex) -> Result<(), ReleaseError> {
+pub(crate) fn unlock_raw(m: &RobustLock) -> Result<(), ReleaseError> {
     m.unlock().map_err(|e| {
         if e.raw_os_error() == Some(libc::EPERM) {
             ReleaseError::NotHeld

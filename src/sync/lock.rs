@@ -1,7 +1,7 @@
 //! `Lock`: a non-reentrant, crash-safe lock shared between processes.
 //!
 //! # Safety
-//! The layout is one [`RawMutex`], initialised in place by
+//! The layout is one [`RobustLock`], initialised in place by
 //! [`Shared::create`] before the segment is shared; it is never moved.
 #![allow(unsafe_code)]
 
@@ -14,26 +14,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::sync::error::{lock_raw, unlock_raw, LockError, ReleaseError, Wait};
-use crate::sync::raw_mutex::RawMutex;
+use crate::sync::robust_lock::RobustLock;
 use crate::sync::shared::{magic, Shared, SharedLayout};
 
 /// The shared layout of a [`Lock`].
 #[repr(C)]
 pub(crate) struct LockState {
-    mutex: RawMutex,
+    mutex: RobustLock,
 }
 
-// SAFETY: a RawMutex only; initialised by `LockState::init`.
+// SAFETY: a RobustLock only; initialised by `LockState::init`.
 unsafe impl SharedLayout for LockState {
     const MAGIC: u64 = magic("multiproc.Lock.v1");
+
+    fn held_in_this_process(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
 }
 
 impl LockState {
     /// # Safety
-    /// As [`RawMutex::init`]: `this` is valid, unshared, at its final address.
+    /// `this` is valid, aligned, writable memory for the state, not yet shared.
     pub(crate) unsafe fn init(this: *mut LockState) -> io::Result<()> {
         // SAFETY: forwarded from the caller.
-        unsafe { RawMutex::init(std::ptr::addr_of_mut!((*this).mutex)) }
+        unsafe {
+            {
+                std::ptr::addr_of_mut!((*this).mutex).write(RobustLock::new());
+                Ok(())
+            }
+        }
     }
 }
 
@@ -94,7 +103,7 @@ impl Lock {
         Ok(Lock { shared })
     }
 
-    fn raw(&self) -> &RawMutex {
+    fn raw(&self) -> &RobustLock {
         &self.shared.get().mutex
     }
 
@@ -169,7 +178,7 @@ impl Lock {
 /// `!Send`: a lock is released by the thread that took it.
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
-    mutex: &'a RawMutex,
+    mutex: &'a RobustLock,
     _not_send: PhantomData<*const ()>,
 }
 

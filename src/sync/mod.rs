@@ -14,6 +14,7 @@ pub(crate) mod event;
 pub(crate) mod lock;
 pub(crate) mod raw_mutex;
 pub(crate) mod rlock;
+pub(crate) mod robust_lock;
 pub(crate) mod semaphore;
 pub(crate) mod shared;
 

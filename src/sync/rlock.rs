@@ -1,11 +1,9 @@
 //! `RLock`: a reentrant, crash-safe lock shared between processes.
 //!
 //! # Safety
-//! The layout is a [`RawMutex`] (initialised in place by [`Shared::create`],
-//! never moved) plus atomics. The owner fields and the count are written only
-//! by the thread holding the mutex; another thread may read them racily, but
-//! it can never read its own identity there unless it wrote it itself while
-//! holding the mutex (the owner clears them before unlocking).
+//! The only `unsafe` is the [`SharedLayout`] declaration: the layout is a
+//! [`RobustLock`] (whose word names the owning thread) and a recursion count
+//! that only the owner touches.
 #![allow(unsafe_code)]
 
 use std::fmt;
@@ -18,44 +16,41 @@ use serde::{Deserialize, Serialize};
 
 use crate::deadline::Deadline;
 use crate::sync::error::{lock_raw, LockError, ReleaseError, Wait};
-use crate::sync::raw_mutex::RawMutex;
-use crate::sync::shared::{magic, thread_identity, Shared, SharedLayout};
+use crate::sync::robust_lock::RobustLock;
+use crate::sync::shared::{magic, Shared, SharedLayout};
 
 /// The shared layout of an [`RLock`].
 #[repr(C)]
 pub(crate) struct RLockState {
-    mutex: RawMutex,
-    owner_pid: AtomicU32,
-    owner_tid: AtomicU32,
+    mutex: RobustLock,
     count: AtomicU32,
 }
 
-// SAFETY: a RawMutex and atomics; initialised by `RLockState::init`.
+// SAFETY: a RobustLock and an atomic.
 unsafe impl SharedLayout for RLockState {
-    const MAGIC: u64 = magic("multiproc.RLock.v1");
+    const MAGIC: u64 = magic("multiproc.RLock.v2");
+
+    fn held_in_this_process(&self) -> bool {
+        self.mutex.held_in_this_process()
+    }
 }
 
 impl RLockState {
-    /// # Safety
-    /// As [`RawMutex::init`]: `this` is valid, unshared, at its final address.
-    pub(crate) unsafe fn init(this: *mut RLockState) -> io::Result<()> {
-        // SAFETY: forwarded from the caller; the atomics are written before any sharing.
-        unsafe {
-            std::ptr::addr_of_mut!((*this).owner_pid).write(AtomicU32::new(0));
-            std::ptr::addr_of_mut!((*this).owner_tid).write(AtomicU32::new(0));
-            std::ptr::addr_of_mut!((*this).count).write(AtomicU32::new(0));
-            RawMutex::init(std::ptr::addr_of_mut!((*this).mutex))
+    fn new() -> RLockState {
+        RLockState {
+            mutex: RobustLock::new(),
+            count: AtomicU32::new(0),
         }
     }
 
-    fn owned_by(&self, me: (u32, u32)) -> bool {
-        self.owner_tid.load(Ordering::Relaxed) == me.1 && self.owner_pid.load(Ordering::Relaxed) == me.0
+    /// The owner is the thread whose id is in the lock word.
+    fn owned(&self) -> bool {
+        self.mutex.held_by_current_thread()
     }
 
     /// Acquires (or re-enters); `Ok(true)` when the previous owner died.
     fn acquire(&self, wait: Wait) -> Result<bool, LockError<()>> {
-        let me = thread_identity();
-        if self.owned_by(me) {
+        if self.owned() {
             let c = self.count.load(Ordering::Relaxed);
             let c = c
                 .checked_add(1)
@@ -68,14 +63,12 @@ impl RLockState {
             Err(LockError::OwnerDied(())) => true,
             Err(e) => return Err(e),
         };
-        self.owner_pid.store(me.0, Ordering::Relaxed);
-        self.owner_tid.store(me.1, Ordering::Relaxed);
         self.count.store(1, Ordering::Relaxed);
         Ok(died)
     }
 
     fn release(&self) -> Result<(), ReleaseError> {
-        if !self.owned_by(thread_identity()) {
+        if !self.owned() {
             return Err(ReleaseError::NotHeld);
         }
         let c = self.count.load(Ordering::Relaxed);
@@ -84,8 +77,6 @@ impl RLockState {
             return Ok(());
         }
         self.count.store(0, Ordering::Relaxed);
-        self.owner_tid.store(0, Ordering::Relaxed);
-        self.owner_pid.store(0, Ordering::Relaxed);
         crate::sync::error::unlock_raw(&self.mutex)
     }
 }
@@ -93,7 +84,7 @@ impl RLockState {
 /// A reentrant lock shared between processes: the thread that holds it may
 /// acquire it again; it is free once every acquisition has been released.
 ///
-/// Owner identity is the (process id, thread id) pair. Like [`Lock`](crate::Lock)
+/// The owner is a thread (its kernel thread id is in the lock word). Like [`Lock`](crate::Lock)
 /// it survives its owner's death: the next acquirer gets
 /// [`LockError::OwnerDied`] once.
 ///
@@ -131,8 +122,7 @@ impl RLock {
     /// # Errors
     /// The system refused the memory.
     pub fn new() -> io::Result<RLock> {
-        // SAFETY: `create` hands `init` the fresh, unshared, final address.
-        let shared = Shared::create("multiproc-rlock", 0, 1, |p| unsafe { RLockState::init(p) })?;
+        let shared = Shared::create_value("multiproc-rlock", RLockState::new())?;
         Ok(RLock { shared })
     }
 
@@ -193,7 +183,7 @@ impl RLock {
     /// How many times the calling thread holds the lock (0 if it is not the owner).
     pub fn held_count(&self) -> u32 {
         let s = self.state();
-        if s.owned_by(thread_identity()) {
+        if s.owned() {
             s.count.load(Ordering::Relaxed)
         } else {
             0

@@ -9,7 +9,7 @@
 //! error rather than a misread.
 //!
 //! # Safety
-//! - `L: SharedLayout` promises that `L` is made only of atomics, [`RawMutex`]es
+//! - `L: SharedLayout` promises that `L` is made only of atomics, `RobustLock`s
 //!   and other `Sync` interior-mutable cells, so `&L` may be handed out while
 //!   other threads and processes use the same memory.
 //! - [`Shared::create`] initialises the slot in place, at its final address,
@@ -17,17 +17,19 @@
 //!   magic with `Acquire` and checks that the segment is long enough for the slot
 //!   and its data area before any reference is formed.
 //! - The mapping lives as long as the `Segment` inside the `Shared`, so
-//!   references returned by [`Shared::get`] never outlive it.
+//!   references returned by [`Shared::get`] never outlive it. When the last
+//!   handle in this process goes away while one of its threads still holds a
+//!   lock inside (a forgotten guard), the mapping is leaked instead of
+//!   unmapped, because that lock is linked on the thread's robust list.
 //! - The mapping is page aligned, and `L`'s alignment is checked against the
 //!   page size at compile time of each use.
-//!
-//! [`RawMutex`]: crate::sync::raw_mutex::RawMutex
 #![allow(unsafe_code)]
 
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -39,12 +41,19 @@ use crate::sys::futex::{self, Wake};
 /// A `#[repr(C)]` layout that can live in shared memory.
 ///
 /// # Safety
-/// Implementors contain only atomics, `RawMutex`es and other cells that are
+/// Implementors contain only atomics, `RobustLock`s and other cells that are
 /// `Sync` and sound to share between threads and processes, and are fully
 /// initialised by the `init` function given to [`Shared::create`].
 pub(crate) unsafe trait SharedLayout: Sync + Sized {
     /// Identifies the layout (and its version) in the slot header.
     const MAGIC: u64;
+
+    /// True when a thread of this process holds a lock inside the layout (so
+    /// the mapping must not be unmapped: the lock is on that thread's robust
+    /// list). Called only when the last handle in this process goes away.
+    fn held_in_this_process(&self) -> bool {
+        false
+    }
 }
 
 /// The header at the start of every segment, followed by the layout.
@@ -61,27 +70,55 @@ struct Slot<L> {
 const PAGE: usize = 4096;
 
 /// A layout `L` in a shared segment, with an optional data area after it.
-pub(crate) struct Shared<L> {
+pub(crate) struct Shared<L: SharedLayout> {
+    inner: Arc<Inner<L>>,
+}
+
+struct Inner<L: SharedLayout> {
     seg: Segment,
     data_off: usize,
     data_len: usize,
     _layout: PhantomData<fn() -> L>,
 }
 
-impl<L> Clone for Shared<L> {
-    fn clone(&self) -> Self {
-        Shared {
-            seg: self.seg.clone(),
-            data_off: self.data_off,
-            data_len: self.data_len,
-            _layout: PhantomData,
+impl<L: SharedLayout> Drop for Inner<L> {
+    fn drop(&mut self) {
+        // SAFETY: as in `Shared::get`: the slot is initialised and mapped.
+        let body = unsafe { &(*self.seg.as_ptr().cast::<Slot<L>>()).body };
+        if body.held_in_this_process() {
+            // A forgotten guard: the lock is still on a thread's robust list,
+            // which points into this mapping. Keep the mapping forever.
+            std::mem::forget(self.seg.clone());
         }
     }
 }
 
-impl<L> std::fmt::Debug for Shared<L> {
+impl<L: SharedLayout> Clone for Shared<L> {
+    fn clone(&self) -> Self {
+        Shared {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<L: SharedLayout> std::fmt::Debug for Shared<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("len", &self.seg.len()).finish()
+        f.debug_struct("Shared")
+            .field("len", &self.inner.seg.len())
+            .finish()
+    }
+}
+
+impl<L: SharedLayout> Shared<L> {
+    fn wrap(seg: Segment, data_off: usize, data_len: usize) -> Self {
+        Shared {
+            inner: Arc::new(Inner {
+                seg,
+                data_off,
+                data_len,
+                _layout: PhantomData,
+            }),
+        }
     }
 }
 
@@ -124,12 +161,7 @@ impl<L: SharedLayout> Shared<L> {
             std::ptr::addr_of_mut!((*slot).magic).write(AtomicU64::new(0));
             (*slot).magic.store(L::MAGIC, Ordering::Release);
         }
-        Ok(Shared {
-            seg,
-            data_off,
-            data_len,
-            _layout: PhantomData,
-        })
+        Ok(Shared::wrap(seg, data_off, data_len))
     }
 
     /// Creates a segment holding `value` (for layouts that need no in-place
@@ -176,12 +208,7 @@ impl<L: SharedLayout> Shared<L> {
         if off < size_of::<Slot<L>>() || off.checked_add(len).is_none_or(|end| end > seg.len()) {
             return Err(bad("data area out of range"));
         }
-        Ok(Shared {
-            seg,
-            data_off: off,
-            data_len: len,
-            _layout: PhantomData,
-        })
+        Ok(Shared::wrap(seg, off, len))
     }
 
     /// The layout.
@@ -189,25 +216,26 @@ impl<L: SharedLayout> Shared<L> {
         // SAFETY: `create`/`attach` checked the segment holds an initialised
         // `Slot<L>` (magic published after init); `L: SharedLayout` is made of
         // cells that are sound to share; the mapping outlives `&self`.
-        unsafe { &(*self.seg.as_ptr().cast::<Slot<L>>()).body }
+        unsafe { &(*self.inner.seg.as_ptr().cast::<Slot<L>>()).body }
     }
 
     /// The data area: its first byte (aligned as asked at creation) and length.
     pub(crate) fn data(&self) -> (*mut u8, usize) {
         // SAFETY: `data_off + data_len <= seg.len()` was checked, so the
         // pointer stays within the mapping.
-        (unsafe { self.seg.as_ptr().add(self.data_off) }, self.data_len)
+        let i = &self.inner;
+        (unsafe { i.seg.as_ptr().add(i.data_off) }, i.data_len)
     }
 
     /// True when both handles refer to the same shared object.
     pub(crate) fn same(&self, other: &Self) -> bool {
-        self.seg.as_ptr() == other.seg.as_ptr()
+        Arc::ptr_eq(&self.inner, &other.inner) || self.inner.seg.as_ptr() == other.inner.seg.as_ptr()
     }
 }
 
-impl<L> Serialize for Shared<L> {
+impl<L: SharedLayout> Serialize for Shared<L> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.seg.serialize(s)
+        self.inner.seg.serialize(s)
     }
 }
 
@@ -232,13 +260,6 @@ pub(crate) fn sleep(word: &AtomicU32, expected: u32, deadline: Deadline) -> bool
             deadline.passed()
         }
     }
-}
-
-/// The calling thread's identity, unique across processes: (pid, tid).
-pub(crate) fn thread_identity() -> (u32, u32) {
-    let pid = rustix::process::getpid().as_raw_nonzero().get().unsigned_abs();
-    let tid = rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs();
-    (pid, tid)
 }
 
 /// A 64-bit tag from a short name, for [`SharedLayout::MAGIC`].

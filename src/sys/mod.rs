@@ -11,4 +11,5 @@ pub(crate) mod mem;
 pub(crate) mod named_shm;
 pub(crate) mod plain_fn;
 pub(crate) mod proc;
+pub(crate) mod robust;
 pub(crate) mod sock;

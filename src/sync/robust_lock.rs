@@ -1,0 +1,319 @@
+//! `RobustLock`: the crate's own robust, process-shared lock word.
+//!
+//! It is laid out like glibc's `pthread_mutex_t` where it matters to the
+//! kernel (the futex word 32 bytes below the list `next` field, `prev` 8 bytes
+//! below it), so that it can sit on the thread's kernel robust list
+//! ([`crate::sys::robust`]): if the owner dies, the kernel marks the word
+//! `FUTEX_OWNER_DIED` and wakes a waiter, exactly as for a glibc robust mutex.
+//! Unlike glibc's, the uncontended path is one CAS to lock and one swap to
+//! unlock, plus a few plain stores into the thread's list.
+//!
+//! Word: `0` free; else the owner's thread id, with `FUTEX_WAITERS` when
+//! someone may sleep on it, or `FUTEX_OWNER_DIED` (and no id) after the
+//! owner died. `sleepers` counts threads between deciding to sleep and
+//! leaving the slow path: a new owner sets `FUTEX_WAITERS` when it is non-zero,
+//! so the kernel wakes a sleeper if that owner dies. `wake_pending` is set by
+//! an unlock that woke a sleeper and cleared when a sleeper runs, so that a
+//! holder that re-locks in a loop does not make a futex syscall per unlock
+//! while the woken sleeper is on its way. Sleepers re-check the word at least
+//! every 250 ms, a safety net that bounds any missed wake-up to a delay.
+//!
+//! All-zero bytes are a valid, unlocked lock: no in-place initialisation.
+//!
+//! # Safety
+//! - `prev`/`next` are only touched through [`ThreadList`] by the thread that
+//!   owns the lock (or is about to, with the list operation announced in
+//!   `list_op_pending`), in the order glibc uses; ownership hand-over is
+//!   ordered by the acquire/release operations on `word`.
+//! - The lock's memory must stay mapped while it is held, because it is on the
+//!   owner's robust list: [`crate::sync::shared::Shared`] leaks its mapping
+//!   instead of unmapping when a thread of this process still holds a lock in
+//!   it (a forgotten guard).
+#![allow(unsafe_code)]
+
+use std::cell::UnsafeCell;
+use std::io;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use crate::deadline::Deadline;
+use crate::sync::raw_mutex::{LockFail, Locked};
+use crate::sys::futex;
+use crate::sys::robust::{current_tid, is_own_thread, ThreadList};
+
+const WAITERS: u32 = 0x8000_0000;
+const OWNER_DIED: u32 = 0x4000_0000;
+const TID_MASK: u32 = 0x3fff_ffff;
+const RECHECK: Duration = Duration::from_millis(250);
+
+/// A robust process-shared lock (40 bytes, like `pthread_mutex_t`).
+#[repr(C)]
+pub(crate) struct RobustLock {
+    word: AtomicU32,
+    sleepers: AtomicU32,
+    wake_pending: AtomicU32,
+    _pad: [u32; 3],
+    prev: UnsafeCell<usize>,
+    next: UnsafeCell<usize>,
+}
+
+const _: () = {
+    assert!(std::mem::size_of::<RobustLock>() == 40);
+    assert!(std::mem::offset_of!(RobustLock, next) as isize + crate::sys::robust::FUTEX_OFFSET == 0);
+    assert!(std::mem::offset_of!(RobustLock, prev) + 8 == std::mem::offset_of!(RobustLock, next));
+};
+
+// SAFETY: the atomics are shared freely; `prev`/`next` are only accessed by the
+// owning thread (module contract).
+unsafe impl Sync for RobustLock {}
+// SAFETY: as above.
+unsafe impl Send for RobustLock {}
+
+impl Default for RobustLock {
+    fn default() -> Self {
+        RobustLock::new()
+    }
+}
+
+fn edeadlk() -> LockFail {
+    LockFail::Io(io::Error::from_raw_os_error(libc::EDEADLK))
+}
+
+impl RobustLock {
+    /// An unlocked lock (for memory that is not zeroed already).
+    pub(crate) const fn new() -> RobustLock {
+        RobustLock {
+            word: AtomicU32::new(0),
+            sleepers: AtomicU32::new(0),
+            wake_pending: AtomicU32::new(0),
+            _pad: [0; 3],
+            prev: UnsafeCell::new(0),
+            next: UnsafeCell::new(0),
+        }
+    }
+
+    fn entry(&self) -> usize {
+        self.next.get() as usize
+    }
+
+    /// Links the lock onto the owner's list and clears the announcement.
+    #[inline]
+    fn acquired(&self, list: ThreadList) {
+        // SAFETY: this thread now owns the lock, whose layout matches the
+        // list's (checked at compile time above); it is not on any list.
+        unsafe { list.enqueue(self.entry()) };
+        list.clear_pending();
+    }
+
+    /// Locks, waiting until `deadline`.
+    #[inline]
+    pub(crate) fn lock(&self, deadline: Deadline) -> Result<Locked, LockFail> {
+        let list = ThreadList::this_thread().map_err(LockFail::Io)?;
+        let tid = current_tid();
+        list.set_pending(self.entry());
+        if self
+            .word
+            .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            if self.sleepers.load(Ordering::Relaxed) > 0 {
+                self.word.fetch_or(WAITERS, Ordering::Relaxed);
+            }
+            self.acquired(list);
+            return Ok(Locked::Clean);
+        }
+        let r = self.slow(list, tid, Some(deadline));
+        if r.is_err() {
+            list.clear_pending();
+        }
+        r
+    }
+
+    /// Locks if free (or abandoned by a dead owner), at once.
+    #[inline]
+    pub(crate) fn try_lock(&self) -> Result<Locked, LockFail> {
+        let list = ThreadList::this_thread().map_err(LockFail::Io)?;
+        let tid = current_tid();
+        list.set_pending(self.entry());
+        let r = self.slow(list, tid, None);
+        if r.is_err() {
+            list.clear_pending();
+        }
+        r
+    }
+
+    fn slow(&self, list: ThreadList, tid: u32, deadline: Option<Deadline>) -> Result<Locked, LockFail> {
+        let mut registered = false;
+        let leave = |registered: bool| {
+            if registered {
+                self.sleepers.fetch_sub(1, Ordering::SeqCst);
+            }
+        };
+        loop {
+            let v = self.word.load(Ordering::Relaxed);
+            if v & TID_MASK == 0 {
+                let others = self.sleepers.load(Ordering::SeqCst) > u32::from(registered);
+                let new = tid | if others || v & WAITERS != 0 { WAITERS } else { 0 };
+                if self
+                    .word
+                    .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    leave(registered);
+                    self.acquired(list);
+                    return Ok(if v & OWNER_DIED != 0 {
+                        Locked::OwnerDied
+                    } else {
+                        Locked::Clean
+                    });
+                }
+                continue;
+            }
+            if v & TID_MASK == tid {
+                leave(registered);
+                return Err(edeadlk());
+            }
+            let deadline = match deadline {
+                Some(d) if !d.passed() => d,
+                _ => {
+                    leave(registered);
+                    return Err(LockFail::WouldBlock);
+                }
+            };
+            if !registered {
+                self.sleepers.fetch_add(1, Ordering::SeqCst);
+                registered = true;
+                continue;
+            }
+            if v & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let nap = match deadline.remaining() {
+                Some(left) if left < RECHECK => deadline,
+                _ => Deadline::after(RECHECK),
+            };
+            let _ = futex::wait(&self.word, v | WAITERS, nap);
+            self.wake_pending.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Unlocks.
+    ///
+    /// # Errors
+    /// `EPERM` when the calling thread does not hold the lock.
+    #[inline]
+    pub(crate) fn unlock(&self) -> io::Result<()> {
+        let tid = current_tid();
+        if self.word.load(Ordering::Relaxed) & TID_MASK != tid {
+            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        }
+        let list = ThreadList::this_thread()?;
+        list.set_pending(self.entry());
+        // SAFETY: this thread owns the lock, so `enqueue` linked it on this
+        // thread's list and it is still mapped (the caller holds a reference).
+        unsafe { list.dequeue(self.entry()) };
+        let old = self.word.swap(0, Ordering::Release);
+        list.clear_pending();
+        if old & WAITERS != 0
+            && self.sleepers.load(Ordering::SeqCst) > 0
+            && self.wake_pending.swap(1, Ordering::Relaxed) == 0
+            && futex::wake(&self.word, 1) == 0
+        {
+            self.wake_pending.store(0, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// True when the calling thread holds the lock.
+    pub(crate) fn held_by_current_thread(&self) -> bool {
+        self.word.load(Ordering::Relaxed) & TID_MASK == current_tid()
+    }
+
+    /// True when some thread of this process holds the lock (slow: reads /proc).
+    pub(crate) fn held_in_this_process(&self) -> bool {
+        is_own_thread(self.word.load(Ordering::Relaxed) & TID_MASK)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    /// The algorithm over ordinary heap memory, with threads.
+    #[test]
+    fn heap_lock_excludes_threads() {
+        let lock = Arc::new(RobustLock::new());
+        let count = Arc::new(AtomicU64::new(0));
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                let (lock, count) = (lock.clone(), count.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..20_000 {
+                        assert_eq!(lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                        let v = count.load(Ordering::Relaxed);
+                        count.store(v + 1, Ordering::Relaxed);
+                        lock.unlock().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().unwrap();
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 80_000);
+    }
+
+    #[test]
+    fn heap_lock_owner_thread_death_is_reported_once_and_wakes_a_sleeper() {
+        let lock = Arc::new(RobustLock::new());
+        let l2 = lock.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let owner = std::thread::spawn(move || {
+            l2.lock(Deadline::NEVER).unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            // Exits holding the lock.
+        });
+        rx.recv().unwrap();
+        let t = std::time::Instant::now();
+        assert_eq!(
+            lock.lock(Deadline::after(Duration::from_secs(10))).unwrap(),
+            Locked::OwnerDied
+        );
+        assert!(t.elapsed() < Duration::from_secs(5));
+        owner.join().unwrap();
+        lock.unlock().unwrap();
+        assert_eq!(lock.try_lock().unwrap(), Locked::Clean);
+        assert!(matches!(lock.lock(Deadline::NEVER), Err(LockFail::Io(_))));
+        lock.unlock().unwrap();
+        assert!(lock.unlock().is_err());
+    }
+
+    #[test]
+    fn interleaves_with_glibc_robust_mutexes_on_the_same_list() {
+        use crate::sync::raw_mutex::RawMutex;
+        let mut m = Box::new(std::mem::MaybeUninit::<RawMutex>::uninit());
+        // SAFETY: fresh heap memory at its final address, used by this test only.
+        unsafe { RawMutex::init(m.as_mut_ptr()).unwrap() };
+        // SAFETY: initialised just above.
+        let m = unsafe { m.assume_init_ref() };
+        let (a, b) = (RobustLock::new(), RobustLock::new());
+        a.lock(Deadline::NEVER).unwrap();
+        m.lock(Deadline::NEVER).unwrap();
+        b.lock(Deadline::NEVER).unwrap();
+        a.unlock().unwrap(); // from the middle of the list
+        m.unlock().unwrap();
+        a.lock(Deadline::NEVER).unwrap();
+        b.unlock().unwrap();
+        a.unlock().unwrap();
+        m.lock(Deadline::NEVER).unwrap();
+        m.unlock().unwrap();
+    }
+}
