@@ -77,7 +77,8 @@ fn uncontended() {
 }
 
 /// Two processes alternate strictly: each takes the lock, and if it is its
-/// turn (a byte read under the lock) passes the turn on. Returns us/handoff.
+/// turn (a byte read under the lock) passes the turn on; if not, it releases
+/// the lock and yields the CPU. Returns us/handoff.
 fn handoff_multiproc(rounds: usize) -> f64 {
     let lock = Lock::new().unwrap();
     let turn = SharedMemory::create(None, 64).unwrap();
@@ -91,10 +92,17 @@ fn handoff_multiproc(rounds: usize) -> f64 {
                     start.wait().unwrap();
                     let mut done = 0;
                     while done < rounds {
-                        let _g = lock.acquire().unwrap();
-                        if cell.load(Ordering::Relaxed) == me {
-                            cell.store(1 - me, Ordering::Relaxed);
-                            done += 1;
+                        let mine = {
+                            let _g = lock.acquire().unwrap();
+                            let mine = cell.load(Ordering::Relaxed) == me;
+                            if mine {
+                                cell.store(1 - me, Ordering::Relaxed);
+                                done += 1;
+                            }
+                            mine
+                        };
+                        if !mine {
+                            std::thread::yield_now();
                         }
                     }
                 },
@@ -111,7 +119,7 @@ fn handoff_multiproc(rounds: usize) -> f64 {
 }
 
 fn handoff() {
-    let rounds = n(20_000, 1_000);
+    let rounds = n(5_000, 500);
     let r = rounds.to_string();
     scenario(
         "2 processes hand a Lock back and forth",
@@ -172,7 +180,16 @@ fn increments() {
 }
 
 fn main() {
-    uncontended();
-    handoff();
-    increments();
+    // `cargo bench --bench sync -- <filter>` runs the scenarios whose function name contains it.
+    let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let on = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
+    if on("uncontended") {
+        uncontended();
+    }
+    if on("handoff") {
+        handoff();
+    }
+    if on("increments") {
+        increments();
+    }
 }

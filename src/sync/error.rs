@@ -168,6 +168,7 @@ pub(crate) enum Wait {
     Until(Deadline),
 }
 
+#[inline]
 /// Locks `m` and turns the outcome into `Ok(make())` or a [`LockError`].
 pub(crate) fn lock_raw<G>(m: &RobustLock, wait: Wait, make: impl FnOnce() -> G) -> Result<G, LockError<G>> {
     let r = match wait {
@@ -186,6 +187,7 @@ pub(crate) fn lock_raw<G>(m: &RobustLock, wait: Wait, make: impl FnOnce() -> G) 
     }
 }
 
+#[inline]
 /// Unlocks `m`, mapping `EPERM` (not the owner) to [`ReleaseError::NotHeld`].
 pub(crate) fn unlock_raw(m: &RobustLock) -> Result<(), ReleaseError> {
     m.unlock().map_err(|e| {

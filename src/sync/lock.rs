@@ -122,6 +122,7 @@ impl Lock {
     /// - [`LockError::WouldDeadlock`] when the calling thread already holds it.
     /// - [`LockError::Io`] when the system refused (not expected).
     #[doc(alias = "acquire(block=True)")]
+    #[inline]
     pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         lock_raw(self.raw(), Wait::Until(Deadline::NEVER), || self.guard())
     }
@@ -197,6 +198,7 @@ impl fmt::Debug for LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         // Cannot fail: this thread holds the mutex.
         let _ = self.mutex.unlock();

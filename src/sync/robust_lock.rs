@@ -122,7 +122,18 @@ impl RobustLock {
             self.acquired(list);
             return Ok(Locked::Clean);
         }
-        let r = self.slow(list, tid, Some(deadline));
+        self.lock_contended(list, tid, Some(deadline))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(
+        &self,
+        list: ThreadList,
+        tid: u32,
+        deadline: Option<Deadline>,
+    ) -> Result<Locked, LockFail> {
+        let r = self.slow(list, tid, deadline);
         if r.is_err() {
             list.clear_pending();
         }
@@ -135,11 +146,7 @@ impl RobustLock {
         let list = ThreadList::this_thread().map_err(LockFail::Io)?;
         let tid = current_tid();
         list.set_pending(self.entry());
-        let r = self.slow(list, tid, None);
-        if r.is_err() {
-            list.clear_pending();
-        }
-        r
+        self.lock_contended(list, tid, None)
     }
 
     fn slow(&self, list: ThreadList, tid: u32, deadline: Option<Deadline>) -> Result<Locked, LockFail> {
@@ -219,14 +226,21 @@ impl RobustLock {
         unsafe { list.dequeue(self.entry()) };
         let old = self.word.swap(0, Ordering::Release);
         list.clear_pending();
-        if old & WAITERS != 0
-            && self.sleepers.load(Ordering::SeqCst) > 0
+        if old & WAITERS != 0 {
+            self.wake_one();
+        }
+        Ok(())
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn wake_one(&self) {
+        if self.sleepers.load(Ordering::SeqCst) > 0
             && self.wake_pending.swap(1, Ordering::Relaxed) == 0
             && futex::wake(&self.word, 1) == 0
         {
             self.wake_pending.store(0, Ordering::Relaxed);
         }
-        Ok(())
     }
 
     /// True when the calling thread holds the lock.

@@ -28,6 +28,7 @@
 use std::io;
 use std::marker::PhantomData;
 use std::mem::{align_of, size_of};
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +73,16 @@ const PAGE: usize = 4096;
 /// A layout `L` in a shared segment, with an optional data area after it.
 pub(crate) struct Shared<L: SharedLayout> {
     inner: Arc<Inner<L>>,
+    /// The layout inside `inner`'s mapping (cached: the lock fast paths
+    /// should not chase three pointers).
+    body: NonNull<L>,
 }
+
+// SAFETY: `body` points into the mapping kept alive by `inner` (Send + Sync);
+// `L: SharedLayout` is `Sync`, and only `&L` is ever handed out.
+unsafe impl<L: SharedLayout> Send for Shared<L> {}
+// SAFETY: as above.
+unsafe impl<L: SharedLayout> Sync for Shared<L> {}
 
 struct Inner<L: SharedLayout> {
     seg: Segment,
@@ -97,6 +107,7 @@ impl<L: SharedLayout> Clone for Shared<L> {
     fn clone(&self) -> Self {
         Shared {
             inner: self.inner.clone(),
+            body: self.body,
         }
     }
 }
@@ -111,7 +122,12 @@ impl<L: SharedLayout> std::fmt::Debug for Shared<L> {
 
 impl<L: SharedLayout> Shared<L> {
     fn wrap(seg: Segment, data_off: usize, data_len: usize) -> Self {
+        // SAFETY: the caller checked the segment holds a `Slot<L>`; the
+        // mapping is never null.
+        let body =
+            unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*seg.as_ptr().cast::<Slot<L>>()).body)) };
         Shared {
+            body,
             inner: Arc::new(Inner {
                 seg,
                 data_off,
@@ -216,7 +232,7 @@ impl<L: SharedLayout> Shared<L> {
         // SAFETY: `create`/`attach` checked the segment holds an initialised
         // `Slot<L>` (magic published after init); `L: SharedLayout` is made of
         // cells that are sound to share; the mapping outlives `&self`.
-        unsafe { &(*self.inner.seg.as_ptr().cast::<Slot<L>>()).body }
+        unsafe { self.body.as_ref() }
     }
 
     /// The data area: its first byte (aligned as asked at creation) and length.

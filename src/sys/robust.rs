@@ -62,12 +62,18 @@ fn register_atfork() {
 }
 
 /// The calling thread's kernel id (cached; correct after `fork`).
-#[inline]
+#[inline(always)]
 pub(crate) fn current_tid() -> u32 {
     let t = TID.with(Cell::get);
     if t != 0 {
         return t;
     }
+    first_tid()
+}
+
+#[cold]
+#[inline(never)]
+fn first_tid() -> u32 {
     register_atfork();
     let t = rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs();
     TID.with(|c| c.set(t));
@@ -87,7 +93,7 @@ impl ThreadList {
     ///
     /// # Errors
     /// `Unsupported` when no list is registered or it does not have glibc's layout.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn this_thread() -> io::Result<ThreadList> {
         let h = HEAD.with(Cell::get);
         if h != 0 {
@@ -96,6 +102,12 @@ impl ThreadList {
                 _not_send: std::marker::PhantomData,
             });
         }
+        ThreadList::first_use()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_use() -> io::Result<ThreadList> {
         register_atfork();
         let mut head: usize = 0;
         let mut len: usize = 0;
@@ -141,7 +153,7 @@ impl ThreadList {
 
     /// Announces that `entry` is about to be locked or unlocked, so that the
     /// kernel also checks it if the thread dies in between.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn set_pending(self, entry: usize) {
         // SAFETY: `head + 16` is `list_op_pending` of this thread's head (checked
         // in `this_thread`); only this thread writes it.
@@ -150,7 +162,7 @@ impl ThreadList {
     }
 
     /// Clears the announcement.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn clear_pending(self) {
         compiler_fence(Ordering::SeqCst);
         // SAFETY: as in `set_pending`.
@@ -162,7 +174,7 @@ impl ThreadList {
     /// # Safety
     /// See the module's contract: `entry` is the `next` field of a lock laid out
     /// like glibc's robust mutex, owned by this thread, not on any list.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn enqueue(self, entry: usize) {
         // SAFETY: every link of this thread's list points at a live entry's
         // `next` field with its `prev` 8 bytes below (glibc's invariant, which
@@ -182,7 +194,7 @@ impl ThreadList {
     /// # Safety
     /// `entry` was linked by [`enqueue`](ThreadList::enqueue) on this thread's
     /// list and is still mapped.
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn dequeue(self, entry: usize) {
         // SAFETY: as in `enqueue`; `entry`'s neighbours are live entries.
         unsafe {
