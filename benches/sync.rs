@@ -79,15 +79,22 @@ fn uncontended() {
 /// Two processes alternate strictly: each takes the lock, and if it is its
 /// turn (a byte read under the lock) passes the turn on; if not, it releases
 /// the lock and yields the CPU. Returns us/handoff.
-fn handoff_multiproc(rounds: usize) -> f64 {
+fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
     let lock = Lock::new().unwrap();
     let turn = SharedMemory::create(None, 64).unwrap();
     let start = Barrier::new(3).unwrap();
     let players: Vec<_> = (0u8..2)
         .map(|me| {
             Process::spawn(
-                (lock.clone(), turn.clone(), start.clone(), me, rounds as u64),
-                |(lock, turn, start, me, rounds): (Lock, SharedMemory, Barrier, u8, u64)| {
+                (
+                    lock.clone(),
+                    turn.clone(),
+                    start.clone(),
+                    me,
+                    rounds as u64,
+                    polite,
+                ),
+                |(lock, turn, start, me, rounds, polite): (Lock, SharedMemory, Barrier, u8, u64, bool)| {
                     let cell = &turn.as_atomic_bytes()[0];
                     start.wait().unwrap();
                     let mut done = 0;
@@ -101,7 +108,7 @@ fn handoff_multiproc(rounds: usize) -> f64 {
                             }
                             mine
                         };
-                        if !mine {
+                        if !mine && polite {
                             std::thread::yield_now();
                         }
                     }
@@ -122,13 +129,31 @@ fn handoff() {
     let rounds = n(5_000, 500);
     let r = rounds.to_string();
     scenario(
-        "2 processes hand a Lock back and forth",
+        "2 processes hand a Lock back and forth (yield when not your turn)",
         "us/handoff",
         false,
         5,
         vec![
-            Contender::new("multiproc Lock", || handoff_multiproc(rounds)),
-            Contender::new("CPython mp.Lock", || python("sync_lock_handoff.py", &[&r])),
+            Contender::new("multiproc Lock", || handoff_multiproc(rounds, true)),
+            Contender::new("CPython mp.Lock", || {
+                python("sync_lock_handoff.py", &[&r, "polite"])
+            }),
+        ],
+    );
+    // Busy: the process whose turn it is not re-takes the lock at once, so the
+    // lock is contended all the time (CPython needs ~ms per handoff here).
+    let rounds = n(1_000, 100);
+    let r = rounds.to_string();
+    scenario(
+        "2 processes hand a Lock back and forth (busy re-acquire)",
+        "us/handoff",
+        false,
+        3,
+        vec![
+            Contender::new("multiproc Lock", || handoff_multiproc(rounds, false)),
+            Contender::new("CPython mp.Lock", || {
+                python("sync_lock_handoff.py", &[&r, "busy"])
+            }),
         ],
     );
 }

@@ -18,6 +18,15 @@
 //! while the woken sleeper is on its way. Sleepers re-check the word at least
 //! every 250 ms, a safety net that bounds any missed wake-up to a delay.
 //!
+//! Fairness: a waiter that was woken once and lost the race again, or has
+//! waited 100 us, puts its thread id in `handoff`;
+//! the next unlock then stores that id (with `FUTEX_WAITERS`) into the word
+//! instead of freeing it, so a holder that re-locks in a loop cannot starve
+//! the others. The waiter keeps the lock announced in its `list_op_pending`
+//! while it sleeps, so the kernel marks the word if it dies after the
+//! hand-over; if it died before, the 250 ms re-check finds the owner thread
+//! gone and takes over (reported as `OwnerDied`).
+//!
 //! All-zero bytes are a valid, unlocked lock: no in-place initialisation.
 //!
 //! # Safety
@@ -34,17 +43,19 @@
 use std::cell::UnsafeCell;
 use std::io;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::deadline::Deadline;
 use crate::sync::raw_mutex::{LockFail, Locked};
 use crate::sys::futex;
-use crate::sys::robust::{current_tid, is_own_thread, ThreadList};
+use crate::sys::robust::{current_tid, is_own_thread, thread_alive, ThreadList};
 
 const WAITERS: u32 = 0x8000_0000;
 const OWNER_DIED: u32 = 0x4000_0000;
 const TID_MASK: u32 = 0x3fff_ffff;
 const RECHECK: Duration = Duration::from_millis(250);
+/// A waiter asks for a direct hand-over after waiting this long.
+const FAIR_AFTER: Duration = Duration::from_micros(100);
 
 /// A robust process-shared lock (40 bytes, like `pthread_mutex_t`).
 #[repr(C)]
@@ -52,7 +63,9 @@ pub(crate) struct RobustLock {
     word: AtomicU32,
     sleepers: AtomicU32,
     wake_pending: AtomicU32,
-    _pad: [u32; 3],
+    /// Thread id of a waiter that asked for a direct hand-over (0: none).
+    handoff: AtomicU32,
+    _pad: [u32; 2],
     prev: UnsafeCell<usize>,
     next: UnsafeCell<usize>,
 }
@@ -86,7 +99,8 @@ impl RobustLock {
             word: AtomicU32::new(0),
             sleepers: AtomicU32::new(0),
             wake_pending: AtomicU32::new(0),
-            _pad: [0; 3],
+            handoff: AtomicU32::new(0),
+            _pad: [0; 2],
             prev: UnsafeCell::new(0),
             next: UnsafeCell::new(0),
         }
@@ -149,16 +163,37 @@ impl RobustLock {
         self.lock_contended(list, tid, None)
     }
 
+    /// Takes the lock after `slow` decided so.
+    fn take(&self, list: ThreadList, registered: bool) {
+        if registered {
+            self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.acquired(list);
+    }
+
     fn slow(&self, list: ThreadList, tid: u32, deadline: Option<Deadline>) -> Result<Locked, LockFail> {
         let mut registered = false;
+        let mut requested = false;
+        let mut naps = 0u32;
+        let started = Instant::now();
         let leave = |registered: bool| {
             if registered {
                 self.sleepers.fetch_sub(1, Ordering::SeqCst);
             }
         };
         loop {
-            let v = self.word.load(Ordering::Relaxed);
-            if v & TID_MASK == 0 {
+            let v = self.word.load(Ordering::Acquire);
+            let owner = v & TID_MASK;
+            if owner == tid {
+                if requested {
+                    // The previous owner handed the lock over to us.
+                    self.take(list, registered);
+                    return Ok(Locked::Clean);
+                }
+                leave(registered);
+                return Err(edeadlk());
+            }
+            if owner == 0 {
                 let others = self.sleepers.load(Ordering::SeqCst) > u32::from(registered);
                 let new = tid | if others || v & WAITERS != 0 { WAITERS } else { 0 };
                 if self
@@ -166,8 +201,14 @@ impl RobustLock {
                     .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
                 {
-                    leave(registered);
-                    self.acquired(list);
+                    if requested {
+                        // Nobody can have claimed the request: an unlocker hands
+                        // over without ever freeing the word.
+                        let _ = self
+                            .handoff
+                            .compare_exchange(tid, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    }
+                    self.take(list, registered);
                     return Ok(if v & OWNER_DIED != 0 {
                         Locked::OwnerDied
                     } else {
@@ -176,13 +217,18 @@ impl RobustLock {
                 }
                 continue;
             }
-            if v & TID_MASK == tid {
-                leave(registered);
-                return Err(edeadlk());
-            }
             let deadline = match deadline {
                 Some(d) if !d.passed() => d,
                 _ => {
+                    if requested
+                        && self
+                            .handoff
+                            .compare_exchange(tid, 0, Ordering::Relaxed, Ordering::Relaxed)
+                            .is_err()
+                    {
+                        // An unlocker claimed our request and is handing the lock to us.
+                        return self.await_handoff(list, tid, registered);
+                    }
                     leave(registered);
                     return Err(LockFail::WouldBlock);
                 }
@@ -200,12 +246,70 @@ impl RobustLock {
             {
                 continue;
             }
-            let nap = match deadline.remaining() {
-                Some(left) if left < RECHECK => deadline,
-                _ => Deadline::after(RECHECK),
+            if !requested && (naps > 0 || started.elapsed() >= FAIR_AFTER) {
+                // Woken once and still beaten to it, or waited long enough while
+                // others barged in: ask the owner to hand the lock over at its
+                // next unlock.
+                requested = self
+                    .handoff
+                    .compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+            }
+            let (nap, recheck) = match deadline.remaining() {
+                Some(left) if left < RECHECK => (deadline, false),
+                _ => (Deadline::after(RECHECK), true),
             };
-            let _ = futex::wait(&self.word, v | WAITERS, nap);
+            let woke = futex::wait(&self.word, v | WAITERS, nap);
+            naps += 1;
             self.wake_pending.store(0, Ordering::Relaxed);
+            if recheck
+                && matches!(woke, Ok(futex::Wake::TimedOut))
+                && self.word.load(Ordering::Relaxed) == v | WAITERS
+                && !thread_alive(owner)
+            {
+                // The owner is gone without the kernel marking the word (it was
+                // handed the lock after it died): take over, and say so.
+                if self
+                    .word
+                    .compare_exchange(v | WAITERS, tid | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    if requested {
+                        let _ = self
+                            .handoff
+                            .compare_exchange(tid, 0, Ordering::Relaxed, Ordering::Relaxed);
+                    }
+                    self.take(list, registered);
+                    return Ok(Locked::OwnerDied);
+                }
+            }
+        }
+    }
+
+    /// Our hand-over request was claimed: the word becomes ours in a moment
+    /// (or is marked `OWNER_DIED` if the unlocker died meanwhile).
+    #[cold]
+    fn await_handoff(&self, list: ThreadList, tid: u32, registered: bool) -> Result<Locked, LockFail> {
+        loop {
+            let v = self.word.load(Ordering::Acquire);
+            if v & TID_MASK == tid {
+                self.take(list, registered);
+                return Ok(Locked::Clean);
+            }
+            if v & TID_MASK == 0
+                && self
+                    .word
+                    .compare_exchange(v, tid | (v & WAITERS), Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.take(list, registered);
+                return Ok(if v & OWNER_DIED != 0 {
+                    Locked::OwnerDied
+                } else {
+                    Locked::Clean
+                });
+            }
+            std::thread::yield_now();
         }
     }
 
@@ -224,6 +328,20 @@ impl RobustLock {
         // SAFETY: this thread owns the lock, so `enqueue` linked it on this
         // thread's list and it is still mapped (the caller holds a reference).
         unsafe { list.dequeue(self.entry()) };
+        let h = self.handoff.load(Ordering::Relaxed);
+        if h != 0
+            && self
+                .handoff
+                .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // A waiter asked for the lock: give it directly, never freeing the
+            // word, so that this thread cannot barge in again.
+            self.word.store(h | WAITERS, Ordering::Release);
+            list.clear_pending();
+            futex::wake_all(&self.word);
+            return Ok(());
+        }
         let old = self.word.swap(0, Ordering::Release);
         list.clear_pending();
         if old & WAITERS != 0 {

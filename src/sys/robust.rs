@@ -213,3 +213,17 @@ impl ThreadList {
 pub(crate) fn is_own_thread(tid: u32) -> bool {
     tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
+
+/// False once thread `tid` has exited (or its process is a zombie); true
+/// while it runs, or when this cannot be told.
+pub(crate) fn thread_alive(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+    }
+}
