@@ -143,3 +143,41 @@ fn eight_processes_times_10k_increments_under_a_lock_lose_nothing() {
     }
     assert_eq!(counter.load().unwrap(), 80_000);
 }
+
+#[test]
+fn sigkill_at_random_points_under_contention_never_wedges_the_lock() {
+    // Four children hammer one Value; each is SIGKILLed at some point of its
+    // loop (inside or outside the lock, mid list operation, or asleep waiting
+    // for a hand-over). Afterwards the lock must still be usable at once.
+    let v = multiproc::Value::<u64>::new(0).unwrap();
+    let ps: Vec<_> = (0..4)
+        .map(|_| {
+            Process::spawn(v.clone(), |v: multiproc::Value<u64>| -> () {
+                loop {
+                    match v.lock() {
+                        Ok(mut g) => *g += 1,
+                        Err(LockError::OwnerDied(mut g)) => *g += 1,
+                        Err(e) => panic!("{e}"),
+                    }
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    let mut died_reports = 0;
+    for (i, p) in ps.iter().enumerate() {
+        std::thread::sleep(Duration::from_millis(20 + 7 * i as u64));
+        p.kill().unwrap();
+        let _ = p.join_timeout(T);
+        match v.lock_timeout(Duration::from_secs(10)) {
+            Ok(_) => {}
+            Err(LockError::OwnerDied(_)) => died_reports += 1,
+            Err(e) => panic!("lock wedged after a SIGKILL: {e}"),
+        }
+    }
+    assert!(v.load().unwrap() > 0);
+    assert!(died_reports <= 4);
+    // And from another process too.
+    let p = Process::spawn(v.clone(), |v: multiproc::Value<u64>| v.lock_timeout(Duration::from_secs(10)).is_ok()).unwrap();
+    assert_eq!(p.join_timeout(T).unwrap(), Some(true));
+}

@@ -177,6 +177,12 @@ impl Lock {
 /// Proof that the calling thread holds a [`Lock`]; releases it on drop.
 ///
 /// `!Send`: a lock is released by the thread that took it.
+///
+/// ```compile_fail
+/// fn send<T: Send>(_: T) {}
+/// let lock = multiproc::Lock::new().unwrap();
+/// send(lock.acquire().unwrap()); // error: a guard cannot move to another thread
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct LockGuard<'a> {
     mutex: &'a RobustLock,

@@ -237,9 +237,9 @@ impl<L: SharedLayout> Shared<L> {
 
     /// The data area: its first byte (aligned as asked at creation) and length.
     pub(crate) fn data(&self) -> (*mut u8, usize) {
+        let i = &self.inner;
         // SAFETY: `data_off + data_len <= seg.len()` was checked, so the
         // pointer stays within the mapping.
-        let i = &self.inner;
         (unsafe { i.seg.as_ptr().add(i.data_off) }, i.data_len)
     }
 
