@@ -28,7 +28,7 @@ use crate::sync::error::{LockError, Wait};
 /// a.lock()?[3] = 1.5;
 /// assert_eq!(a.to_vec()?, [0.0, 1.0, 2.0, 1.5]);
 /// assert_eq!(a.len(), 4);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 ///
 /// # Differences from Python's multiprocessing

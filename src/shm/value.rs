@@ -34,7 +34,7 @@ use crate::sync::error::{LockError, Wait};
 /// assert_eq!(v.load()?, 99);
 /// v.store(7)?;
 /// assert_eq!(*v.lock()?, 7);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 ///
 /// # Differences from Python's multiprocessing

@@ -377,6 +377,17 @@ impl fmt::Display for BrokenBarrierError {
 
 impl std::error::Error for BrokenBarrierError {}
 
+impl From<BrokenBarrierError> for io::Error {
+    fn from(e: BrokenBarrierError) -> io::Error {
+        let kind = if e.is_timeout() {
+            io::ErrorKind::TimedOut
+        } else {
+            io::ErrorKind::Other
+        };
+        io::Error::new(kind, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -146,7 +146,7 @@ impl CondState {
 /// assert!(ok);
 /// # drop(g);
 /// # t.join().unwrap();
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 ///
 /// # Differences from Python's multiprocessing

@@ -28,10 +28,10 @@ use crate::sync::robust_lock::RobustLock;
 ///     Ok(g) => g,
 ///     // A holder died: check (and repair) what the lock protects, then go on.
 ///     Err(LockError::OwnerDied(g)) => g,
-///     Err(e) => return Err(e.into()),
+///     Err(e) => return Err(e.into()), // LockError converts into io::Error
 /// };
 /// drop(guard);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 pub enum LockError<G> {
     /// Acquired, but the previous holder died holding the lock (reported once).
@@ -197,4 +197,13 @@ pub(crate) fn unlock_raw(m: &RobustLock) -> Result<(), ReleaseError> {
             ReleaseError::Io(e)
         }
     })
+}
+
+impl From<ReleaseError> for io::Error {
+    fn from(e: ReleaseError) -> io::Error {
+        match e {
+            ReleaseError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
+        }
+    }
 }

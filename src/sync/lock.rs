@@ -68,7 +68,7 @@ impl LockState {
 ///     assert!(lock.try_acquire().is_err()); // held (even by this thread)
 /// }
 /// assert!(lock.try_acquire().is_ok());
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 ///
 /// # Differences from Python's multiprocessing
@@ -162,7 +162,7 @@ impl Lock {
     /// lock.acquire()?.leak();
     /// lock.release()?;
     /// assert!(matches!(lock.release(), Err(ReleaseError::NotHeld)));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn release(&self) -> Result<(), ReleaseError> {
         unlock_raw(self.raw())

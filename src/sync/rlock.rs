@@ -97,7 +97,7 @@ impl RLockState {
 /// let inner = lock.acquire()?; // same thread: fine
 /// drop(inner);
 /// drop(outer);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # Ok::<(), std::io::Error>(())
 /// ```
 ///
 /// # Differences from Python's multiprocessing
