@@ -25,7 +25,9 @@ fn work((count, lock): (Value<i64>, Lock)) {
         Err(e) => panic!("cannot take the lock: {e}"),
     };
     // Two separate steps on purpose (read, then write): only the Lock makes them atomic.
-    let n = count.load().unwrap_or_else(|e| e.into_inner().unwrap_or_default());
+    let n = count
+        .load()
+        .unwrap_or_else(|e| e.into_inner().unwrap_or_default());
     let _ = count.store(n - 1);
 }
 
@@ -37,10 +39,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|_| Process::spawn((count.clone(), lock.clone()), work))
         .collect::<Result<Vec<_>, _>>()?;
     for w in workers {
-        w.join_timeout(Duration::from_secs(60))?.ok_or("a worker did not finish in 60 s")?;
+        w.join_timeout(Duration::from_secs(60))?
+            .ok_or("a worker did not finish in 60 s")?;
     }
     let left = count.load().map_err(|e| e.to_string())?;
-    println!("count = {left} after 100 processes ({:.1} ms)", t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "count = {left} after 100 processes ({:.1} ms)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
     assert_eq!(left, 0);
     Ok(())
 }

@@ -178,6 +178,45 @@ fn sigkill_at_random_points_under_contention_never_wedges_the_lock() {
     assert!(v.load().unwrap() > 0);
     assert!(died_reports <= 4);
     // And from another process too.
-    let p = Process::spawn(v.clone(), |v: multiproc::Value<u64>| v.lock_timeout(Duration::from_secs(10)).is_ok()).unwrap();
+    let p = Process::spawn(v.clone(), |v: multiproc::Value<u64>| {
+        v.lock_timeout(Duration::from_secs(10)).is_ok()
+    })
+    .unwrap();
     assert_eq!(p.join_timeout(T).unwrap(), Some(true));
+}
+
+#[test]
+fn fork_child_gets_its_own_thread_identity() {
+    // A Spawn child (single-threaded) uses a lock, then forks a grandchild
+    // that takes it: the grandchild must own it under its own thread id, so
+    // the child sees it busy (not "held by me").
+    fn child(_: ()) -> String {
+        let lock = Lock::new().unwrap();
+        drop(lock.acquire().unwrap());
+        let (held, done) = (Event::new().unwrap(), Event::new().unwrap());
+        let g = Process::builder()
+            .start_method(multiproc::StartMethod::Fork)
+            .spawn(
+                (lock.clone(), held.clone(), done.clone()),
+                |(l, held, done): (Lock, Event, Event)| {
+                    let _g = l.acquire().unwrap();
+                    held.set();
+                    done.wait_timeout(Duration::from_secs(20))
+                },
+            )
+            .unwrap();
+        held.wait_timeout(Duration::from_secs(20));
+        let seen = match lock.try_acquire() {
+            Err(LockError::WouldBlock) => "busy".to_string(),
+            other => format!("{other:?}"),
+        };
+        done.set();
+        let _ = g.join_timeout(Duration::from_secs(20));
+        seen
+    }
+    let p = Process::builder()
+        .start_method(multiproc::StartMethod::Spawn)
+        .spawn((), child)
+        .unwrap();
+    assert_eq!(p.join_timeout(T).unwrap().as_deref(), Some("busy"));
 }

@@ -1,7 +1,12 @@
 //! Every handle is `Clone + Send + Sync + Serialize + Deserialize`; guards are `!Send`.
-use multiproc::{Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SharedMemory, Value};
+use multiproc::{
+    Array, Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore, SharedMemory, Value,
+};
 
-fn handle<T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug + 'static>() {}
+fn handle<
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+>() {
+}
 
 #[test]
 fn handles_are_clone_send_sync_serde() {

@@ -387,22 +387,43 @@ fn barrier_party_killed_while_waiting_still_counts_as_arrived() {
 fn barrier_reset_breaks_current_waiters_then_works_again() {
     let b = Barrier::new(3).unwrap();
     let ps: Vec<_> = (0..2)
-        .map(|_| Process::spawn(b.clone(), |b: Barrier| b.wait_timeout(Duration::from_secs(20)).is_err()).unwrap())
+        .map(|_| {
+            Process::spawn(b.clone(), |b: Barrier| {
+                b.wait_timeout(Duration::from_secs(20)).is_err()
+            })
+            .unwrap()
+        })
         .collect();
     assert!(eventually(|| b.n_waiting() == 2));
     b.reset();
     for p in ps {
-        assert_eq!(p.join_timeout(T).unwrap(), Some(true), "a waiter of the reset round is broken");
+        assert_eq!(
+            p.join_timeout(T).unwrap(),
+            Some(true),
+            "a waiter of the reset round is broken"
+        );
     }
     assert!(!b.broken());
     assert_eq!(b.n_waiting(), 0);
     let ps: Vec<_> = (0..2)
-        .map(|_| Process::spawn(b.clone(), |b: Barrier| b.wait_timeout(Duration::from_secs(20)).ok()).unwrap())
+        .map(|_| {
+            Process::spawn(b.clone(), |b: Barrier| {
+                b.wait_timeout(Duration::from_secs(20)).ok()
+            })
+            .unwrap()
+        })
         .collect();
     let mine = b.wait_timeout(T).unwrap();
-    let mut idx: Vec<u32> = ps.into_iter().map(|p| p.join_timeout(T).unwrap().unwrap().unwrap()).collect();
+    let mut idx: Vec<u32> = ps
+        .into_iter()
+        .map(|p| p.join_timeout(T).unwrap().unwrap().unwrap())
+        .collect();
     idx.push(mine);
     idx.sort();
     assert_eq!(idx, [0, 1, 2]);
-    assert_eq!(Barrier::new(1).unwrap().wait_timeout(T).unwrap(), 0, "a one-party barrier never waits");
+    assert_eq!(
+        Barrier::new(1).unwrap().wait_timeout(T).unwrap(),
+        0,
+        "a one-party barrier never waits"
+    );
 }

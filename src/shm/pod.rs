@@ -147,7 +147,8 @@ impl<T> Serialize for PodBlock<T> {
 impl<'de, T: Pod> Deserialize<'de> for PodBlock<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let shared = Shared::<PodHeader>::deserialize(d)?;
-        PodBlock::from_shared(shared).map_err(serde::de::Error::custom)
+        PodBlock::from_shared(shared)
+            .map_err(|e| crate::codec::handles::fail(e.to_string(), serde::de::Error::custom))
     }
 }
 

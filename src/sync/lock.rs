@@ -270,3 +270,37 @@ mod tests {
         assert!(lock.acquire_timeout(Duration::from_secs(5)).is_ok());
     }
 }
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+    use crate::codec::handles::{collect_fds, provide_fds};
+
+    #[test]
+    fn forgotten_guard_then_dropped_handle_keeps_the_robust_list_valid() {
+        let lock = Lock::new().unwrap();
+        lock.acquire().unwrap().leak();
+        // The last handle goes away while this thread holds the lock: the
+        // mapping must stay, since the lock is linked on this thread's list.
+        drop(lock);
+        let other = Lock::new().unwrap();
+        for _ in 0..3 {
+            drop(other.acquire().unwrap());
+        }
+    }
+
+    #[test]
+    fn a_handle_decoded_as_another_type_is_a_clear_error() {
+        let lock = Lock::new().unwrap();
+        let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&lock).unwrap());
+        let r = provide_fds(fds, || postcard::from_bytes::<crate::Semaphore>(&bytes));
+        assert!(r.is_err());
+        let msg = crate::codec::handles::take_error().unwrap_or_default();
+        assert!(msg.contains("is not a"), "{msg}");
+        let (bytes, fds) = collect_fds(|| postcard::to_allocvec(&lock).unwrap());
+        let back: Lock = provide_fds(fds, || postcard::from_bytes(&bytes)).unwrap();
+        // The decoded handle is the same lock, mapped again.
+        let _g = back.acquire().unwrap();
+        assert!(matches!(lock.try_acquire(), Err(LockError::WouldDeadlock)));
+    }
+}

@@ -258,7 +258,7 @@ impl<L: SharedLayout> Serialize for Shared<L> {
 impl<'de, L: SharedLayout> Deserialize<'de> for Shared<L> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let seg = Segment::deserialize(d)?;
-        Shared::attach(seg).map_err(serde::de::Error::custom)
+        Shared::attach(seg).map_err(|e| crate::codec::handles::fail(e.to_string(), serde::de::Error::custom))
     }
 }
 
