@@ -62,3 +62,8 @@ pub use process::{
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
 };
 pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
+pub use shm::{Array, ArrayGuard, SharedMemory, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
+    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
+};
