@@ -61,3 +61,9 @@ pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
 };
+pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
+pub use shm::{Array, ArrayGuard, SharedMemory, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
+    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
+};
