@@ -51,8 +51,8 @@ fn keeps_left_open((left, right): (Connection, Connection)) -> usize {
 #[test]
 fn a_child_that_keeps_the_other_end_never_sees_eof() {
     let (left, right) = Pipe::new().unwrap();
-    let p = Process::spawn((left.try_clone().unwrap(), right), keeps_left_open).unwrap();
     left.send(&"one".to_string()).unwrap();
+    let p = Process::spawn((left.try_clone().unwrap(), right), keeps_left_open).unwrap();
     left.close();
     assert_eq!(p.join_timeout(LONG).unwrap(), Some(1));
 }
@@ -128,8 +128,13 @@ fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
     let (mine, theirs) = Pipe::new().unwrap();
     let p = Process::spawn(theirs, big_sender).unwrap();
     assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
-    // Nobody reads: the child blocks on a full socket in the middle of the message.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nobody reads: wait until a good part of the 64 MiB message sits in the
+    // socket (the child is then blocked in the middle of it), and kill the child.
+    let start = Instant::now();
+    while rustix::io::ioctl_fionread(&mine).unwrap() < 100_000 {
+        assert!(start.elapsed() < LONG, "the child never sent");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     p.kill().unwrap();
     let t = Instant::now();
     match mine.recv_bytes_timeout(LONG) {

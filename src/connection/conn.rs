@@ -485,6 +485,20 @@ impl Connection {
     }
 }
 
+impl AsFd for Connection {
+    /// The socket (Python's `fileno()`), e.g. to poll it with other descriptors.
+    /// Reading or writing it directly breaks the message framing.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection")
