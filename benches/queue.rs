@@ -92,8 +92,13 @@ fn produce_bytes((q, n, size): (Queue<Vec<u8>>, u64, usize)) {
     }
 }
 
-fn bytes_mb_s(n: u64, size: usize) -> f64 {
-    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+/// `maxsize: None` lets the producer run ahead into fresh memory (page faults
+/// then dominate); `Some(64)` keeps the items in flight within warm pages.
+fn bytes_mb_s(n: u64, size: usize, maxsize: Option<usize>) -> f64 {
+    let q: Queue<Vec<u8>> = match maxsize {
+        Some(m) => Queue::bounded(m).unwrap(),
+        None => Queue::new().unwrap(),
+    };
     let t = Instant::now();
     let p = Process::spawn((q.clone(), n, size), produce_bytes).unwrap();
     let mut total = 0;
@@ -360,9 +365,15 @@ fn main() {
             true,
             5,
             vec![
-                Contender::new("multiproc Queue<Vec<u8>>", || bytes_mb_s(blocks, size)),
+                Contender::new("multiproc Queue::bounded(64)", || {
+                    bytes_mb_s(blocks, size, Some(64))
+                }),
+                Contender::new("multiproc Queue::new()", || bytes_mb_s(blocks, size, None)),
                 Contender::new("memcpy, one core", || memcpy_mb_s(size)),
-                Contender::new("CPython mp.Queue (bytes)", || {
+                Contender::new("CPython mp.Queue(64) (bytes)", || {
+                    python("queue_bytes.py", &[&bs, &sz, "64"])
+                }),
+                Contender::new("CPython mp.Queue() (bytes)", || {
                     python("queue_bytes.py", &[&bs, &sz])
                 }),
             ],

@@ -74,6 +74,7 @@ const MAX_LEN: u64 = (1 << 56) - 1;
 const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
 const HOT: u64 = 32 << 20;
+const MIB: u64 = 1 << 20;
 /// Attempts at the mutex before sleeping on it.
 const SPIN: u32 = 200;
 /// Payloads up to this size are copied out without a heap allocation.
@@ -156,6 +157,9 @@ struct Header {
     not_empty: AtomicU32,
     not_full: AtomicU32,
     all_done: AtomicU32,
+    /// How far (in MiB from the ring's start) records were written since the
+    /// queue last emptied: what to give back then.
+    touched_mib: AtomicU32,
     hot: Hot,
     magic: AtomicU64,
     layout: AtomicU32,
@@ -658,6 +662,10 @@ impl Ring {
                     count: s.count + 1,
                     unfinished: s.unfinished + joinable,
                 });
+                let end = (self.phys(s.tail) + rec).min(self.cap).div_ceil(MIB) as u32;
+                if end > h.touched_mib.load(Relaxed) {
+                    h.touched_mib.store(end, Relaxed);
+                }
                 Ring::notify(&h.not_empty);
                 drop(g);
                 return Ok(());
@@ -747,14 +755,31 @@ impl Ring {
         }
     }
 
-    /// Returns to the system the chunks the logical range `[from, to)` just
-    /// freed, except the first `HOT` bytes and chunks still holding live data
-    /// of `now` (mutex held). Only memfd rings punch holes.
+    /// Gives memory back after a get that freed the logical range
+    /// `[from, to)` (mutex held; memfd rings only; the first `HOT` bytes stay):
+    /// - the queue is now empty: everything written beyond `HOT` since it last
+    ///   emptied, in one call;
+    /// - at least a quarter full: nothing (the pages will be written again
+    ///   within a lap; freeing them would only cost page faults);
+    /// - else the chunks the range freed that hold no live data.
     fn release(&self, from: u64, to: u64, now: Snap) {
         let Backing::Shared(seg) = &self.backing else {
             return;
         };
         if self.cap <= HOT {
+            return;
+        }
+        let fd = std::os::fd::AsFd::as_fd(seg.fd());
+        let h = self.h();
+        if now.count == 0 {
+            let touched = (u64::from(h.touched_mib.load(Relaxed)) * MIB).min(self.cap);
+            if touched > HOT {
+                let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + HOT, touched - HOT);
+                h.touched_mib.store((HOT / MIB) as u32, Relaxed);
+            }
+            return;
+        }
+        if now.tail - now.head >= self.cap / 4 {
             return;
         }
         let live = |c: u64| -> bool {
@@ -781,11 +806,7 @@ impl Ring {
                 continue;
             }
             let len = CHUNK.min(self.cap - c * CHUNK);
-            let _ = crate::sys::mem::punch_hole(
-                std::os::fd::AsFd::as_fd(seg.fd()),
-                DATA_OFF as u64 + c * CHUNK,
-                len,
-            );
+            let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + c * CHUNK, len);
         }
     }
 
@@ -1116,6 +1137,19 @@ mod tests {
             "{used} bytes still allocated after cycling 600 MiB through the ring"
         );
         assert!(used >= 4 << 20, "{used}: the live items must still be there");
+    }
+
+    #[test]
+    fn memory_is_returned_when_a_backlog_drains() {
+        let r = Ring::create(Flavor::Queue, 0, 256 << 20).unwrap();
+        let item = vec![7u8; 1 << 20];
+        for _ in 0..100 {
+            r.put(0, &item, Block::No).unwrap();
+        }
+        assert!(r.allocated_bytes() >= 100 << 20);
+        while r.get(Block::No).is_ok() {}
+        let used = r.allocated_bytes();
+        assert!(used <= 33 << 20, "{used} bytes still allocated once empty");
     }
 
     #[test]
