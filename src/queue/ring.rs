@@ -75,6 +75,8 @@ const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
 const HOT: u64 = 32 << 20;
 const MIB: u64 = 1 << 20;
+/// How far ahead of the writes pages are faulted in, in MiB.
+const AHEAD: u64 = 8;
 /// Attempts at the mutex before sleeping on it.
 const SPIN: u32 = 200;
 /// Payloads up to this size are copied out without a heap allocation.
@@ -662,12 +664,24 @@ impl Ring {
                     count: s.count + 1,
                     unfinished: s.unfinished + joinable,
                 });
-                let end = (self.phys(s.tail) + rec).min(self.cap).div_ceil(MIB) as u32;
-                if end > h.touched_mib.load(Relaxed) {
-                    h.touched_mib.store(end, Relaxed);
+                // Pages ahead of the writes are faulted in a few MiB at a time,
+                // after unlocking (fresh memfd pages otherwise cost a fault each).
+                let end = (self.phys(s.tail) + rec).min(self.cap).div_ceil(MIB);
+                let frontier = u64::from(h.touched_mib.load(Relaxed));
+                let mut populate = None;
+                if end >= AHEAD && end + AHEAD / 2 > frontier {
+                    // A queue that has grown past a few MiB: fault ahead.
+                    let to = (end + AHEAD).min(self.cap / MIB).max(frontier);
+                    h.touched_mib.store(to as u32, Relaxed);
+                    populate = Some((frontier.max(end), to));
+                } else if end > frontier {
+                    h.touched_mib.store(end as u32, Relaxed);
                 }
                 Ring::notify(&h.not_empty);
                 drop(g);
+                if let Some((from, to)) = populate {
+                    self.populate(from * MIB, to * MIB);
+                }
                 return Ok(());
             }
             let Block::Until(deadline) = block else {
@@ -808,6 +822,20 @@ impl Ring {
             let len = CHUNK.min(self.cap - c * CHUNK);
             let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + c * CHUNK, len);
         }
+    }
+
+    /// Faults in the data pages `[from, to)` (offsets, MiB aligned) of a memfd
+    /// ring. Only allocates memory; any process may be using those bytes.
+    fn populate(&self, from: u64, to: u64) {
+        if !matches!(self.backing, Backing::Shared(_)) || from >= to || to > self.cap {
+            return;
+        }
+        // SAFETY: `from < to <= cap`, so the range is inside the data ring of
+        // our live mapping; `DATA_OFF` and `from` are multiples of the page
+        // size, and the mapping is page aligned.
+        let _ = unsafe {
+            crate::sys::mem::populate_write(self.data.as_ptr().add(from as usize), (to - from) as usize)
+        };
     }
 
     /// Marks one task done (joinable rings). `Ok(false)` if there was none.
