@@ -47,6 +47,17 @@
 //!   corrupted header can never make us read or write outside the mapping.
 //! - Data bytes are read and written only while holding the mutex, at offsets
 //!   reduced modulo the local `cap`, with lengths checked against `cap`.
+//! - Memory is given back (`fallocate` punch) only for free space, under the
+//!   mutex; pages are faulted in ahead (`MADV_POPULATE_WRITE`) without it,
+//!   which never changes their contents.
+//!
+//! # Memory
+//!
+//! Fresh memfd pages cost a page fault each in every process that touches
+//! them, so the first `HOT` bytes stay resident once used, a queue that has
+//! grown past `AHEAD` MiB faults its pages in a few MiB ahead of the writes,
+//! and pages are given back when the queue empties (everything beyond `HOT`)
+//! or, while it is less than a quarter full, chunk by chunk behind the reads.
 #![allow(unsafe_code)]
 
 use std::io;
