@@ -220,3 +220,29 @@ fn fork_child_gets_its_own_thread_identity() {
         .unwrap();
     assert_eq!(p.join_timeout(T).unwrap().as_deref(), Some("busy"));
 }
+
+#[test]
+fn rlock_holder_sigkilled_reports_owner_died_once() {
+    let l = RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = Process::spawn((l.clone(), held.clone()), |(l, held): (RLock, Event)| {
+        l.acquire().unwrap().leak();
+        l.acquire().unwrap().leak();
+        held.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    assert!(held.wait_timeout(T));
+    assert!(matches!(l.try_acquire(), Err(LockError::WouldBlock)));
+    p.kill().unwrap();
+    let _ = p.join_timeout(T);
+    match l.acquire_timeout(T) {
+        Err(LockError::OwnerDied(g)) => {
+            assert_eq!(l.held_count(), 1, "the dead owner's recursion count is not inherited");
+            drop(g);
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    assert_eq!(l.held_count(), 0);
+    assert!(l.acquire_timeout(T).is_ok());
+}
