@@ -402,6 +402,42 @@ mod tests {
         assert_eq!(count.load(Ordering::Relaxed), 80_000);
     }
 
+    /// Short timeouts race with hand-overs (request, withdraw, claimed request):
+    /// mutual exclusion holds and every success is counted exactly once.
+    #[test]
+    fn heap_lock_timeouts_and_hand_overs_keep_exclusion() {
+        let lock = Arc::new(RobustLock::new());
+        let count = Arc::new(AtomicU64::new(0));
+        let hs: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (lock, count) = (lock.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut ok = 0u64;
+                    for i in 0..3000u64 {
+                        let wait = Duration::from_micros((i * 7 + t * 13) % 150);
+                        if lock.lock(Deadline::after(wait)).is_ok() {
+                            let v = count.load(Ordering::Relaxed);
+                            if i % 64 == 0 {
+                                std::thread::yield_now();
+                            }
+                            count.store(v + 1, Ordering::Relaxed);
+                            lock.unlock().unwrap();
+                            ok += 1;
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(count.load(Ordering::Relaxed), total);
+        assert!(total > 0);
+        assert_eq!(lock.try_lock().unwrap(), Locked::Clean, "left unlocked, no stale hand-over");
+        lock.unlock().unwrap();
+        assert_eq!(lock.handoff.load(Ordering::Relaxed), 0);
+        assert_eq!(lock.sleepers.load(Ordering::Relaxed), 0);
+    }
+
     #[test]
     fn heap_lock_owner_thread_death_is_reported_once_and_wakes_a_sleeper() {
         let lock = Arc::new(RobustLock::new());
