@@ -238,7 +238,11 @@ fn rlock_holder_sigkilled_reports_owner_died_once() {
     let _ = p.join_timeout(T);
     match l.acquire_timeout(T) {
         Err(LockError::OwnerDied(g)) => {
-            assert_eq!(l.held_count(), 1, "the dead owner's recursion count is not inherited");
+            assert_eq!(
+                l.held_count(),
+                1,
+                "the dead owner's recursion count is not inherited"
+            );
             drop(g);
         }
         other => panic!("expected OwnerDied, got {other:?}"),

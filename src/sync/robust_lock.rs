@@ -432,7 +432,11 @@ mod tests {
         let total: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(count.load(Ordering::Relaxed), total);
         assert!(total > 0);
-        assert_eq!(lock.try_lock().unwrap(), Locked::Clean, "left unlocked, no stale hand-over");
+        assert_eq!(
+            lock.try_lock().unwrap(),
+            Locked::Clean,
+            "left unlocked, no stale hand-over"
+        );
         lock.unlock().unwrap();
         assert_eq!(lock.handoff.load(Ordering::Relaxed), 0);
         assert_eq!(lock.sleepers.load(Ordering::Relaxed), 0);
