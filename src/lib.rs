@@ -59,6 +59,6 @@ pub use process::{
 };
 pub use shm::{Array, ArrayGuard, SharedMemory, Value, ValueGuard};
 pub use sync::{
-    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
-    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
+    Barrier, BarrierBuilder, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
+    LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
 };
