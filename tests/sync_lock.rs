@@ -250,3 +250,31 @@ fn rlock_holder_sigkilled_reports_owner_died_once() {
     assert_eq!(l.held_count(), 0);
     assert!(l.acquire_timeout(T).is_ok());
 }
+
+#[test]
+fn waiter_killed_while_waiting_for_a_hand_over_does_not_wedge_the_lock() {
+    // The parent holds the lock long enough for a waiting child to ask for a
+    // direct hand-over, kills the child, then releases: the lock may be handed
+    // to the dead child. The next acquirer must still get it (within the
+    // 250 ms liveness re-check), reported as OwnerDied if it was handed over.
+    let lock = Lock::new().unwrap();
+    let g = lock.acquire().unwrap();
+    let p = Process::spawn(lock.clone(), |l: Lock| l.acquire().map(drop).is_ok()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    p.kill().unwrap();
+    let _ = p.join_timeout(T);
+    drop(g);
+    let t = Instant::now();
+    let l2 = lock.clone();
+    let r = std::thread::spawn(move || match l2.acquire_timeout(Duration::from_secs(10)) {
+        Ok(_) => "clean",
+        Err(LockError::OwnerDied(_)) => "owner died",
+        Err(_) => "failed",
+    })
+    .join()
+    .unwrap();
+    eprintln!("next acquirer: {r} after {:?}", t.elapsed());
+    assert_ne!(r, "failed", "the lock is wedged");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(lock.acquire_timeout(T).is_ok());
+}
