@@ -10,9 +10,10 @@
 //!
 //! Word: `0` free; else the owner's thread id, with `FUTEX_WAITERS` when
 //! someone may sleep on it, or `FUTEX_OWNER_DIED` (and no id) after the
-//! owner died. `sleepers` counts threads between deciding to sleep and
-//! leaving the slow path: a new owner sets `FUTEX_WAITERS` when it is non-zero,
-//! so the kernel wakes a sleeper if that owner dies. `wake_pending` is set by
+//! owner died. A waiter sets `FUTEX_WAITERS` before each sleep, and one that
+//! slept takes the lock with it set (glibc's rule), so the next unlock wakes
+//! the next sleeper and the kernel wakes one if that owner dies. There is no
+//! waiter count to leak when a waiter is killed. `wake_pending` is set by
 //! an unlock that woke a sleeper and cleared when a sleeper runs, so that a
 //! holder that re-locks in a loop does not make a futex syscall per unlock
 //! while the woken sleeper is on its way. Sleepers re-check the word at least
@@ -68,11 +69,10 @@ const FAIR_AFTER: Duration = Duration::from_micros(100);
 #[repr(C)]
 pub(crate) struct RobustLock {
     word: AtomicU32,
-    sleepers: AtomicU32,
     wake_pending: AtomicU32,
     /// Thread id of a waiter that asked for a direct hand-over (0: none).
     handoff: AtomicU32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
     prev: UnsafeCell<usize>,
     next: UnsafeCell<usize>,
 }
@@ -104,10 +104,9 @@ impl RobustLock {
     pub(crate) const fn new() -> RobustLock {
         RobustLock {
             word: AtomicU32::new(0),
-            sleepers: AtomicU32::new(0),
             wake_pending: AtomicU32::new(0),
             handoff: AtomicU32::new(0),
-            _pad: [0; 2],
+            _pad: [0; 3],
             prev: UnsafeCell::new(0),
             next: UnsafeCell::new(0),
         }
@@ -137,9 +136,6 @@ impl RobustLock {
             .compare_exchange(0, tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            if self.sleepers.load(Ordering::Relaxed) > 0 {
-                self.word.fetch_or(WAITERS, Ordering::Relaxed);
-            }
             self.acquired(list);
             return Ok(Locked::Clean);
         }
@@ -171,10 +167,7 @@ impl RobustLock {
     }
 
     /// Takes the lock after `slow` decided so.
-    fn take(&self, list: ThreadList, registered: bool) {
-        if registered {
-            self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        }
+    fn take(&self, list: ThreadList) {
         self.acquired(list);
     }
 
@@ -184,26 +177,26 @@ impl RobustLock {
         let mut naps = 0u32;
         let mut spun = false;
         let started = Instant::now();
-        let leave = |registered: bool| {
-            if registered {
-                self.sleepers.fetch_sub(1, Ordering::SeqCst);
-            }
-        };
         loop {
             let v = self.word.load(Ordering::Acquire);
             let owner = v & TID_MASK;
             if owner == tid {
                 if requested {
                     // The previous owner handed the lock over to us.
-                    self.take(list, registered);
+                    self.take(list);
                     return Ok(Locked::Clean);
                 }
-                leave(registered);
                 return Err(edeadlk());
             }
             if owner == 0 {
-                let others = self.sleepers.load(Ordering::SeqCst) > u32::from(registered);
-                let new = tid | if others || v & WAITERS != 0 { WAITERS } else { 0 };
+                // Having slept, assume others sleep too (as glibc does): the
+                // next unlock then wakes one, at worst for nothing.
+                let new = tid
+                    | if registered || v & WAITERS != 0 {
+                        WAITERS
+                    } else {
+                        0
+                    };
                 if self
                     .word
                     .compare_exchange(v, new, Ordering::Acquire, Ordering::Relaxed)
@@ -216,7 +209,7 @@ impl RobustLock {
                             .handoff
                             .compare_exchange(tid, 0, Ordering::Relaxed, Ordering::Relaxed);
                     }
-                    self.take(list, registered);
+                    self.take(list);
                     return Ok(if v & OWNER_DIED != 0 {
                         Locked::OwnerDied
                     } else {
@@ -235,9 +228,8 @@ impl RobustLock {
                             .is_err()
                     {
                         // An unlocker claimed our request and is handing the lock to us.
-                        return self.await_handoff(list, tid, registered);
+                        return self.await_handoff(list, tid);
                     }
-                    leave(registered);
                     return Err(LockFail::WouldBlock);
                 }
             };
@@ -258,7 +250,6 @@ impl RobustLock {
                         continue; // released (or abandoned) while we spun: try again
                     }
                 }
-                self.sleepers.fetch_add(1, Ordering::SeqCst);
                 registered = true;
                 continue;
             }
@@ -303,7 +294,7 @@ impl RobustLock {
                             .handoff
                             .compare_exchange(tid, 0, Ordering::Relaxed, Ordering::Relaxed);
                     }
-                    self.take(list, registered);
+                    self.take(list);
                     return Ok(Locked::OwnerDied);
                 }
             }
@@ -313,11 +304,11 @@ impl RobustLock {
     /// Our hand-over request was claimed: the word becomes ours in a moment
     /// (or is marked `OWNER_DIED` if the unlocker died meanwhile).
     #[cold]
-    fn await_handoff(&self, list: ThreadList, tid: u32, registered: bool) -> Result<Locked, LockFail> {
+    fn await_handoff(&self, list: ThreadList, tid: u32) -> Result<Locked, LockFail> {
         loop {
             let v = self.word.load(Ordering::Acquire);
             if v & TID_MASK == tid {
-                self.take(list, registered);
+                self.take(list);
                 return Ok(Locked::Clean);
             }
             if v & TID_MASK == 0
@@ -326,7 +317,7 @@ impl RobustLock {
                     .compare_exchange(v, tid | (v & WAITERS), Ordering::Acquire, Ordering::Relaxed)
                     .is_ok()
             {
-                self.take(list, registered);
+                self.take(list);
                 return Ok(if v & OWNER_DIED != 0 {
                     Locked::OwnerDied
                 } else {
@@ -377,10 +368,7 @@ impl RobustLock {
     #[cold]
     #[inline(never)]
     fn wake_one(&self) {
-        if self.sleepers.load(Ordering::SeqCst) > 0
-            && self.wake_pending.swap(1, Ordering::Relaxed) == 0
-            && futex::wake(&self.word, 1) == 0
-        {
+        if self.wake_pending.swap(1, Ordering::Relaxed) == 0 && futex::wake(&self.word, 1) == 0 {
             self.wake_pending.store(0, Ordering::Relaxed);
         }
     }
@@ -463,7 +451,6 @@ mod tests {
         );
         lock.unlock().unwrap();
         assert_eq!(lock.handoff.load(Ordering::Relaxed), 0);
-        assert_eq!(lock.sleepers.load(Ordering::Relaxed), 0);
     }
 
     #[test]
