@@ -278,3 +278,21 @@ fn waiter_killed_while_waiting_for_a_hand_over_does_not_wedge_the_lock() {
     assert!(t.elapsed() < Duration::from_secs(5));
     assert!(lock.acquire_timeout(T).is_ok());
 }
+
+#[test]
+fn handles_sent_over_a_connection_are_the_same_objects() {
+    let (a, b) = multiproc::Pipe::new().unwrap();
+    let p = Process::spawn(b, |b: multiproc::Connection| {
+        let (lock, v): (Lock, multiproc::Value<u32>) = b.recv_timeout(Duration::from_secs(20)).unwrap();
+        let busy = matches!(lock.try_acquire(), Err(LockError::WouldBlock));
+        v.store(7).unwrap();
+        busy
+    })
+    .unwrap();
+    let lock = Lock::new().unwrap();
+    let v = multiproc::Value::new(0u32).unwrap();
+    let _g = lock.acquire().unwrap();
+    a.send(&(lock.clone(), v.clone())).unwrap();
+    assert_eq!(p.join_timeout(T).unwrap(), Some(true));
+    assert_eq!(v.load().unwrap(), 7);
+}
