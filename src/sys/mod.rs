@@ -4,6 +4,7 @@
 //! values. Built on rustix; libc only where rustix has nothing (fork, `_exit`,
 //! `close_range`, and the pthread robust mutexes of the sync layer).
 
+pub(crate) mod fnid;
 pub(crate) mod futex;
 pub(crate) mod image;
 pub(crate) mod mem;

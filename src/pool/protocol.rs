@@ -1,0 +1,291 @@
+//! The wire protocol between the pool's dispatcher and a worker, and the
+//! monomorphised entry points that run a task inside a worker.
+//!
+//! Every message is one raw-bytes frame (`codec` header, `Kind::Bytes`) whose
+//! payload starts with a tag byte:
+//!
+//! | direction | message | payload |
+//! | --- | --- | --- |
+//! | pool -> worker | `JOB` | id u64, entry offset i64, arguments |
+//! | pool -> worker | `SHUTDOWN` | (none): finish and exit |
+//! | worker -> pool | `READY` | (none): the initializer ran |
+//! | worker -> pool | `ACK` | id u64: the worker starts this job now |
+//! | worker -> pool | `DONE` | id u64, nanos u64, results |
+//!
+//! Arguments are a u32 count and that many postcard values; results are a u32
+//! count and per item a tag ([`ITEM_VALUE`], [`ITEM_BYTES`] or an error tag),
+//! a u64 length and the bytes (postcard, raw bytes, or an error message).
+//! A worker runs its jobs in the order received and acknowledges each one
+//! before running it, so the pool knows which job a dead worker held.
+
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::{self, Frame, Kind, HEADER_LEN};
+use crate::pool::error::TaskError;
+use crate::sys::fnid;
+
+pub(crate) const JOB: u8 = 0;
+pub(crate) const SHUTDOWN: u8 = 1;
+pub(crate) const READY: u8 = 2;
+pub(crate) const ACK: u8 = 3;
+pub(crate) const DONE: u8 = 4;
+
+pub(crate) const ITEM_VALUE: u8 = 0;
+pub(crate) const ITEM_BYTES: u8 = 1;
+pub(crate) const ITEM_PANICKED: u8 = 2;
+pub(crate) const ITEM_ENCODE: u8 = 3;
+pub(crate) const ITEM_DECODE: u8 = 4;
+
+/// Starts a raw-bytes frame in `out`; returns where its header starts for [`end_frame`].
+pub(crate) fn begin_frame(out: &mut Vec<u8>, tag: u8) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; HEADER_LEN]);
+    out.push(tag);
+    start
+}
+
+/// Writes the header of the frame begun at `start`.
+pub(crate) fn end_frame(out: &mut [u8], start: usize) {
+    let len = (out.len() - start - HEADER_LEN) as u64;
+    out[start..start + HEADER_LEN].copy_from_slice(&codec::header(Kind::Bytes, len, 0));
+}
+
+/// A whole frame holding `tag` and an optional id.
+pub(crate) fn push_simple(out: &mut Vec<u8>, tag: u8, id: Option<u64>) {
+    let s = begin_frame(out, tag);
+    if let Some(id) = id {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    end_frame(out, s);
+}
+
+/// Reads little-endian integers off the front of a byte slice.
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn u8(&mut self) -> Option<u8> {
+        let (&b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(b)
+    }
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    pub(crate) fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    pub(crate) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    pub(crate) fn i64(&mut self) -> Option<i64> {
+        Some(i64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+/// One item's outcome as it arrives from a worker, not yet decoded into `R`.
+pub(crate) type Item = Result<(Kind, Vec<u8>), TaskError>;
+
+/// What a job produced: one outcome per item, or a failure of the whole job.
+pub(crate) type JobOutput = Result<Vec<Item>, TaskError>;
+
+/// Parses the results part of a `DONE` message.
+pub(crate) fn parse_items(c: &mut Cursor<'_>) -> Option<Vec<Item>> {
+    let n = c.u32()? as usize;
+    let mut items = Vec::with_capacity(n.min(c.0.len()));
+    for _ in 0..n {
+        let tag = c.u8()?;
+        let len = usize::try_from(c.u64()?).ok()?;
+        let bytes = c.take(len)?;
+        let msg = || String::from_utf8_lossy(bytes).into_owned();
+        items.push(match tag {
+            ITEM_VALUE => Ok((Kind::Value, bytes.to_vec())),
+            ITEM_BYTES => Ok((Kind::Bytes, bytes.to_vec())),
+            ITEM_PANICKED => Err(TaskError::Panicked { message: msg() }),
+            ITEM_ENCODE => Err(TaskError::Encode(msg())),
+            ITEM_DECODE => Err(TaskError::Decode(msg())),
+            _ => return None,
+        });
+    }
+    Some(items)
+}
+
+/// Decodes one item into `R` (in the caller's thread).
+pub(crate) fn decode_item<R: DeserializeOwned + Any>(item: Item) -> Result<R, TaskError> {
+    let (kind, payload) = item?;
+    codec::decode::<R>(Frame {
+        kind,
+        payload,
+        fds: Vec::new(),
+    })
+    .map_err(|e| TaskError::Decode(e.to_string()))
+}
+
+/// Appends the encoding of one argument (in the caller's thread).
+pub(crate) fn encode_arg<A: Serialize>(arg: &A, out: &mut Vec<u8>) -> Result<(), TaskError> {
+    let bytes = codec::to_bytes(arg).map_err(|e| TaskError::Encode(e.to_string()))?;
+    out.extend_from_slice(&bytes);
+    Ok(())
+}
+
+fn push_item(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// The message of a panic payload.
+pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// The entry point of task `F` (runs in a worker): decodes the arguments, runs
+/// `F` on each under `catch_unwind`, and appends the results.
+pub(crate) fn task_entry<F, A, R>(input: &[u8], out: &mut Vec<u8>)
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned,
+    R: Serialize + Any,
+{
+    let f = fnid::conjure::<F>();
+    let mut c = Cursor(input);
+    let n = c.u32().unwrap_or(0);
+    out.extend_from_slice(&n.to_le_bytes());
+    let mut rest = c.0;
+    let mut broken: Option<String> = None;
+    for _ in 0..n {
+        if let Some(m) = &broken {
+            push_item(out, ITEM_DECODE, m.as_bytes());
+            continue;
+        }
+        let arg = match postcard::take_from_bytes::<A>(rest) {
+            Ok((a, r)) => {
+                rest = r;
+                a
+            }
+            Err(e) => {
+                let m = format!("cannot decode the task's argument: {e}");
+                push_item(out, ITEM_DECODE, m.as_bytes());
+                broken = Some(m);
+                continue;
+            }
+        };
+        match catch_unwind(AssertUnwindSafe(|| f(arg))) {
+            Ok(r) => match codec::encode_fast(&r, false) {
+                Ok(o) => {
+                    let tag = if o.header[9] == Kind::Bytes as u8 {
+                        ITEM_BYTES
+                    } else {
+                        ITEM_VALUE
+                    };
+                    push_item(out, tag, &o.payload);
+                }
+                Err(e) => push_item(out, ITEM_ENCODE, e.to_string().as_bytes()),
+            },
+            Err(p) => push_item(out, ITEM_PANICKED, panic_message(&*p).as_bytes()),
+        }
+    }
+}
+
+/// The entry point of an initializer `F` (runs once in each new worker). A
+/// panic is not caught: the worker dies before taking a job, and the pool
+/// reports that as a start failure.
+pub(crate) fn init_entry<F, A>(input: &[u8], _out: &mut Vec<u8>)
+where
+    F: Fn(A) + Copy + 'static,
+    A: DeserializeOwned,
+{
+    let f = fnid::conjure::<F>();
+    match postcard::from_bytes::<A>(input) {
+        Ok(a) => f(a),
+        Err(e) => panic!("cannot decode the initializer's argument: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run<F, A, R>(_f: F, args: &[A]) -> Vec<Item>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned,
+        R: Serialize + Any,
+    {
+        let mut input = (args.len() as u32).to_le_bytes().to_vec();
+        for a in args {
+            encode_arg(a, &mut input).unwrap();
+        }
+        let entry = fnid::resolve(fnid::offset_of(task_entry::<F, A, R>)).unwrap();
+        let mut out = Vec::new();
+        entry(&input, &mut out);
+        let mut c = Cursor(&out);
+        let items = parse_items(&mut c).unwrap();
+        assert!(c.0.is_empty());
+        items
+    }
+
+    #[test]
+    fn task_results_come_back_in_order() {
+        let items = run(|x: u64| x * 3, &[1u64, 2, 3]);
+        let v: Vec<u64> = items.into_iter().map(|i| decode_item(i).unwrap()).collect();
+        assert_eq!(v, [3, 6, 9]);
+    }
+
+    #[test]
+    fn a_panic_fails_only_its_item() {
+        let items = run(
+            |x: i32| {
+                if x == 2 {
+                    panic!("two is bad")
+                }
+                x
+            },
+            &[1, 2, 3],
+        );
+        let v: Vec<Result<i32, TaskError>> = items.into_iter().map(decode_item).collect();
+        assert_eq!(v[0], Ok(1));
+        assert_eq!(v[1], Err(TaskError::Panicked { message: "two is bad".into() }));
+        assert_eq!(v[2], Ok(3));
+    }
+
+    #[test]
+    fn bytes_results_take_the_fast_path() {
+        let items = run(|n: usize| vec![7u8; n], &[3usize]);
+        let item = items.into_iter().next().unwrap();
+        assert_eq!(item.as_ref().unwrap().0, Kind::Bytes);
+        assert_eq!(decode_item::<Vec<u8>>(item).unwrap(), [7, 7, 7]);
+    }
+
+    #[test]
+    fn a_wrong_result_type_is_a_decode_error() {
+        let items = run(|x: u32| x.to_string(), &[5u32]);
+        let r = decode_item::<Vec<u64>>(items.into_iter().next().unwrap());
+        assert!(matches!(r, Err(TaskError::Decode(_))), "{r:?}");
+    }
+
+    #[test]
+    fn corrupt_results_are_refused() {
+        let items = run(|x: u32| x, &[5u32, 6]);
+        assert_eq!(items.len(), 2);
+        let mut out = Vec::new();
+        out.extend_from_slice(&3u32.to_le_bytes());
+        out.push(ITEM_VALUE);
+        out.extend_from_slice(&100u64.to_le_bytes());
+        assert!(parse_items(&mut Cursor(&out)).is_none());
+    }
+}
