@@ -6,6 +6,7 @@
 
 pub(crate) mod fnid;
 pub(crate) mod futex;
+pub(crate) mod hook;
 pub(crate) mod image;
 pub(crate) mod mem;
 pub(crate) mod proc;
