@@ -20,7 +20,8 @@ use rustix::event::PollFlags;
 use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::DEFAULT_MAX_FRAME;
 use crate::deadline::Deadline;
-use crate::pool::error::{TaskError, WorkerExit};
+use crate::pool::error::TaskError;
+use crate::process::ExitStatus;
 use crate::pool::protocol::{self as proto, Cursor, JobOutput};
 use crate::pool::result::Slot;
 use crate::pool::worker::Init;
@@ -83,7 +84,7 @@ pub(crate) trait WorkerProc: Send {
     /// SIGKILL (no error if it is gone already).
     fn kill(&mut self);
     /// Waits up to `timeout` for it to end and reaps it.
-    fn reap(&mut self, timeout: Duration) -> WorkerExit;
+    fn reap(&mut self, timeout: Duration) -> Option<ExitStatus>;
 }
 
 /// Starts a worker given its end of the socketpair and the initializer.
@@ -582,7 +583,7 @@ impl Dispatcher {
             if !w.ready && !w.retiring {
                 self.start_failures += 1;
                 self.last_start_error =
-                    format!("worker process {} ended ({status}) before it was ready", w.pid);
+                    format!("worker process {} ended ({}) before it was ready", w.pid, status.map_or_else(|| "status unknown".to_string(), |s| s.to_string()));
                 if self.start_failures >= MAX_START_FAILURES {
                     self.fail_pending_start();
                 }

@@ -3,27 +3,7 @@
 
 use std::fmt;
 
-/// How a lost worker process ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum WorkerExit {
-    /// It called `exit` with this code.
-    Code(i32),
-    /// It was killed by this signal (9 = SIGKILL, 6 = SIGABRT, 11 = SIGSEGV, ...).
-    Signal(i32),
-    /// Its end could not be observed (it did not exit in time after being killed).
-    Unknown,
-}
-
-impl fmt::Display for WorkerExit {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WorkerExit::Code(c) => write!(f, "exit code {c}"),
-            WorkerExit::Signal(s) => write!(f, "signal {s}"),
-            WorkerExit::Unknown => f.write_str("unknown status"),
-        }
-    }
-}
+use crate::process::ExitStatus;
 
 /// Why a task submitted to a [`Pool`](crate::Pool) produced no result.
 ///
@@ -46,8 +26,8 @@ pub enum TaskError {
     WorkerLost {
         /// The lost worker's pid.
         pid: u32,
-        /// How it ended.
-        status: WorkerExit,
+        /// How it ended (`None` if it could not be reaped in time after SIGKILL).
+        status: Option<ExitStatus>,
     },
     /// The task ran longer than the pool's `task_timeout`; its worker was killed
     /// and replaced.
@@ -70,7 +50,11 @@ impl fmt::Display for TaskError {
         match self {
             TaskError::Panicked { message } => write!(f, "the task panicked: {message}"),
             TaskError::WorkerLost { pid, status } => {
-                write!(f, "the worker process {pid} running the task died ({status})")
+                write!(f, "the worker process {pid} running the task died (")?;
+                match status {
+                    Some(s) => write!(f, "{s})"),
+                    None => f.write_str("status unknown)"),
+                }
             }
             TaskError::TimedOut => f.write_str("the task ran past the pool's task timeout and was killed"),
             TaskError::Encode(m) => write!(f, "cannot encode the task's value: {m}"),

@@ -26,7 +26,8 @@ use serde::Serialize;
 
 use crate::codec::{self, Frame, Kind, HEADER_LEN};
 use crate::pool::error::TaskError;
-use crate::sys::fnid;
+use crate::process::bootstrap::panic_message;
+use crate::sys::image::{conjure_fn, entry_offset, Entry, Image};
 
 pub(crate) const JOB: u8 = 0;
 pub(crate) const SHUTDOWN: u8 = 1;
@@ -142,27 +143,57 @@ fn push_item(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// The message of a panic payload.
-pub(crate) fn panic_message(p: &(dyn Any + Send)) -> String {
-    if let Some(s) = p.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = p.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-string payload".to_string()
-    }
+/// The context a task's [`Entry`] works in: the job message (arguments start
+/// at `at`) and the buffer the results are appended to.
+pub(crate) struct TaskCtx {
+    pub(crate) payload: Vec<u8>,
+    pub(crate) at: usize,
+    pub(crate) out: Vec<u8>,
+}
+
+/// The offset identifying the entry point of task `F` across processes.
+pub(crate) fn task_id<F, A, R>() -> i64
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + Any,
+{
+    entry_offset(task_entry::<F, A, R>)
+}
+
+/// The offset identifying the entry point of initializer `F` across processes.
+pub(crate) fn init_id<F, A>() -> i64
+where
+    F: Fn(A) + Copy + 'static,
+    A: DeserializeOwned + 'static,
+{
+    entry_offset(init_entry::<F, A>)
+}
+
+/// The entry point at `offset` (in a worker: the parent runs the same build,
+/// checked by the process handshake).
+pub(crate) fn resolve(offset: i64) -> std::io::Result<Entry> {
+    Image::get()?.resolve_entry(offset).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a task's code offset lies outside this executable's code",
+        )
+    })
 }
 
 /// The entry point of task `F` (runs in a worker): decodes the arguments, runs
 /// `F` on each under `catch_unwind`, and appends the results.
-pub(crate) fn task_entry<F, A, R>(input: &[u8], out: &mut Vec<u8>)
+fn task_entry<F, A, R>(ctx: &mut dyn Any)
 where
     F: Fn(A) -> R + Copy + 'static,
-    A: DeserializeOwned,
+    A: DeserializeOwned + 'static,
     R: Serialize + Any,
 {
-    let f = fnid::conjure::<F>();
-    let mut c = Cursor(input);
+    let Some(TaskCtx { payload, at, out }) = ctx.downcast_mut::<TaskCtx>() else {
+        return;
+    };
+    let f = conjure_fn::<F>();
+    let mut c = Cursor(payload.get(*at..).unwrap_or_default());
     let n = c.u32().unwrap_or(0);
     out.extend_from_slice(&n.to_le_bytes());
     let mut rest = c.0;
@@ -196,7 +227,7 @@ where
                 }
                 Err(e) => push_item(out, ITEM_ENCODE, e.to_string().as_bytes()),
             },
-            Err(p) => push_item(out, ITEM_PANICKED, panic_message(&*p).as_bytes()),
+            Err(p) => push_item(out, ITEM_PANICKED, panic_message(p.as_ref()).as_bytes()),
         }
     }
 }
@@ -204,13 +235,16 @@ where
 /// The entry point of an initializer `F` (runs once in each new worker). A
 /// panic is not caught: the worker dies before taking a job, and the pool
 /// reports that as a start failure.
-pub(crate) fn init_entry<F, A>(input: &[u8], _out: &mut Vec<u8>)
+fn init_entry<F, A>(ctx: &mut dyn Any)
 where
     F: Fn(A) + Copy + 'static,
-    A: DeserializeOwned,
+    A: DeserializeOwned + 'static,
 {
-    let f = fnid::conjure::<F>();
-    match postcard::from_bytes::<A>(input) {
+    let Some(ctx) = ctx.downcast_mut::<TaskCtx>() else {
+        return;
+    };
+    let f = conjure_fn::<F>();
+    match postcard::from_bytes::<A>(ctx.payload.get(ctx.at..).unwrap_or_default()) {
         Ok(a) => f(a),
         Err(e) => panic!("cannot decode the initializer's argument: {e}"),
     }
@@ -223,16 +257,18 @@ mod tests {
     fn run<F, A, R>(_f: F, args: &[A]) -> Vec<Item>
     where
         F: Fn(A) -> R + Copy + 'static,
-        A: Serialize + DeserializeOwned,
+        A: Serialize + DeserializeOwned + 'static,
         R: Serialize + Any,
     {
-        let mut input = (args.len() as u32).to_le_bytes().to_vec();
+        let mut payload = vec![9u8; 3];
+        payload.extend_from_slice(&(args.len() as u32).to_le_bytes());
         for a in args {
-            encode_arg(a, &mut input).unwrap();
+            encode_arg(a, &mut payload).unwrap();
         }
-        let entry = fnid::resolve(fnid::offset_of(task_entry::<F, A, R>)).unwrap();
-        let mut out = Vec::new();
-        entry(&input, &mut out);
+        let entry = resolve(task_id::<F, A, R>()).unwrap();
+        let mut ctx = TaskCtx { payload, at: 3, out: Vec::new() };
+        entry(&mut ctx);
+        let out = ctx.out;
         let mut c = Cursor(&out);
         let items = parse_items(&mut c).unwrap();
         assert!(c.0.is_empty());
@@ -274,7 +310,7 @@ mod tests {
     #[test]
     fn a_wrong_result_type_is_a_decode_error() {
         let items = run(|x: u32| x.to_string(), &[5u32]);
-        let r = decode_item::<Vec<u64>>(items.into_iter().next().unwrap());
+        let r = decode_item::<bool>(items.into_iter().next().unwrap());
         assert!(matches!(r, Err(TaskError::Decode(_))), "{r:?}");
     }
 

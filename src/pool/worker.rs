@@ -12,7 +12,9 @@ use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::DEFAULT_MAX_FRAME;
 use crate::deadline::Deadline;
 use crate::pool::protocol::{self as proto, Cursor};
-use crate::sys::{fnid, sock};
+use crate::pool::protocol::TaskCtx;
+use crate::sys::image::Entry;
+use crate::sys::sock;
 
 /// The worker's end of its socketpair, travelling to the worker as a handle.
 #[derive(Debug)]
@@ -56,13 +58,17 @@ fn invalid(what: &str) -> io::Error {
 /// The worker loop over `sock` (also run on a thread by the unit tests).
 pub(crate) fn run(sock: BorrowedFd<'_>, init: &Init) -> io::Result<()> {
     if let Some((offset, arg)) = init {
-        let entry = fnid::resolve(*offset)?;
-        entry(arg, &mut Vec::new());
+        let entry = proto::resolve(*offset)?;
+        entry(&mut TaskCtx {
+            payload: arg.clone(),
+            at: 0,
+            out: Vec::new(),
+        });
     }
     let mut out = Vec::with_capacity(256);
     proto::push_simple(&mut out, proto::READY, None);
     let mut reader = FrameReader::new();
-    let mut cached: Option<(i64, fnid::Entry)> = None;
+    let mut cached: Option<(i64, Entry)> = None;
     loop {
         // Results wait for the next acknowledgement when another job is
         // already buffered: one write per job.
@@ -90,7 +96,7 @@ pub(crate) fn run(sock: BorrowedFd<'_>, init: &Init) -> io::Result<()> {
                 let entry = match cached {
                     Some((o, e)) if o == offset => e,
                     _ => {
-                        let e = fnid::resolve(offset)?;
+                        let e = proto::resolve(offset)?;
                         cached = Some((offset, e));
                         e
                     }
@@ -102,8 +108,15 @@ pub(crate) fn run(sock: BorrowedFd<'_>, init: &Init) -> io::Result<()> {
                 out.extend_from_slice(&id.to_le_bytes());
                 let nanos_at = out.len();
                 out.extend_from_slice(&0u64.to_le_bytes());
+                let at = frame.payload.len() - c.0.len();
                 let t = Instant::now();
-                entry(c.0, &mut out);
+                let mut ctx = TaskCtx {
+                    payload: frame.payload,
+                    at,
+                    out: std::mem::take(&mut out),
+                };
+                entry(&mut ctx);
+                out = ctx.out;
                 let nanos = u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 out[nanos_at..nanos_at + 8].copy_from_slice(&nanos.to_le_bytes());
                 proto::end_frame(&mut out, start);

@@ -4,7 +4,6 @@
 //! values. Built on rustix; libc only where rustix has nothing (fork, `_exit`,
 //! `close_range`, and the pthread robust mutexes of the sync layer).
 
-pub(crate) mod fnid;
 pub(crate) mod futex;
 pub(crate) mod hook;
 pub(crate) mod image;
