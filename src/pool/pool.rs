@@ -149,7 +149,7 @@ impl Pool {
     }
 
     /// Encodes one job of `items` for the task entry `entry`.
-    pub(crate) fn encode_job<'a, A: Serialize + 'a>(
+    pub(crate) fn encode_job<'a, A: Serialize + std::any::Any>(
         &self,
         entry: i64,
         items: impl ExactSizeIterator<Item = &'a A>,

@@ -131,10 +131,36 @@ pub(crate) fn decode_item<R: DeserializeOwned + Any>(item: Item) -> Result<R, Ta
 }
 
 /// Appends the encoding of one argument (in the caller's thread).
-pub(crate) fn encode_arg<A: Serialize>(arg: &A, out: &mut Vec<u8>) -> Result<(), TaskError> {
-    let bytes = codec::to_bytes(arg).map_err(|e| TaskError::Encode(e.to_string()))?;
-    out.extend_from_slice(&bytes);
+/// Same layout as a result item; `Vec<u8>` arguments take the raw-bytes path.
+pub(crate) fn encode_arg<A: Serialize + Any>(arg: &A, out: &mut Vec<u8>) -> Result<(), TaskError> {
+    let o = codec::encode_fast(arg, false).map_err(|e| TaskError::Encode(e.to_string()))?;
+    push_item(out, kind_tag(o.header[9]), &o.payload);
     Ok(())
+}
+
+fn kind_tag(kind: u8) -> u8 {
+    if kind == Kind::Bytes as u8 {
+        ITEM_BYTES
+    } else {
+        ITEM_VALUE
+    }
+}
+
+/// Decodes one argument (in the worker).
+fn decode_arg<A: DeserializeOwned + Any>(c: &mut Cursor<'_>) -> Option<Result<A, String>> {
+    let tag = c.u8()?;
+    let len = usize::try_from(c.u64()?).ok()?;
+    let bytes = c.take(len)?;
+    let r = match tag {
+        ITEM_BYTES => codec::decode::<A>(Frame {
+            kind: Kind::Bytes,
+            payload: bytes.to_vec(),
+            fds: Vec::new(),
+        }),
+        ITEM_VALUE => codec::decode_value::<A>(bytes, Vec::new()),
+        _ => return None,
+    };
+    Some(r.map_err(|e| format!("cannot decode the task's argument: {e}")))
 }
 
 fn push_item(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
@@ -196,35 +222,21 @@ where
     let mut c = Cursor(payload.get(*at..).unwrap_or_default());
     let n = c.u32().unwrap_or(0);
     out.extend_from_slice(&n.to_le_bytes());
-    let mut rest = c.0;
-    let mut broken: Option<String> = None;
     for _ in 0..n {
-        if let Some(m) = &broken {
-            push_item(out, ITEM_DECODE, m.as_bytes());
-            continue;
-        }
-        let arg = match postcard::take_from_bytes::<A>(rest) {
-            Ok((a, r)) => {
-                rest = r;
-                a
-            }
-            Err(e) => {
-                let m = format!("cannot decode the task's argument: {e}");
+        let arg = match decode_arg::<A>(&mut c) {
+            Some(Ok(a)) => a,
+            Some(Err(m)) => {
                 push_item(out, ITEM_DECODE, m.as_bytes());
-                broken = Some(m);
+                continue;
+            }
+            None => {
+                push_item(out, ITEM_DECODE, b"corrupt job message");
                 continue;
             }
         };
         match catch_unwind(AssertUnwindSafe(|| f(arg))) {
             Ok(r) => match codec::encode_fast(&r, false) {
-                Ok(o) => {
-                    let tag = if o.header[9] == Kind::Bytes as u8 {
-                        ITEM_BYTES
-                    } else {
-                        ITEM_VALUE
-                    };
-                    push_item(out, tag, &o.payload);
-                }
+                Ok(o) => push_item(out, kind_tag(o.header[9]), &o.payload),
                 Err(e) => push_item(out, ITEM_ENCODE, e.to_string().as_bytes()),
             },
             Err(p) => push_item(out, ITEM_PANICKED, panic_message(p.as_ref()).as_bytes()),
