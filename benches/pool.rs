@@ -132,7 +132,7 @@ fn main() {
     // ~1 ms of arithmetic per task, calibrated here.
     let probe = 2_000_000u64;
     let per_iter = time(|| {
-        spin((1, probe));
+        std::hint::black_box(spin((std::hint::black_box(1), std::hint::black_box(probe))));
     }) / probe as f64;
     let iters = ((1e-3 / per_iter) as u64).max(1);
     let cpu_tasks = n(2_000, 200);

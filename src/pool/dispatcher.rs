@@ -181,7 +181,7 @@ impl Shared {
         true
     }
 
-    fn set_finished(&self) {
+    pub(crate) fn set_finished(&self) {
         *self.finished.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.finished_cv.notify_all();
     }

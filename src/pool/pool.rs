@@ -85,6 +85,15 @@ impl fmt::Debug for Pool {
     }
 }
 
+/// Marks the dispatcher finished when its thread ends, however it ends.
+struct FinishGuard(Arc<Shared>);
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        self.0.set_finished();
+    }
+}
+
 /// CPython's default chunk size for `map`: `ceil(len / (4 * processes))`.
 pub(crate) fn default_chunksize(len: usize, processes: usize) -> usize {
     len.div_ceil(4 * processes.max(1)).max(1)
@@ -117,6 +126,8 @@ impl Pool {
         let thread = std::thread::Builder::new()
             .name("multiproc-pool".into())
             .spawn(move || {
+                // Even if the dispatcher panicked, `join`/`terminate` must return.
+                let _finished = FinishGuard(sh.clone());
                 let mut d = Dispatcher::new(sh, wake_rx, spawner, cfg);
                 for _ in 0..processes {
                     if let Err(e) = d.spawn_worker() {
