@@ -499,7 +499,7 @@ impl Dispatcher {
                     return;
                 }
             };
-            if !self.handle_message(i, &frame.payload) {
+            if !self.handle_message(i, frame.payload) {
                 let w = &mut self.workers[i];
                 w.proc.kill();
                 w.dead = true;
@@ -509,10 +509,10 @@ impl Dispatcher {
     }
 
     /// Handles one message; false if it breaks the protocol.
-    fn handle_message(&mut self, i: usize, payload: &[u8]) -> bool {
+    fn handle_message(&mut self, i: usize, payload: Vec<u8>) -> bool {
         let max_tasks = self.cfg.max_tasks_per_child;
         let w = &mut self.workers[i];
-        let mut c = Cursor(payload);
+        let mut c = Cursor(&payload);
         match c.u8() {
             Some(proto::READY) => {
                 w.ready = true;
@@ -541,7 +541,8 @@ impl Dispatcher {
                     None => nanos,
                     Some(a) => (a * 3 + nanos) / 4,
                 });
-                match proto::parse_items(&mut c) {
+                let at = payload.len() - c.0.len();
+                match proto::parse_items(payload, at) {
                     Some(items) => job.deliver(Ok(items)),
                     None => {
                         job.deliver(Err(TaskError::Decode("corrupt result message from the worker".into())));

@@ -14,7 +14,7 @@ use crate::deadline::Deadline;
 use crate::pool::dispatcher::{Job, Sink};
 use crate::pool::error::TaskError;
 use crate::pool::pool::Pool;
-use crate::pool::protocol::{decode_item, task_id, Item, JobOutput};
+use crate::pool::protocol::{task_id, JobOutput};
 
 /// [`Imap::next_timeout`] found no result in time (the iteration can go on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,7 +56,7 @@ pub struct Imap<'a, A, R, I> {
     in_flight: usize,
     sizes: HashMap<usize, usize>,
     done: BTreeMap<usize, JobOutput>,
-    ready: VecDeque<Item>,
+    ready: VecDeque<Result<R, TaskError>>,
     _types: PhantomData<fn(A) -> R>,
 }
 
@@ -112,7 +112,7 @@ where
     fn expand(&mut self, seq: usize, out: JobOutput) {
         let n = self.sizes.remove(&seq).unwrap_or(0);
         match out {
-            Ok(items) => self.ready.extend(items),
+            Ok(items) => self.ready.extend(items.decode::<R>()),
             Err(e) => self.ready.extend((0..n).map(|_| Err(e.clone()))),
         }
     }
@@ -152,7 +152,7 @@ where
     fn next_deadline(&mut self, deadline: Deadline) -> Result<Option<Result<R, TaskError>>, ImapTimeout> {
         loop {
             if let Some(item) = self.ready.pop_front() {
-                return Ok(Some(decode_item(item)));
+                return Ok(Some(item));
             }
             if self.ordered {
                 if let Some(out) = self.done.remove(&self.yield_seq) {

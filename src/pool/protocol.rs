@@ -92,57 +92,128 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// One item's outcome as it arrives from a worker, not yet decoded into `R`.
-pub(crate) type Item = Result<(Kind, Vec<u8>), TaskError>;
+/// One item's outcome in a `DONE` message: where its bytes are, or its error.
+#[derive(Debug, Clone)]
+enum ItemRef {
+    Value(std::ops::Range<usize>),
+    Bytes(std::ops::Range<usize>),
+    Failed(TaskError),
+}
 
-/// What a job produced: one outcome per item, or a failure of the whole job.
-pub(crate) type JobOutput = Result<Vec<Item>, TaskError>;
+/// The items of a `DONE` message, not yet decoded: the message itself and
+/// where each item lies in it (no copy per item).
+#[derive(Debug)]
+pub(crate) struct Items {
+    buf: Vec<u8>,
+    refs: Vec<ItemRef>,
+}
 
-/// Parses the results part of a `DONE` message.
-pub(crate) fn parse_items(c: &mut Cursor<'_>) -> Option<Vec<Item>> {
+/// What a job produced: its items, or a failure of the whole job.
+pub(crate) type JobOutput = Result<Items, TaskError>;
+
+impl Items {
+    /// The number of items.
+    pub(crate) fn len(&self) -> usize {
+        self.refs.len()
+    }
+
+    /// The first failed item's error.
+    pub(crate) fn first_error(&self) -> Option<&TaskError> {
+        self.refs.iter().find_map(|r| match r {
+            ItemRef::Failed(e) => Some(e),
+            _ => None,
+        })
+    }
+
+    /// Decodes every item into `R` (in the caller's thread).
+    pub(crate) fn decode<R: DeserializeOwned + Any>(self) -> impl Iterator<Item = Result<R, TaskError>> {
+        let Items { buf, refs } = self;
+        refs.into_iter().map(move |r| match r {
+            ItemRef::Failed(e) => Err(e),
+            ItemRef::Value(range) => {
+                decode_value_fast::<R>(&buf[range]).map_err(|e| TaskError::Decode(e.to_string()))
+            }
+            ItemRef::Bytes(range) => codec::decode::<R>(Frame {
+                kind: Kind::Bytes,
+                payload: buf[range].to_vec(),
+                fds: Vec::new(),
+            })
+            .map_err(|e| TaskError::Decode(e.to_string())),
+        })
+    }
+}
+
+/// Decodes postcard bytes that hold exactly one `T` and no handles. On failure
+/// the codec decodes again for its full error message.
+fn decode_value_fast<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => Ok(v),
+        _ => codec::decode_value::<T>(bytes, Vec::new()),
+    }
+}
+
+/// Parses the results part of a `DONE` message whose payload is `buf`, the
+/// results starting at `at`.
+pub(crate) fn parse_items(buf: Vec<u8>, at: usize) -> Option<Items> {
+    let mut c = Cursor(buf.get(at..)?);
     let n = c.u32()? as usize;
-    let mut items = Vec::with_capacity(n.min(c.0.len()));
+    let mut refs = Vec::with_capacity(n.min(c.0.len()));
     for _ in 0..n {
         let tag = c.u8()?;
         let len = usize::try_from(c.u64()?).ok()?;
+        let start = buf.len() - c.0.len();
         let bytes = c.take(len)?;
         let msg = || String::from_utf8_lossy(bytes).into_owned();
-        items.push(match tag {
-            ITEM_VALUE => Ok((Kind::Value, bytes.to_vec())),
-            ITEM_BYTES => Ok((Kind::Bytes, bytes.to_vec())),
-            ITEM_PANICKED => Err(TaskError::Panicked { message: msg() }),
-            ITEM_ENCODE => Err(TaskError::Encode(msg())),
-            ITEM_DECODE => Err(TaskError::Decode(msg())),
+        refs.push(match tag {
+            ITEM_VALUE => ItemRef::Value(start..start + len),
+            ITEM_BYTES => ItemRef::Bytes(start..start + len),
+            ITEM_PANICKED => ItemRef::Failed(TaskError::Panicked { message: msg() }),
+            ITEM_ENCODE => ItemRef::Failed(TaskError::Encode(msg())),
+            ITEM_DECODE => ItemRef::Failed(TaskError::Decode(msg())),
             _ => return None,
         });
     }
-    Some(items)
-}
-
-/// Decodes one item into `R` (in the caller's thread).
-pub(crate) fn decode_item<R: DeserializeOwned + Any>(item: Item) -> Result<R, TaskError> {
-    let (kind, payload) = item?;
-    codec::decode::<R>(Frame {
-        kind,
-        payload,
-        fds: Vec::new(),
-    })
-    .map_err(|e| TaskError::Decode(e.to_string()))
+    Some(Items { buf, refs })
 }
 
 /// Appends the encoding of one argument (in the caller's thread).
 /// Same layout as a result item; `Vec<u8>` arguments take the raw-bytes path.
 pub(crate) fn encode_arg<A: Serialize + Any>(arg: &A, out: &mut Vec<u8>) -> Result<(), TaskError> {
-    let o = codec::encode_fast(arg, false).map_err(|e| TaskError::Encode(e.to_string()))?;
-    push_item(out, kind_tag(o.header[9]), &o.payload);
-    Ok(())
+    encode_value(arg, out).map_err(|e| TaskError::Encode(e.to_string()))
 }
 
-fn kind_tag(kind: u8) -> u8 {
-    if kind == Kind::Bytes as u8 {
-        ITEM_BYTES
-    } else {
-        ITEM_VALUE
+/// Appends `v` as an item (tag, length, bytes): raw bytes for a `Vec<u8>`,
+/// postcard straight into `out` otherwise. Handles cannot travel here.
+fn encode_value<T: Serialize + Any>(v: &T, out: &mut Vec<u8>) -> Result<(), codec::CodecError> {
+    if let Some(b) = (v as &dyn Any).downcast_ref::<Vec<u8>>() {
+        push_item(out, ITEM_BYTES, b);
+        return Ok(());
+    }
+    let at = out.len();
+    out.push(ITEM_VALUE);
+    out.extend_from_slice(&[0u8; 8]);
+    match postcard::to_extend(v, Append(out)) {
+        Ok(_) => {
+            let len = (out.len() - at - 9) as u64;
+            out[at + 1..at + 9].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(_) => {
+            out.truncate(at);
+            // Encode again for the codec's full error message (rare path).
+            Err(codec::to_bytes(v).err().unwrap_or_else(|| {
+                codec::CodecError::Encode("the value's Serialize implementation returned an error".into())
+            }))
+        }
+    }
+}
+
+/// Lets postcard append to a borrowed buffer.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl Extend<u8> for Append<'_> {
+    fn extend<I: IntoIterator<Item = u8>>(&mut self, iter: I) {
+        self.0.extend(iter);
     }
 }
 
@@ -157,7 +228,7 @@ fn decode_arg<A: DeserializeOwned + Any>(c: &mut Cursor<'_>) -> Option<Result<A,
             payload: bytes.to_vec(),
             fds: Vec::new(),
         }),
-        ITEM_VALUE => codec::decode_value::<A>(bytes, Vec::new()),
+        ITEM_VALUE => decode_value_fast::<A>(bytes),
         _ => return None,
     };
     Some(r.map_err(|e| format!("cannot decode the task's argument: {e}")))
@@ -235,10 +306,11 @@ where
             }
         };
         match catch_unwind(AssertUnwindSafe(|| f(arg))) {
-            Ok(r) => match codec::encode_fast(&r, false) {
-                Ok(o) => push_item(out, kind_tag(o.header[9]), &o.payload),
-                Err(e) => push_item(out, ITEM_ENCODE, e.to_string().as_bytes()),
-            },
+            Ok(r) => {
+                if let Err(e) = encode_value(&r, out) {
+                    push_item(out, ITEM_ENCODE, e.to_string().as_bytes());
+                }
+            }
             Err(p) => push_item(out, ITEM_PANICKED, panic_message(p.as_ref()).as_bytes()),
         }
     }
@@ -266,7 +338,7 @@ where
 mod tests {
     use super::*;
 
-    fn run<F, A, R>(_f: F, args: &[A]) -> Vec<Item>
+    fn run<F, A, R>(_f: F, args: &[A]) -> Items
     where
         F: Fn(A) -> R + Copy + 'static,
         A: Serialize + DeserializeOwned + 'static,
@@ -278,19 +350,15 @@ mod tests {
             encode_arg(a, &mut payload).unwrap();
         }
         let entry = resolve(task_id::<F, A, R>()).unwrap();
-        let mut ctx = TaskCtx { payload, at: 3, out: Vec::new() };
+        let mut ctx = TaskCtx { payload, at: 3, out: vec![1, 2] };
         entry(&mut ctx);
-        let out = ctx.out;
-        let mut c = Cursor(&out);
-        let items = parse_items(&mut c).unwrap();
-        assert!(c.0.is_empty());
-        items
+        parse_items(ctx.out, 2).unwrap()
     }
 
     #[test]
     fn task_results_come_back_in_order() {
         let items = run(|x: u64| x * 3, &[1u64, 2, 3]);
-        let v: Vec<u64> = items.into_iter().map(|i| decode_item(i).unwrap()).collect();
+        let v: Vec<u64> = items.decode().map(Result::unwrap).collect();
         assert_eq!(v, [3, 6, 9]);
     }
 
@@ -305,35 +373,39 @@ mod tests {
             },
             &[1, 2, 3],
         );
-        let v: Vec<Result<i32, TaskError>> = items.into_iter().map(decode_item).collect();
+        assert_eq!(items.first_error(), Some(&TaskError::Panicked { message: "two is bad".into() }));
+        let v: Vec<Result<i32, TaskError>> = items.decode().collect();
         assert_eq!(v[0], Ok(1));
         assert_eq!(v[1], Err(TaskError::Panicked { message: "two is bad".into() }));
         assert_eq!(v[2], Ok(3));
     }
 
     #[test]
-    fn bytes_results_take_the_fast_path() {
-        let items = run(|n: usize| vec![7u8; n], &[3usize]);
-        let item = items.into_iter().next().unwrap();
-        assert_eq!(item.as_ref().unwrap().0, Kind::Bytes);
-        assert_eq!(decode_item::<Vec<u8>>(item).unwrap(), [7, 7, 7]);
+    fn bytes_take_the_fast_path_both_ways() {
+        let mut out = Vec::new();
+        encode_arg(&vec![5u8; 4], &mut out).unwrap();
+        assert_eq!(out[0], ITEM_BYTES);
+        let items = run(|v: Vec<u8>| v.into_iter().map(|b| b + 1).collect::<Vec<u8>>(), &[vec![1u8, 2]]);
+        assert!(matches!(items.refs[0], ItemRef::Bytes(_)));
+        let v: Vec<Vec<u8>> = items.decode().map(Result::unwrap).collect();
+        assert_eq!(v, [vec![2u8, 3]]);
     }
 
     #[test]
     fn a_wrong_result_type_is_a_decode_error() {
         let items = run(|x: u32| x.to_string(), &[5u32]);
-        let r = decode_item::<bool>(items.into_iter().next().unwrap());
+        let r = items.decode::<bool>().next().unwrap();
         assert!(matches!(r, Err(TaskError::Decode(_))), "{r:?}");
     }
 
     #[test]
     fn corrupt_results_are_refused() {
-        let items = run(|x: u32| x, &[5u32, 6]);
-        assert_eq!(items.len(), 2);
         let mut out = Vec::new();
         out.extend_from_slice(&3u32.to_le_bytes());
         out.push(ITEM_VALUE);
         out.extend_from_slice(&100u64.to_le_bytes());
-        assert!(parse_items(&mut Cursor(&out)).is_none());
+        assert!(parse_items(out.clone(), 0).is_none());
+        out[4] = 77;
+        assert!(parse_items(out, 0).is_none());
     }
 }

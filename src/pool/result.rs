@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 
 use crate::deadline::Deadline;
 use crate::pool::error::TaskError;
-use crate::pool::protocol::{decode_item, JobOutput};
+use crate::pool::protocol::JobOutput;
 
 /// Where the outputs of the jobs of one submission are collected.
 #[derive(Debug)]
@@ -113,36 +113,28 @@ fn already_taken() -> TaskError {
 /// The [`Finish`] of `apply`: one job, one item.
 pub(crate) fn finish_one<R: DeserializeOwned + Any>(parts: Vec<JobOutput>) -> Result<R, TaskError> {
     let items = parts.into_iter().next().ok_or_else(already_taken)??;
-    decode_item(items.into_iter().next().ok_or_else(already_taken)?)
+    items.decode::<R>().next().ok_or_else(already_taken)?
 }
 
 /// The [`Finish`] of `map`: every job, every item, in order; the first error
 /// (in item order) once all jobs are done.
 pub(crate) fn finish_map<T: DeserializeOwned + Any>(parts: Vec<JobOutput>) -> Result<Vec<T>, TaskError> {
-    let mut failed = None;
     let mut n = 0;
     for p in &parts {
         match p {
-            Err(e) => {
-                failed = Some(e.clone());
-                break;
-            }
+            Err(e) => return Err(e.clone()),
             Ok(items) => {
-                n += items.len();
-                if let Some(Err(e)) = items.iter().find(|i| i.is_err()) {
-                    failed = Some(e.clone());
-                    break;
+                if let Some(e) = items.first_error() {
+                    return Err(e.clone());
                 }
+                n += items.len();
             }
         }
     }
-    if let Some(e) = failed {
-        return Err(e);
-    }
     let mut out = Vec::with_capacity(n);
     for items in parts.into_iter().flatten() {
-        for item in items {
-            out.push(decode_item(item)?);
+        for item in items.decode() {
+            out.push(item?);
         }
     }
     Ok(out)
@@ -248,7 +240,7 @@ impl<R> AsyncResult<R> {
             return None;
         }
         Some(st.parts.iter().flatten().all(|p| match p {
-            Ok(items) => items.iter().all(Result::is_ok),
+            Ok(items) => items.first_error().is_none(),
             Err(_) => false,
         }))
     }
