@@ -21,13 +21,16 @@ fn inc(x: u64) -> u64 {
 fn spin((seed, iters): (u64, u64)) -> u64 {
     let mut x = seed;
     for _ in 0..iters {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
     }
     std::hint::black_box(x)
 }
 
 fn warm(pool: &Pool) {
-    pool.map_chunked(inc, 0..(WORKERS as u64 * 4), 1).expect("warm-up");
+    pool.map_chunked(inc, 0..(WORKERS as u64 * 4), 1)
+        .expect("warm-up");
 }
 
 fn map_rate(pool: &Pool, items: usize, chunksize: Option<usize>) -> f64 {
@@ -57,7 +60,9 @@ fn main() {
         5,
         vec![
             Contender::new("multiproc Pool", || map_rate(&pool, items, Some(1))),
-            Contender::new("CPython Pool", || python("pool_map.py", &[&items_s, "1", &w, "pool"])),
+            Contender::new("CPython Pool", || {
+                python("pool_map.py", &[&items_s, "1", &w, "pool"])
+            }),
             Contender::new("CPython ProcessPoolExecutor", || {
                 python("pool_map.py", &[&ppe_items, "1", &w, "executor"])
             }),
@@ -71,7 +76,9 @@ fn main() {
         5,
         vec![
             Contender::new("multiproc Pool", || map_rate(&pool, items, None)),
-            Contender::new("CPython Pool", || python("pool_map.py", &[&items_s, "0", &w, "pool"])),
+            Contender::new("CPython Pool", || {
+                python("pool_map.py", &[&items_s, "0", &w, "pool"])
+            }),
         ],
     );
 
@@ -93,7 +100,9 @@ fn main() {
                 assert_eq!(last, tasks as u64);
                 tasks as f64 / t.elapsed().as_secs_f64()
             }),
-            Contender::new("CPython Pool", || python("pool_apply.py", &[&tasks_s, &w, "pool"])),
+            Contender::new("CPython Pool", || {
+                python("pool_apply.py", &[&tasks_s, &w, "pool"])
+            }),
             Contender::new("CPython ProcessPoolExecutor", || {
                 python("pool_apply.py", &[&tasks_s, &w, "executor"])
             }),
@@ -122,7 +131,9 @@ fn main() {
                 v.sort_by(f64::total_cmp);
                 v[v.len() / 2]
             }),
-            Contender::new("CPython Pool", || python("pool_create.py", &[&reps_s, &w, "pool"])),
+            Contender::new("CPython Pool", || {
+                python("pool_create.py", &[&reps_s, &w, "pool"])
+            }),
             Contender::new("CPython ProcessPoolExecutor", || {
                 python("pool_create.py", &[&reps_s, &w, "executor"])
             }),

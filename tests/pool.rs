@@ -133,7 +133,10 @@ fn map_keeps_order_for_every_chunk_size() {
 fn empty_inputs() {
     let pool = Pool::new(2).unwrap();
     assert_eq!(get(pool.map_async(sqr, Vec::new())).unwrap(), Vec::<i64>::new());
-    assert_eq!(get(pool.map_async_chunked(sqr, Vec::new(), 5)).unwrap(), Vec::<i64>::new());
+    assert_eq!(
+        get(pool.map_async_chunked(sqr, Vec::new(), 5)).unwrap(),
+        Vec::<i64>::new()
+    );
     let mut it = pool.imap(sqr, Vec::new());
     assert_eq!(it.next_timeout(LONG).unwrap(), None);
     let mut it = pool.imap_unordered(sqr, Vec::new());
@@ -141,9 +144,7 @@ fn empty_inputs() {
     close_join(&pool);
 }
 
-fn drain<I: Iterator<Item = i64>>(
-    mut it: multiproc::Imap<'_, i64, i64, I>,
-) -> Vec<Result<i64, TaskError>> {
+fn drain<I: Iterator<Item = i64>>(mut it: multiproc::Imap<'_, i64, i64, I>) -> Vec<Result<i64, TaskError>> {
     let mut out = Vec::new();
     while let Some(r) = it.next_timeout(LONG).expect("imap result timed out") {
         out.push(r);
@@ -156,7 +157,10 @@ fn imap_is_ordered_and_imap_unordered_complete() {
     let pool = Pool::new(3).unwrap();
     let want: Vec<i64> = (0..100).map(|x| x * x).collect();
     for cs in [1, 3, 7, 100, 1000] {
-        let got: Vec<i64> = drain(pool.imap_chunked(sqr, 0..100, cs)).into_iter().map(Result::unwrap).collect();
+        let got: Vec<i64> = drain(pool.imap_chunked(sqr, 0..100, cs))
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         assert_eq!(got, want, "imap chunksize {cs}");
         let mut got: Vec<i64> = drain(pool.imap_unordered_chunked(sqr, 0..100, cs))
             .into_iter()
@@ -224,8 +228,17 @@ fn a_panic_fails_its_task_only_and_the_worker_goes_on() {
     );
     assert!(r.wait_timeout(LONG));
     assert_eq!(r.successful(), Some(false));
-    assert_eq!(get(r).unwrap_err(), TaskError::Panicked { message: "unlucky 13".into() });
-    assert_eq!(pool.apply(pid_of, ()).unwrap(), before, "same worker after the panic");
+    assert_eq!(
+        get(r).unwrap_err(),
+        TaskError::Panicked {
+            message: "unlucky 13".into()
+        }
+    );
+    assert_eq!(
+        pool.apply(pid_of, ()).unwrap(),
+        before,
+        "same worker after the panic"
+    );
     close_join(&pool);
 }
 
@@ -242,13 +255,23 @@ fn map_waits_for_every_chunk_before_reporting_an_error() {
     let pool = Pool::new(2).unwrap();
     let t = Instant::now();
     let r = get(pool.map_async_chunked(fail_on_zero, vec![0, 300, 300, 300], 1));
-    assert_eq!(r.unwrap_err(), TaskError::Panicked { message: "zero".into() });
+    assert_eq!(
+        r.unwrap_err(),
+        TaskError::Panicked {
+            message: "zero".into()
+        }
+    );
     // The three 300 ms tasks ran on 2 workers before the error was reported.
     assert!(t.elapsed() >= Duration::from_millis(600), "{:?}", t.elapsed());
     // imap reports the failed item and goes on.
     let got = drain(pool.imap(|x: i64| if x == 2 { panic!("two") } else { x }, 0..5));
     assert_eq!(got.iter().filter(|r| r.is_err()).count(), 1);
-    assert_eq!(got[2], Err(TaskError::Panicked { message: "two".into() }));
+    assert_eq!(
+        got[2],
+        Err(TaskError::Panicked {
+            message: "two".into()
+        })
+    );
     assert_eq!(got[4], Ok(4));
     close_join(&pool);
 }
@@ -315,12 +338,20 @@ fn bad_configuration_is_refused() {
 
 #[test]
 fn max_tasks_per_child_recycles_workers_without_deadlock() {
-    let pool = Pool::builder().processes(2).max_tasks_per_child(3).build().unwrap();
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
     // A backlog larger than the workers' lifetimes.
     let results: Vec<_> = (0..30).map(|_| pool.apply_async(sleep_ms, 2)).collect();
     let pids: Vec<u32> = results.into_iter().map(|r| get(r).unwrap()).collect();
     let distinct: BTreeSet<u32> = pids.iter().copied().collect();
-    assert!(distinct.len() >= 10, "30 jobs, 3 per worker: {} workers", distinct.len());
+    assert!(
+        distinct.len() >= 10,
+        "30 jobs, 3 per worker: {} workers",
+        distinct.len()
+    );
     for pid in &distinct {
         let n = pids.iter().filter(|p| *p == pid).count();
         assert!(n <= 3, "worker {pid} ran {n} jobs");
@@ -335,7 +366,11 @@ fn max_tasks_per_child_recycles_workers_without_deadlock() {
 
 #[test]
 fn max_tasks_per_child_with_early_close() {
-    let pool = Pool::builder().processes(3).max_tasks_per_child(1).build().unwrap();
+    let pool = Pool::builder()
+        .processes(3)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
     let results: Vec<_> = (0..6).map(|i| pool.apply_async(sqr, i)).collect();
     close_join(&pool);
     let got: Vec<i64> = results.into_iter().map(|r| get(r).unwrap()).collect();
@@ -437,7 +472,8 @@ fn huge_argument_and_result() {
     assert_eq!(v.len(), n);
     assert!(v.iter().all(|&b| b == 7));
     let big: Vec<u8> = (0..n).map(|i| i as u8).collect();
-    let sum = get(pool.apply_async(|v: Vec<u8>| v.iter().map(|&b| b as u64).sum::<u64>(), big.clone())).unwrap();
+    let sum =
+        get(pool.apply_async(|v: Vec<u8>| v.iter().map(|&b| b as u64).sum::<u64>(), big.clone())).unwrap();
     assert_eq!(sum, big.iter().map(|&b| b as u64).sum::<u64>());
     // The pool is fine afterwards.
     assert_eq!(pool.apply(sqr, 3).unwrap(), 9);
@@ -478,7 +514,10 @@ fn encode_and_decode_errors_fail_one_job_only() {
     let r = pool.apply_async(|p: Picky| p.n, Picky { ok: false, n: 1 });
     assert!(r.ready(), "failed before submission");
     assert!(matches!(get(r), Err(TaskError::Encode(_))));
-    let r = pool.map_async(|p: Picky| p.n, [Picky { ok: true, n: 1 }, Picky { ok: false, n: 2 }]);
+    let r = pool.map_async(
+        |p: Picky| p.n,
+        [Picky { ok: true, n: 1 }, Picky { ok: false, n: 2 }],
+    );
     assert!(matches!(get(r), Err(TaskError::Encode(_))));
     // A result that cannot be encoded (in the worker).
     let r = pool.apply_async(|n: u32| Picky { ok: n != 0, n }, 0);
@@ -549,9 +588,27 @@ fn block_on<F: Future + Unpin>(mut f: F, timeout: Duration) -> F::Output {
 fn async_result_is_a_future() {
     let pool = Pool::new(2).unwrap();
     // Pending at first (the task sleeps), then ready once the worker is done.
-    assert_eq!(block_on(pool.apply_async(|x: i64| { std::thread::sleep(Duration::from_millis(100)); x + 1 }, 41), LONG).unwrap(), 42);
+    assert_eq!(
+        block_on(
+            pool.apply_async(
+                |x: i64| {
+                    std::thread::sleep(Duration::from_millis(100));
+                    x + 1
+                },
+                41
+            ),
+            LONG
+        )
+        .unwrap(),
+        42
+    );
     let failed = block_on(pool.apply_async(|()| -> i64 { panic!("in a future") }, ()), LONG);
-    assert_eq!(failed.unwrap_err(), TaskError::Panicked { message: "in a future".into() });
+    assert_eq!(
+        failed.unwrap_err(),
+        TaskError::Panicked {
+            message: "in a future".into()
+        }
+    );
     close_join(&pool);
 }
 
@@ -573,7 +630,10 @@ fn a_pool_is_shared_by_threads() {
             let pool = &pool;
             s.spawn(move || {
                 for i in 0..50 {
-                    assert_eq!(get(pool.apply_async(sqr, t * 100 + i)).unwrap(), (t * 100 + i).pow(2));
+                    assert_eq!(
+                        get(pool.apply_async(sqr, t * 100 + i)).unwrap(),
+                        (t * 100 + i).pow(2)
+                    );
                 }
             });
         }

@@ -102,7 +102,9 @@ impl PoolBuilder {
     pub fn build(self) -> Result<Pool, PoolError> {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         if processes == 0 {
-            return Err(PoolError::Config("the number of processes must be at least 1".into()));
+            return Err(PoolError::Config(
+                "the number of processes must be at least 1".into(),
+            ));
         }
         if self.max_tasks_per_child == Some(0) {
             return Err(PoolError::Config("max_tasks_per_child must be at least 1".into()));

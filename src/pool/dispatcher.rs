@@ -21,10 +21,10 @@ use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::DEFAULT_MAX_FRAME;
 use crate::deadline::Deadline;
 use crate::pool::error::TaskError;
-use crate::process::ExitStatus;
 use crate::pool::protocol::{self as proto, Cursor, JobOutput};
 use crate::pool::result::Slot;
 use crate::pool::worker::Init;
+use crate::process::ExitStatus;
 use crate::sys::sock;
 
 /// Where a job's output goes.
@@ -59,7 +59,10 @@ pub(crate) struct Job {
 
 impl Job {
     pub(crate) fn new(frame: Vec<u8>, sink: Sink) -> Job {
-        Job { frame, sink: Some(sink) }
+        Job {
+            frame,
+            sink: Some(sink),
+        }
     }
 
     pub(crate) fn deliver(mut self, out: JobOutput) {
@@ -132,7 +135,12 @@ impl Shared {
 
     fn wake(&self) {
         // A full wake-up socket already wakes the dispatcher: ignore errors.
-        let _ = sock::send_all(self.wake_tx.as_fd(), &[&[1]], &[], Deadline::after(Duration::ZERO));
+        let _ = sock::send_all(
+            self.wake_tx.as_fd(),
+            &[&[1]],
+            &[],
+            Deadline::after(Duration::ZERO),
+        );
     }
 
     /// Queues jobs; gives them back if the pool is closed or terminated.
@@ -387,7 +395,9 @@ impl Dispatcher {
                 if !w.can_take(job.frame.len(), max_tasks) {
                     continue;
                 }
-                let Some(job) = self.pending.pop_front() else { break };
+                let Some(job) = self.pending.pop_front() else {
+                    break;
+                };
                 w.unacked_bytes += job.frame.len();
                 w.dispatched += 1;
                 w.sent.push_back(job);
@@ -491,14 +501,18 @@ impl Dispatcher {
     fn read_worker(&mut self, i: usize) {
         loop {
             let w = &mut self.workers[i];
-            let frame = match w.reader.read(w.sock.as_fd(), DEFAULT_MAX_FRAME, Deadline::after(Duration::ZERO)) {
-                Ok(f) => f,
-                Err(ReadError::TimedOut) => return,
-                Err(_) => {
-                    w.dead = true;
-                    return;
-                }
-            };
+            let frame =
+                match w
+                    .reader
+                    .read(w.sock.as_fd(), DEFAULT_MAX_FRAME, Deadline::after(Duration::ZERO))
+                {
+                    Ok(f) => f,
+                    Err(ReadError::TimedOut) => return,
+                    Err(_) => {
+                        w.dead = true;
+                        return;
+                    }
+                };
             if !self.handle_message(i, frame.payload) {
                 let w = &mut self.workers[i];
                 w.proc.kill();
@@ -531,11 +545,15 @@ impl Dispatcher {
                 true
             }
             Some(proto::DONE) => {
-                let (Some(id), Some(nanos)) = (c.u64(), c.u64()) else { return false };
+                let (Some(id), Some(nanos)) = (c.u64(), c.u64()) else {
+                    return false;
+                };
                 if w.running_since.is_none() || w.sent.front().map(job_id) != Some(Some(id)) {
                     return false;
                 }
-                let Some(job) = w.sent.pop_front() else { return false };
+                let Some(job) = w.sent.pop_front() else {
+                    return false;
+                };
                 w.running_since = None;
                 w.avg_nanos = Some(match w.avg_nanos {
                     None => nanos,
@@ -545,7 +563,9 @@ impl Dispatcher {
                 match proto::parse_items(payload, at) {
                     Some(items) => job.deliver(Ok(items)),
                     None => {
-                        job.deliver(Err(TaskError::Decode("corrupt result message from the worker".into())));
+                        job.deliver(Err(TaskError::Decode(
+                            "corrupt result message from the worker".into(),
+                        )));
                         return false;
                     }
                 }
@@ -583,8 +603,11 @@ impl Dispatcher {
             }
             if !w.ready && !w.retiring {
                 self.start_failures += 1;
-                self.last_start_error =
-                    format!("worker process {} ended ({}) before it was ready", w.pid, status.map_or_else(|| "status unknown".to_string(), |s| s.to_string()));
+                self.last_start_error = format!(
+                    "worker process {} ended ({}) before it was ready",
+                    w.pid,
+                    status.map_or_else(|| "status unknown".to_string(), |s| s.to_string())
+                );
                 if self.start_failures >= MAX_START_FAILURES {
                     self.fail_pending_start();
                 }

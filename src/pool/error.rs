@@ -86,7 +86,9 @@ impl fmt::Display for PoolError {
         match self {
             PoolError::Config(m) => write!(f, "invalid pool configuration: {m}"),
             PoolError::Spawn(e) => write!(f, "cannot start a pool worker: {e}"),
-            PoolError::NotClosed => f.write_str("join() needs close() or terminate() first: the pool is still running"),
+            PoolError::NotClosed => {
+                f.write_str("join() needs close() or terminate() first: the pool is still running")
+            }
         }
     }
 }

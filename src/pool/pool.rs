@@ -170,7 +170,8 @@ impl Pool {
         let start = proto::begin_frame(&mut out, proto::JOB);
         out.extend_from_slice(&id.to_le_bytes());
         out.extend_from_slice(&entry.to_le_bytes());
-        let n = u32::try_from(items.len()).map_err(|_| TaskError::Encode("too many items in one chunk".into()))?;
+        let n = u32::try_from(items.len())
+            .map_err(|_| TaskError::Encode("too many items in one chunk".into()))?;
         out.extend_from_slice(&n.to_le_bytes());
         for a in items {
             proto::encode_arg(a, &mut out)?;
@@ -309,8 +310,10 @@ impl Pool {
             .unwrap_or_else(|| default_chunksize(items.len(), self.processes))
             .max(1);
         let entry = task_id::<F, A, R>();
-        let frames: Result<Vec<Vec<u8>>, TaskError> =
-            items.chunks(chunksize).map(|c| self.encode_job(entry, c.iter())).collect();
+        let frames: Result<Vec<Vec<u8>>, TaskError> = items
+            .chunks(chunksize)
+            .map(|c| self.encode_job(entry, c.iter()))
+            .collect();
         let slot = match frames {
             Ok(frames) => {
                 let slot = Slot::new(frames.len());
@@ -460,4 +463,3 @@ impl Drop for Pool {
         self.terminate();
     }
 }
-

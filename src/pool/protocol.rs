@@ -350,7 +350,11 @@ mod tests {
             encode_arg(a, &mut payload).unwrap();
         }
         let entry = resolve(task_id::<F, A, R>()).unwrap();
-        let mut ctx = TaskCtx { payload, at: 3, out: vec![1, 2] };
+        let mut ctx = TaskCtx {
+            payload,
+            at: 3,
+            out: vec![1, 2],
+        };
         entry(&mut ctx);
         parse_items(ctx.out, 2).unwrap()
     }
@@ -373,10 +377,20 @@ mod tests {
             },
             &[1, 2, 3],
         );
-        assert_eq!(items.first_error(), Some(&TaskError::Panicked { message: "two is bad".into() }));
+        assert_eq!(
+            items.first_error(),
+            Some(&TaskError::Panicked {
+                message: "two is bad".into()
+            })
+        );
         let v: Vec<Result<i32, TaskError>> = items.decode().collect();
         assert_eq!(v[0], Ok(1));
-        assert_eq!(v[1], Err(TaskError::Panicked { message: "two is bad".into() }));
+        assert_eq!(
+            v[1],
+            Err(TaskError::Panicked {
+                message: "two is bad".into()
+            })
+        );
         assert_eq!(v[2], Ok(3));
     }
 
@@ -385,7 +399,10 @@ mod tests {
         let mut out = Vec::new();
         encode_arg(&vec![5u8; 4], &mut out).unwrap();
         assert_eq!(out[0], ITEM_BYTES);
-        let items = run(|v: Vec<u8>| v.into_iter().map(|b| b + 1).collect::<Vec<u8>>(), &[vec![1u8, 2]]);
+        let items = run(
+            |v: Vec<u8>| v.into_iter().map(|b| b + 1).collect::<Vec<u8>>(),
+            &[vec![1u8, 2]],
+        );
         assert!(matches!(items.refs[0], ItemRef::Bytes(_)));
         let v: Vec<Vec<u8>> = items.decode().map(Result::unwrap).collect();
         assert_eq!(v, [vec![2u8, 3]]);

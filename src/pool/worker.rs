@@ -11,8 +11,8 @@ use crate::codec::handles::{deserialize_fd, serialize_fd};
 use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::DEFAULT_MAX_FRAME;
 use crate::deadline::Deadline;
-use crate::pool::protocol::{self as proto, Cursor};
 use crate::pool::protocol::TaskCtx;
+use crate::pool::protocol::{self as proto, Cursor};
 use crate::sys::image::Entry;
 use crate::sys::sock;
 
@@ -52,7 +52,10 @@ pub(crate) fn worker_main(args: WorkerArgs) {
 }
 
 fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("bad message from the pool: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("bad message from the pool: {what}"),
+    )
 }
 
 /// The worker loop over `sock` (also run on a thread by the unit tests).
