@@ -142,10 +142,12 @@ fn main() {
 
     // ~1 ms of arithmetic per task, calibrated here.
     let probe = 2_000_000u64;
+    // Through an opaque fn pointer, as the workers call it (no inlining).
+    let spin_fn: fn((u64, u64)) -> u64 = std::hint::black_box(spin);
     let mut probes: Vec<f64> = (0..5)
         .map(|i| {
             time(|| {
-                std::hint::black_box(spin((std::hint::black_box(i), std::hint::black_box(probe))));
+                std::hint::black_box(spin_fn((std::hint::black_box(i), std::hint::black_box(probe))));
             })
         })
         .collect();
