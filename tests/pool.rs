@@ -443,6 +443,29 @@ fn abort_and_exit_in_a_task_are_worker_lost() {
     close_join(&pool);
 }
 
+/// Sends SIGSEGV to its own worker (a segfault, as the kernel reports it).
+fn segfault_self(_: ()) -> u32 {
+    let pid = std::process::id().to_string();
+    let _ = std::process::Command::new("kill").args(["-SEGV", &pid]).status();
+    std::thread::sleep(Duration::from_secs(30));
+    0
+}
+
+#[test]
+fn a_segfault_in_a_task_is_worker_lost() {
+    let pool = Pool::new(2).unwrap();
+    let crashed = pool.apply_async(segfault_self, ());
+    let fine: Vec<_> = (0..20).map(|i| pool.apply_async(sqr, i)).collect();
+    match get(crashed).unwrap_err() {
+        TaskError::WorkerLost { status, .. } => assert_eq!(status.and_then(|s| s.signal()), Some(11)),
+        e => panic!("expected WorkerLost, got {e:?}"),
+    }
+    for (i, r) in fine.into_iter().enumerate() {
+        assert_eq!(get(r).unwrap(), (i * i) as i64);
+    }
+    close_join(&pool);
+}
+
 #[test]
 fn a_task_past_its_timeout_is_killed_and_replaced() {
     let pool = Pool::builder()
@@ -639,4 +662,31 @@ fn a_pool_is_shared_by_threads() {
         }
     });
     close_join(&pool);
+}
+
+#[test]
+fn spawn_start_method_works() {
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(multiproc::StartMethod::Spawn)
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let got = get(pool.map_async_chunked(sqr, 0..10, 1)).unwrap();
+    assert_eq!(got, (0..10).map(|x| x * x).collect::<Vec<_>>());
+    close_join(&pool);
+}
+
+#[test]
+fn fork_start_method_is_a_clear_error_not_a_hang() {
+    // Workers are started from the pool's own thread, so the process has more
+    // than one thread and `Fork` refuses.
+    match Pool::builder()
+        .processes(1)
+        .start_method(multiproc::StartMethod::Fork)
+        .build()
+    {
+        Err(PoolError::Spawn(e)) => assert!(e.to_string().contains("Fork"), "{e}"),
+        other => panic!("expected a spawn error, got {other:?}"),
+    }
 }

@@ -43,6 +43,7 @@ pub struct PoolBuilder {
 
 impl PoolBuilder {
     /// The number of worker processes (default: [`cpu_count`](crate::cpu_count)).
+    #[doc(alias = "max_workers")]
     pub fn processes(mut self, n: usize) -> PoolBuilder {
         self.processes = Some(n);
         self
@@ -65,6 +66,7 @@ impl PoolBuilder {
 
     /// As [`initializer`](PoolBuilder::initializer), with an argument
     /// (Python's `initargs`), encoded here.
+    #[doc(alias = "initargs")]
     pub fn initializer_with<F, A>(mut self, _f: F, arg: A) -> PoolBuilder
     where
         F: Fn(A) + Copy + 'static,
@@ -80,6 +82,7 @@ impl PoolBuilder {
 
     /// Each worker exits after this many jobs (a `map` chunk is one job) and
     /// is replaced by a fresh process (Python's `maxtasksperchild`).
+    #[doc(alias = "maxtasksperchild")]
     pub fn max_tasks_per_child(mut self, n: usize) -> PoolBuilder {
         self.max_tasks_per_child = Some(n);
         self

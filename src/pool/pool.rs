@@ -221,6 +221,7 @@ impl Pool {
     /// assert_eq!(values?, [1, 2, 3, 4]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[doc(alias = "submit")]
     pub fn apply_async<F, A, R>(&self, _f: F, arg: A) -> AsyncResult<R>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -252,6 +253,7 @@ impl Pool {
     /// assert_eq!(lens, [1, 2, 3]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
+    #[doc(alias = "starmap")]
     pub fn map<F, A, R, I>(&self, f: F, items: I) -> Result<Vec<R>, TaskError>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -279,6 +281,7 @@ impl Pool {
 
     /// [`map`](Pool::map) without waiting: the [`AsyncResult`] gives the
     /// whole `Vec` (Python's `map_async`).
+    #[doc(alias = "starmap_async")]
     pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> AsyncResult<Vec<R>>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -408,6 +411,7 @@ impl Pool {
     /// Stops accepting tasks: later submissions fail with
     /// [`TaskError::PoolClosed`]. Queued tasks still run; the workers exit once
     /// they are done. Then [`join`](Pool::join) waits for them.
+    #[doc(alias = "shutdown")]
     pub fn close(&self) {
         self.shared.control(false);
     }
