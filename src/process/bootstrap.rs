@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::stream::{write_frame, FrameReader};
+use crate::codec::stream::{write_frames, FrameReader};
 use crate::codec::{self, Frame, Outgoing};
 use crate::deadline::Deadline;
 use crate::process::info::{self, Identity};
@@ -216,12 +216,90 @@ pub(crate) fn finish(sock: &OwnedFd, out: Result<Outgoing<'static>, Report>) -> 
         Err(r) => (r, None, EXIT_REFUSED),
     };
     if let Ok(r) = codec::encode(&report, false) {
-        let sent = write_frame(sock.as_fd(), &r, Deadline::NEVER);
-        if let (Ok(()), Some(frame)) = (sent, result) {
-            let _ = write_frame(sock.as_fd(), &frame, Deadline::NEVER);
-        }
+        let _ = match &result {
+            Some(frame) => write_frames(sock.as_fd(), &[&r, frame], Deadline::NEVER),
+            None => write_frames(sock.as_fd(), &[&r], Deadline::NEVER),
+        };
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
     proc::exit_now(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(build_id: u64, entry: i64) -> Bootstrap {
+        let id = Identity {
+            pid: 1,
+            name: "x".into(),
+            daemon: false,
+            path: vec![1],
+        };
+        Bootstrap {
+            build_id,
+            entry,
+            me: id.clone(),
+            parent: id,
+        }
+    }
+
+    fn double(x: u8) -> u8 {
+        x * 2
+    }
+
+    fn id_of<F: Fn(u8) -> u8 + Copy + 'static>(_: F) -> i64 {
+        entry_id::<F, u8, u8>()
+    }
+
+    #[test]
+    fn same_build_and_a_real_entry_are_accepted() {
+        let image = Image::get().unwrap();
+        let entry = check(&boot(image.build_id, id_of(double))).unwrap();
+        // The resolved entry runs the function.
+        let args = codec::encode(&21u8, false).unwrap();
+        let frame = Frame {
+            kind: codec::Kind::Value,
+            payload: args.payload.into_owned(),
+            fds: vec![],
+        };
+        let mut ctx = EntryCtx {
+            args: Some(frame),
+            out: None,
+        };
+        entry(&mut ctx);
+        let out = ctx.out.unwrap().ok().unwrap();
+        assert_eq!(codec::decode_value::<u8>(&out.payload, vec![]).unwrap(), 42);
+    }
+
+    #[test]
+    fn another_build_is_refused() {
+        let image = Image::get().unwrap();
+        let err = check(&boot(image.build_id ^ 1, id_of(double))).unwrap_err();
+        assert!(err.contains("different build"), "{err}");
+    }
+
+    #[test]
+    fn a_function_outside_the_executable_is_refused() {
+        let image = Image::get().unwrap();
+        for offset in [i64::MIN, -(1 << 40), 1 << 40, i64::MAX] {
+            let err = check(&boot(image.build_id, offset)).unwrap_err();
+            assert!(err.contains("not in this executable"), "{err}");
+        }
+        // Data (a heap address) is not code either.
+        let heap = Box::new(0u64);
+        let offset = Image::offset_of(&*heap as *const u64 as usize);
+        assert!(check(&boot(image.build_id, offset)).is_err());
+    }
+
+    #[test]
+    fn panic_messages() {
+        let r = catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "plain");
+        let r = catch_unwind(|| panic!("formatted {}", 1)).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "formatted 1");
+        let r = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "a panic with a non-string payload");
+    }
 }

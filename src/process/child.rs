@@ -72,6 +72,11 @@ impl Child {
         }
     }
 
+    /// The exit status if it is already known here (no system call).
+    pub(crate) fn known_status(&self) -> Option<ExitStatus> {
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The exit status if the child has ended, without waiting.
     pub(crate) fn try_status(&self) -> io::Result<Option<ExitStatus>> {
         self.wait_status(Deadline::after(std::time::Duration::ZERO))

@@ -93,6 +93,7 @@ pub(crate) fn register(child: Arc<Child>) {
 }
 
 fn prune(children: &mut Vec<Arc<Child>>) {
+    children.retain(|c| c.known_status().is_none());
     if children.is_empty() {
         return;
     }

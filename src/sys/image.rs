@@ -21,7 +21,7 @@ use std::sync::OnceLock;
 #[inline(never)]
 pub(crate) fn anchor() -> usize {
     // Something the optimiser cannot fold into another function.
-    std::hint::black_box(0x6d70_726f_63usize)
+    std::hint::black_box(0x006d_7072_6f63_usize)
 }
 
 /// The address of [`anchor`].
@@ -164,5 +164,5 @@ pub(crate) fn conjure_fn<F: Copy + 'static>() -> F {
     // and the only zero-sized types implementing the `Fn` traits (which cannot
     // be implemented by hand on stable Rust) are fn items and capture-less
     // closures, which have no validity invariant beyond their type.
-    unsafe { std::mem::MaybeUninit::<F>::uninit().assume_init() }
+    unsafe { std::mem::zeroed::<F>() }
 }
