@@ -199,6 +199,37 @@ fn imap_is_lazy_over_an_endless_input() {
     close_join(&pool);
 }
 
+static PULLED: AtomicU32 = AtomicU32::new(0);
+
+#[test]
+fn imap_reads_its_input_within_a_bounded_window() {
+    let pool = Pool::new(2).unwrap();
+    let input = (0..).inspect(|_| {
+        PULLED.fetch_add(1, Ordering::SeqCst);
+    });
+    let mut it = pool.imap(sqr, input);
+    assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), 0);
+    // At most 4 jobs per worker in flight (chunksize 1), plus the one consumed.
+    let pulled = PULLED.load(Ordering::SeqCst);
+    assert!(pulled <= 4 * 2 + 1, "{pulled} items read ahead");
+    for i in 1..100 {
+        assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), i * i);
+    }
+    let pulled = PULLED.load(Ordering::SeqCst);
+    assert!((100..=100 + 4 * 2).contains(&pulled), "{pulled} items read for 100 results");
+    drop(it);
+    close_join(&pool);
+}
+
+#[test]
+fn the_default_size_is_the_cpu_count() {
+    let pool = Pool::builder().build().unwrap();
+    assert_eq!(pool.processes(), multiproc::cpu_count());
+    let pids = worker_pids(&pool, 4 * pool.processes(), 20);
+    assert!(pids.len() <= pool.processes());
+    close_join(&pool);
+}
+
 #[test]
 fn async_timeout_gives_the_handle_back() {
     let pool = Pool::new(1).unwrap();
