@@ -90,6 +90,14 @@ struct FinishGuard(Arc<Shared>);
 
 impl Drop for FinishGuard {
     fn drop(&mut self) {
+        // Nobody will take jobs any more: refuse new ones, fail queued ones.
+        let queued = {
+            let mut inbox = self.0.inbox();
+            inbox.closed = true;
+            inbox.terminate = true;
+            std::mem::take(&mut inbox.jobs)
+        };
+        drop(queued);
         self.0.set_finished();
     }
 }
