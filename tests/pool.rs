@@ -216,7 +216,10 @@ fn imap_reads_its_input_within_a_bounded_window() {
         assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), i * i);
     }
     let pulled = PULLED.load(Ordering::SeqCst);
-    assert!((100..=100 + 4 * 2).contains(&pulled), "{pulled} items read for 100 results");
+    assert!(
+        (100..=100 + 4 * 2).contains(&pulled),
+        "{pulled} items read for 100 results"
+    );
     drop(it);
     close_join(&pool);
 }
