@@ -240,13 +240,13 @@ const REAP_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_START_FAILURES: usize = 3;
 
 impl Worker {
-    /// How many jobs it may hold: more for short jobs, one for long ones
-    /// (a long job must not delay the one queued behind it).
+    /// How many jobs it may hold: enough short jobs to cover about 2 ms of
+    /// work (so a round trip never leaves it idle), at most 16; one at a time
+    /// for long jobs (a long job must not delay the ones queued behind it).
     fn window(&self) -> usize {
         match self.avg_nanos {
             None => 2,
-            Some(n) if n < 300_000 => 16,
-            Some(n) if n < 20_000_000 => 2,
+            Some(n) if n < 20_000_000 => usize::try_from(2_000_000 / n.max(1)).unwrap_or(16).clamp(2, 16),
             Some(_) => 1,
         }
     }

@@ -33,6 +33,14 @@ use crate::pool::result::{finish_map, finish_one, AsyncResult, Slot};
 /// with [`TaskError::TimedOut`] and its worker is killed and replaced. Jobs
 /// queued behind a lost worker's job are run by the other workers.
 ///
+/// # Scheduling
+/// A dispatcher thread hands jobs to the workers over one socket each. To keep
+/// workers busy through round trips, a worker whose jobs are short is sent a
+/// few more (about 2 ms of work at its observed rate, at most 16 jobs, 64 KiB);
+/// a worker with long jobs gets one at a time. A job queued behind a job that
+/// turns out to be unexpectedly long waits for it; the `task_timeout` clock of
+/// a job starts only when its worker takes it.
+///
 /// # Drop
 /// Dropping a pool [terminates](Pool::terminate) it: workers are killed
 /// (SIGKILL) and reaped, unfinished jobs fail with
