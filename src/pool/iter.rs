@@ -32,8 +32,8 @@ impl std::error::Error for ImapTimeout {}
 /// `Result<R, TaskError>` per input item, in input order (`imap`) or in the
 /// order the tasks finish (`imap_unordered`).
 ///
-/// Input items are pulled and submitted lazily, with at most `4 * processes`
-/// jobs in flight. Dropping the iterator stops submitting; jobs already in
+/// Input items are pulled and submitted lazily: at most `4 * processes` jobs
+/// are submitted and not yet consumed. Dropping the iterator stops submitting; jobs already in
 /// flight finish and their results are discarded.
 ///
 /// # Differences from Python's multiprocessing
@@ -117,9 +117,12 @@ where
         }
     }
 
-    /// Submits chunks until the window is full or the input ends.
+    /// Submits chunks until the window is full or the input ends. The window
+    /// counts chunks in flight and, for `imap`, finished chunks waiting for an
+    /// earlier one: what is read ahead of the consumer stays bounded even when
+    /// one task is slow.
     fn fill(&mut self) {
-        while self.in_flight < self.window && !self.input_done {
+        while self.in_flight + self.done.len() < self.window && !self.input_done {
             let chunk: Vec<A> = self.input.by_ref().take(self.chunksize).collect();
             if chunk.len() < self.chunksize {
                 self.input_done = true;
