@@ -441,6 +441,25 @@ fn kill_9_of_a_busy_worker_fails_only_its_job() {
 }
 
 #[test]
+fn jobs_queued_on_a_killed_worker_run_on_its_replacement() {
+    // One worker: the jobs behind the victim are on the same worker (some
+    // already written to its socket, not yet taken).
+    let pool = Pool::new(1).unwrap();
+    let path = tmp("single");
+    let victim = pool.apply_async(report_then_sleep, (path.clone(), 30_000));
+    let pid = wait_for_pid(&path);
+    let queued: Vec<_> = (0..10).map(|i| pool.apply_async(sqr, i)).collect();
+    std::thread::sleep(Duration::from_millis(50));
+    kill9(pid);
+    assert!(matches!(get(victim), Err(TaskError::WorkerLost { .. })));
+    for (i, r) in queued.into_iter().enumerate() {
+        assert_eq!(get(r).unwrap(), (i * i) as i64);
+    }
+    close_join(&pool);
+    let _ = std::fs::remove_file(path);
+}
+
+#[test]
 fn killing_an_idle_worker_loses_nothing() {
     let pool = Pool::new(2).unwrap();
     let pids = worker_pids(&pool, 10, 20);
