@@ -742,3 +742,35 @@ fn fork_start_method_is_a_clear_error_not_a_hang() {
         other => panic!("expected a spawn error, got {other:?}"),
     }
 }
+
+/// In a child process: starts a pool, writes its worker pids to `path`, waits.
+fn pool_owner(path: PathBuf) {
+    let pool = Pool::new(2).unwrap();
+    let pids = worker_pids(&pool, 8, 30);
+    let text: Vec<String> = pids.iter().map(u32::to_string).collect();
+    std::fs::write(&path, text.join(" ")).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn workers_die_with_the_process_that_owns_the_pool() {
+    let path = tmp("owner");
+    let owner = multiproc::Process::spawn(path.clone(), pool_owner).unwrap();
+    let t = Instant::now();
+    let pids: Vec<u32> = loop {
+        if let Ok(s) = std::fs::read_to_string(&path) {
+            let v: Vec<u32> = s.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+            if v.len() == 2 {
+                break v;
+            }
+        }
+        assert!(t.elapsed() < LONG, "the pool owner never reported");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    owner.kill().unwrap();
+    assert!(owner.join_timeout(LONG).is_err(), "killed, so no result");
+    for pid in pids {
+        assert!(wait_gone(pid), "worker {pid} outlived its pool's process");
+    }
+    let _ = std::fs::remove_file(path);
+}
