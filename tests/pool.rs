@@ -175,14 +175,20 @@ fn imap_is_ordered_and_imap_unordered_complete() {
 #[test]
 fn imap_unordered_yields_in_completion_order() {
     let pool = Pool::new(2).unwrap();
-    // 300 ms then 0 ms: the quick one comes first.
-    let mut it = pool.imap_unordered(sleep_ms, [300u64, 0]);
-    let first = it.next_timeout(LONG).unwrap().unwrap().unwrap();
-    let second = it.next_timeout(LONG).unwrap().unwrap().unwrap();
-    assert_ne!(first, second, "two workers ran them");
+    assert_eq!(worker_pids(&pool, 4, 20).len(), 2, "both workers up");
+    let slow_then_quick = |ms: u64| {
+        std::thread::sleep(Duration::from_millis(ms));
+        ms
+    };
+    // 1 s then 0 ms, one on each worker: the quick one comes first...
+    let mut it = pool.imap_unordered(slow_then_quick, [1000u64, 0]);
+    assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), 0);
+    assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), 1000);
     assert_eq!(it.next_timeout(LONG).unwrap(), None);
-    let mut it = pool.imap(|ms: u64| ms, [300u64, 0]);
+    // ... while imap keeps the input order.
+    let mut it = pool.imap(slow_then_quick, [300u64, 0]);
     assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), 300);
+    assert_eq!(it.next_timeout(LONG).unwrap().unwrap().unwrap(), 0);
     close_join(&pool);
 }
 
