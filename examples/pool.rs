@@ -30,7 +30,8 @@ fn func(i: u32) -> u32 {
     pid
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by the tour).
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let p = Pool::new(5)?;
     let results: Vec<_> = (0..20).map(|i| p.apply_async(func, i)).collect();
@@ -48,4 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+// `main` is unused when the tour includes this file as a module.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run()
 }
