@@ -135,7 +135,7 @@ pub fn python(script: &str, args: &[&str]) -> f64 {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
-        .filter_map(|w| w.parse::<f64>().ok())
-        .last()
+        .rev()
+        .find_map(|w| w.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("python baseline {script} printed no figure: {text}"))
 }
