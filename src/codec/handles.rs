@@ -27,7 +27,7 @@ pub(crate) fn take_error() -> Option<String> {
     LAST_ERROR.with(|e| e.borrow_mut().take())
 }
 
-fn fail<E>(msg: String, f: impl FnOnce(String) -> E) -> E {
+pub(crate) fn fail<E>(msg: String, f: impl FnOnce(String) -> E) -> E {
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
     f(msg)
 }

@@ -7,6 +7,7 @@
 pub(crate) mod futex;
 pub(crate) mod hook;
 pub(crate) mod image;
+pub(crate) mod listen;
 pub(crate) mod mem;
 pub(crate) mod proc;
 pub(crate) mod sock;
