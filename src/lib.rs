@@ -26,6 +26,10 @@ pub use connection::{
     wait, Address, AuthError, BufferTooShort, Client, ConnectError, Connection, Listener, Pipe, RecvError,
     SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
 };
+pub use manager::{
+    Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Proxy,
+    QueueProxy, ValueProxy,
+};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
