@@ -22,7 +22,7 @@ use crate::codec::{self, CodecError};
 use crate::connection::{Address, Client, ConnectError, Connection, RecvError};
 use crate::deadline::Deadline;
 use crate::manager::error::ManagerError;
-use crate::manager::protocol::{Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use crate::manager::protocol::{Fault, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 use crate::manager::server::WireAddr;
 
 /// How long a call waits for the server unless told otherwise.
@@ -281,6 +281,11 @@ impl<'a> Lease<'a> {
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
         let conn = self.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
         match roundtrip(conn, req, deadline) {
+            Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
+                // The server closes a connection whose stream it could not read.
+                self.conn = None;
+                Err(f.into())
+            }
             Ok(Reply::Fault(f)) => Err(f.into()),
             Ok(r) => Ok(r),
             Err(e @ ManagerError::Codec(CodecError::Encode(_))) => Err(e),

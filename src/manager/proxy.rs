@@ -155,5 +155,8 @@ macro_rules! proxy_common {
         }
         impl<$($g),*> $crate::manager::proxy::Proxy for $t<$($g),*> {}
     };
+    ($t:ident, $kind:expr) => {
+        proxy_common!($t<>, $kind);
+    };
 }
 pub(crate) use proxy_common;
