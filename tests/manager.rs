@@ -177,17 +177,17 @@ fn proxies_are_send_sync_clone_and_serde() {
     send_sync::<ManagerError>();
 }
 
-fn child_uses_everything(
-    (d, l, v, lock, ev, q, back): (
-        Dict<String, i64>,
-        List<String>,
-        ValueProxy<f64>,
-        LockProxy,
-        EventProxy,
-        QueueProxy<String>,
-        QueueProxy<String>,
-    ),
-) -> Result<String, String> {
+type Everything = (
+    Dict<String, i64>,
+    List<String>,
+    ValueProxy<f64>,
+    LockProxy,
+    EventProxy,
+    QueueProxy<String>,
+    QueueProxy<String>,
+);
+
+fn child_uses_everything((d, l, v, lock, ev, q, back): Everything) -> Result<String, String> {
     let run = || -> Result<String, ManagerError> {
         d.insert("child".into(), i64::from(multiproc::current_process().pid() > 0))?;
         d.update_with("n", |n: &mut i64| *n += 1)?;
