@@ -58,14 +58,20 @@ fn wrong_type_is_a_decode_error_and_the_stream_stays_usable() {
     let (a, b) = Pipe::new().unwrap();
     a.send(&"not a number".to_string()).unwrap();
     a.send(&5u32).unwrap();
-    assert!(matches!(b.recv_timeout::<Job>(LONG), Err(RecvError::Codec(CodecError::Decode(_)))));
+    assert!(matches!(
+        b.recv_timeout::<Job>(LONG),
+        Err(RecvError::Codec(CodecError::Decode(_)))
+    ));
     assert_eq!(b.recv_timeout::<u32>(LONG).unwrap(), 5);
 }
 
 #[test]
 fn messages_are_never_merged_or_split() {
     let (a, b) = Pipe::new().unwrap();
-    let sizes: Vec<usize> = (0..200).map(|i| (i * 7919) % 70_000).chain([0, 0, 1, 65_536, 12]).collect();
+    let sizes: Vec<usize> = (0..200)
+        .map(|i| (i * 7919) % 70_000)
+        .chain([0, 0, 1, 65_536, 12])
+        .collect();
     let expected = sizes.clone();
     let t = thread::spawn(move || {
         for (i, n) in sizes.iter().enumerate() {
@@ -113,7 +119,10 @@ fn oversized_frames_are_refused_on_both_sides() {
         Err(SendError::Codec(CodecError::TooLarge { len: 1001, max: 1000 })) => {}
         other => panic!("{other:?}"),
     }
-    assert!(!b.poll(Some(Duration::from_millis(50))).unwrap(), "nothing was sent");
+    assert!(
+        !b.poll(Some(Duration::from_millis(50))).unwrap(),
+        "nothing was sent"
+    );
     // Receiver side: the header is refused.
     a.set_max_frame(u64::MAX);
     b.set_max_frame(1000);
@@ -155,7 +164,10 @@ fn poll_false_at_once_waits_for_its_timeout_true_on_empty_message_and_eof() {
     assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
     a.send_bytes(b"").unwrap();
     assert!(b.poll(Some(LONG)).unwrap());
-    assert!(b.poll(Some(Duration::ZERO)).unwrap(), "still ready until received");
+    assert!(
+        b.poll(Some(Duration::ZERO)).unwrap(),
+        "still ready until received"
+    );
     assert_eq!(b.try_recv_bytes().unwrap(), b"");
     assert!(!b.poll(Some(Duration::ZERO)).unwrap());
     drop(a);
@@ -195,7 +207,10 @@ fn try_recv_and_timeout_keep_partial_messages() {
     let (a, b) = Pipe::new().unwrap();
     assert!(b.try_recv::<u64>().unwrap_err().is_timeout());
     let t = Instant::now();
-    assert!(b.recv_timeout::<u64>(Duration::from_millis(100)).unwrap_err().is_timeout());
+    assert!(b
+        .recv_timeout::<u64>(Duration::from_millis(100))
+        .unwrap_err()
+        .is_timeout());
     assert!(t.elapsed() >= Duration::from_millis(100));
     // A 32 MiB message read by timed-out pieces arrives whole.
     let msg: Vec<u8> = (0..32u32 << 20).map(|i| (i % 13) as u8).collect();
@@ -223,7 +238,10 @@ fn eof_only_once_every_copy_of_the_other_end_is_closed() {
     a.send(&1u8).unwrap();
     drop(a);
     assert_eq!(b.recv_timeout::<u8>(LONG).unwrap(), 1);
-    assert!(b.recv_timeout::<u8>(Duration::from_millis(100)).unwrap_err().is_timeout());
+    assert!(b
+        .recv_timeout::<u8>(Duration::from_millis(100))
+        .unwrap_err()
+        .is_timeout());
     a2.send(&2u8).unwrap();
     a2.close();
     // Messages sent before the close are still delivered, then EOF, and EOF again.
@@ -279,7 +297,9 @@ fn wait_returns_the_ready_ones_empty_on_timeout_and_at_once_for_zero() {
     assert!(wait(&[&b1, &b2, &b3], Some(Duration::ZERO)).unwrap().is_empty());
     assert!(t.elapsed() < Duration::from_secs(1));
     let t = Instant::now();
-    assert!(wait(&[&b1, &b2, &b3], Some(Duration::from_millis(200))).unwrap().is_empty());
+    assert!(wait(&[&b1, &b2, &b3], Some(Duration::from_millis(200)))
+        .unwrap()
+        .is_empty());
     assert!(t.elapsed() >= Duration::from_millis(200));
     a2.send(&2u8).unwrap();
     a3.send(&3u8).unwrap();
@@ -344,4 +364,26 @@ fn concurrent_senders_never_interleave_frames() {
     for t in threads {
         t.join().unwrap();
     }
+}
+
+#[test]
+fn recv_bytes_into_takes_messages_of_every_size_in_order() {
+    let (a, b) = Pipe::new().unwrap();
+    let sizes = [0usize, 1, 12, 16 << 10, 100_000, 1 << 20, 3, 5 << 20];
+    let t = thread::spawn(move || {
+        for (i, n) in sizes.iter().enumerate() {
+            a.send_bytes(&vec![i as u8 + 1; *n]).unwrap();
+            a.send(&(i as u32)).unwrap();
+        }
+        a
+    });
+    let mut buf = vec![0u8; 6 << 20];
+    for (i, n) in sizes.iter().enumerate() {
+        let got = b.recv_bytes_into(&mut buf).unwrap();
+        assert_eq!(got, *n, "message {i}");
+        assert!(buf[..got].iter().all(|&x| x == i as u8 + 1), "message {i}");
+        assert_eq!(b.recv_timeout::<u32>(LONG).unwrap(), i as u32);
+    }
+    drop(t.join().unwrap());
+    assert!(matches!(b.recv_bytes_into(&mut buf), Err(RecvError::Eof)));
 }

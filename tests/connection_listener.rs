@@ -75,7 +75,10 @@ fn wrong_key_fails_on_both_sides_and_the_listener_keeps_serving() {
         let c = l.accept_timeout(LONG).unwrap();
         assert_eq!(c.recv_timeout::<u8>(LONG).unwrap(), 1);
         let (bad, good) = t.join().unwrap();
-        assert!(matches!(bad, Err(ConnectError::Auth(AuthError::WrongKey))), "{bad:?}");
+        assert!(
+            matches!(bad, Err(ConnectError::Auth(AuthError::WrongKey))),
+            "{bad:?}"
+        );
         good.unwrap();
     }
 }
@@ -86,8 +89,14 @@ fn a_listener_without_the_key_is_refused_by_the_client() {
     let l = Listener::bind(temp_path("fakeserver"), Some(b"other key")).unwrap();
     let at = l.address();
     let t = thread::spawn(move || Client::connect_timeout(at, Some(KEY), LONG).map(drop));
-    assert!(matches!(l.accept_timeout(LONG), Err(ConnectError::Auth(AuthError::WrongKey))));
-    assert!(matches!(t.join().unwrap(), Err(ConnectError::Auth(AuthError::WrongKey))));
+    assert!(matches!(
+        l.accept_timeout(LONG),
+        Err(ConnectError::Auth(AuthError::WrongKey))
+    ));
+    assert!(matches!(
+        t.join().unwrap(),
+        Err(ConnectError::Auth(AuthError::WrongKey))
+    ));
 }
 
 #[test]
@@ -130,7 +139,10 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let at = l.address();
     let silent = connect_raw(&at);
     let t = Instant::now();
-    assert!(matches!(l.accept_timeout(LONG), Err(ConnectError::Auth(AuthError::Timeout))));
+    assert!(matches!(
+        l.accept_timeout(LONG),
+        Err(ConnectError::Auth(AuthError::Timeout))
+    ));
     assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < LONG);
     drop(silent);
     let th = thread::spawn(move || Client::connect_timeout(at, Some(KEY), LONG).map(drop));
@@ -210,13 +222,22 @@ fn accept_timeout_try_accept_and_refused_connections() {
     let l = Listener::bind("127.0.0.1:0", Some(KEY)).unwrap();
     let t = Instant::now();
     assert!(matches!(l.try_accept(), Err(ConnectError::Timeout)));
-    assert!(matches!(l.accept_timeout(Duration::from_millis(100)), Err(ConnectError::Timeout)));
+    assert!(matches!(
+        l.accept_timeout(Duration::from_millis(100)),
+        Err(ConnectError::Timeout)
+    ));
     assert!(t.elapsed() >= Duration::from_millis(100) && t.elapsed() < LONG);
     let at = l.address();
     drop(l);
-    assert!(matches!(Client::connect_timeout(at, Some(KEY), LONG), Err(ConnectError::Io(_))));
+    assert!(matches!(
+        Client::connect_timeout(at, Some(KEY), LONG),
+        Err(ConnectError::Io(_))
+    ));
     let missing = temp_path("missing");
-    assert!(matches!(Client::connect_timeout(missing, None, LONG), Err(ConnectError::Io(_))));
+    assert!(matches!(
+        Client::connect_timeout(missing, None, LONG),
+        Err(ConnectError::Io(_))
+    ));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use multiproc::{Address, AuthError, Client, CodecError, ConnectError, Connection, Listener, Pipe, Process, RecvError};
+use multiproc::{
+    Address, AuthError, Client, CodecError, ConnectError, Connection, Listener, Pipe, Process, RecvError,
+};
 
 const LONG: Duration = Duration::from_secs(30);
 const KEY: &[u8] = b"process key";
@@ -81,7 +83,10 @@ fn eof_with_four_writer_processes_closing_in_turn() {
         if i + 1 < n {
             // Others still hold the writer: no EOF yet.
             assert!(
-                reader.recv_timeout::<u32>(Duration::from_millis(100)).unwrap_err().is_timeout(),
+                reader
+                    .recv_timeout::<u32>(Duration::from_millis(100))
+                    .unwrap_err()
+                    .is_timeout(),
                 "EOF after {} of {n} writers closed",
                 i + 1
             );
@@ -113,16 +118,18 @@ fn a_connection_is_sent_to_a_running_process() {
 }
 
 fn big_sender(c: Connection) {
-    c.send_bytes(&vec![7u8; 64 << 20]).unwrap();
+    let big = vec![7u8; 64 << 20];
+    c.send(&"ready".to_string()).unwrap();
+    c.send_bytes(&big).unwrap();
 }
 
 #[test]
 fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
     let (mine, theirs) = Pipe::new().unwrap();
     let p = Process::spawn(theirs, big_sender).unwrap();
-    // Read part of the message (poll keeps the progress), while the child is
-    // blocked on a full socket in the middle of it.
-    assert!(!mine.poll(Some(Duration::from_millis(300))).unwrap());
+    assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
+    // Nobody reads: the child blocks on a full socket in the middle of the message.
+    std::thread::sleep(Duration::from_millis(300));
     p.kill().unwrap();
     let t = Instant::now();
     match mine.recv_bytes_timeout(LONG) {
@@ -134,7 +141,11 @@ fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
 }
 
 fn client_side((addr, key, tcp): (String, Vec<u8>, bool)) -> Result<u64, String> {
-    let addr = if tcp { Address::from(addr.as_str()) } else { Address::from(std::path::PathBuf::from(addr)) };
+    let addr = if tcp {
+        Address::from(addr.as_str())
+    } else {
+        Address::from(std::path::PathBuf::from(addr))
+    };
     let c = Client::connect_timeout(addr, Some(&key), LONG).map_err(|e| match e {
         ConnectError::Auth(AuthError::WrongKey) => "wrong key".to_string(),
         e => e.to_string(),
@@ -149,7 +160,10 @@ fn listener_and_client_in_different_processes_for_both_families() {
     let dir = std::env::temp_dir().join(format!("mp-connproc-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for (addr, tcp) in [(Address::from(dir.join("sock")), false), (Address::from("127.0.0.1:0"), true)] {
+    for (addr, tcp) in [
+        (Address::from(dir.join("sock")), false),
+        (Address::from("127.0.0.1:0"), true),
+    ] {
         let l = Listener::bind(addr, Some(KEY)).unwrap();
         let at = l.address().to_string();
         // Right key.
@@ -160,7 +174,10 @@ fn listener_and_client_in_different_processes_for_both_families() {
         assert_eq!(p.join_timeout(LONG).unwrap(), Some(Ok(41)));
         // Wrong key: both sides fail, and the listener serves the next client.
         let p = Process::spawn((at.clone(), b"wrong".to_vec(), tcp), client_side).unwrap();
-        assert!(matches!(l.accept_timeout(LONG), Err(ConnectError::Auth(AuthError::WrongKey))));
+        assert!(matches!(
+            l.accept_timeout(LONG),
+            Err(ConnectError::Auth(AuthError::WrongKey))
+        ));
         assert_eq!(p.join_timeout(LONG).unwrap(), Some(Err("wrong key".to_string())));
         let p = Process::spawn((at, KEY.to_vec(), tcp), client_side).unwrap();
         let c = l.accept_timeout(LONG).unwrap();

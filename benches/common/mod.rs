@@ -20,7 +20,10 @@ pub struct Contender<'a> {
 
 impl<'a> Contender<'a> {
     pub fn new(name: impl Into<String>, run: impl FnMut() -> f64 + 'a) -> Self {
-        Contender { name: name.into(), run: Box::new(run) }
+        Contender {
+            name: name.into(),
+            run: Box::new(run),
+        }
     }
 }
 
@@ -62,7 +65,13 @@ fn median(v: &mut [f64]) -> f64 {
 /// which way the ratio reads. Ratios are multiproc's figure over the other's
 /// for higher-is-better units, the other's over multiproc's otherwise, so a
 /// ratio above 1 always means multiproc is better.
-pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut contenders: Vec<Contender<'_>>) {
+pub fn scenario(
+    name: &str,
+    unit: &str,
+    higher_is_better: bool,
+    reps: usize,
+    mut contenders: Vec<Contender<'_>>,
+) {
     let reps = if quick() { 1 } else { reps.max(1) };
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     for _ in 0..reps {
@@ -71,8 +80,18 @@ pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut
         }
     }
     let meds: Vec<f64> = figures.iter_mut().map(|f| median(f)).collect();
-    println!("\n## {name} ({unit}, {}; {reps} runs, alternated)", if higher_is_better { "higher is better" } else { "lower is better" });
-    println!("{:<28} {:>14} {:>14} {:>14} {:>10}", "contender", "median", "min", "max", "ratio");
+    println!(
+        "\n## {name} ({unit}, {}; {reps} runs, alternated)",
+        if higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        }
+    );
+    println!(
+        "{:<28} {:>14} {:>14} {:>14} {:>10}",
+        "contender", "median", "min", "max", "ratio"
+    );
     let out = std::env::var_os("MULTIPROC_BENCH_OUT");
     for (i, c) in contenders.iter().enumerate() {
         let f = &figures[i];
@@ -84,7 +103,10 @@ pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut
         } else {
             meds[i] / meds[0]
         };
-        println!("{:<28} {:>14.4} {:>14.4} {:>14.4} {:>9.2}x", c.name, meds[i], min, max, ratio);
+        println!(
+            "{:<28} {:>14.4} {:>14.4} {:>14.4} {:>9.2}x",
+            c.name, meds[i], min, max, ratio
+        );
         if let Some(path) = &out {
             if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
                 let _ = writeln!(
@@ -106,7 +128,11 @@ pub fn python(script: &str, args: &[&str]) -> f64 {
         .args(args)
         .output()
         .expect("python3 must be installed for the baselines");
-    assert!(out.status.success(), "python baseline {script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python baseline {script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.split_whitespace()
         .filter_map(|w| w.parse::<f64>().ok())

@@ -33,8 +33,25 @@ impl From<io::Error> for ReadError {
 
 /// Writes one frame (header, payload, descriptors) before `deadline`.
 pub(crate) fn write_frame(sock: BorrowedFd<'_>, out: &Outgoing<'_>, deadline: Deadline) -> io::Result<()> {
-    let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
-    sock::send_all(sock, &[&out.header, &out.payload], &fds, deadline)
+    write_frames(sock, &[out], deadline)
+}
+
+/// Writes several frames with one system call where they fit. Descriptors all
+/// ride on the first byte; the reader hands them out to frames in order.
+pub(crate) fn write_frames(
+    sock: BorrowedFd<'_>,
+    frames: &[&Outgoing<'_>],
+    deadline: Deadline,
+) -> io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = frames
+        .iter()
+        .flat_map(|f| f.fds.iter().map(|fd| fd.as_fd()))
+        .collect();
+    let bufs: Vec<&[u8]> = frames
+        .iter()
+        .flat_map(|f| [&f.header[..], &f.payload[..]])
+        .collect();
+    sock::send_all(sock, &bufs, &fds, deadline)
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -84,6 +101,52 @@ impl FrameReader {
         Ok(n)
     }
 
+    /// Reads the next frame's payload straight into `buf`, without a deadline,
+    /// when it fits and carries no descriptors: no allocation, and no copy beyond
+    /// the bytes already buffered. Returns `Ok(None)`, leaving the frame to
+    /// [`FrameReader::read`], when it does not fit, carries descriptors, or was
+    /// partly read by an earlier call.
+    pub(crate) fn read_into(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, ReadError> {
+        if self.current.is_some() {
+            return Ok(None);
+        }
+        while self.end - self.start < HEADER_LEN {
+            let had = self.end - self.start;
+            if self.fill(sock, Deadline::NEVER)? == 0 {
+                return Err(if had == 0 {
+                    ReadError::Eof
+                } else {
+                    ReadError::Codec(CodecError::Truncated)
+                });
+            }
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let header = parse_header(&h, max).map_err(ReadError::Codec)?;
+        if header.len > buf.len() as u64 || header.nfds > 0 {
+            return Ok(None);
+        }
+        self.start += HEADER_LEN;
+        let len = header.len as usize;
+        let take = len.min(self.end - self.start);
+        buf[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
+        self.start += take;
+        let mut got = take;
+        while got < len {
+            // Never past this frame, so no descriptor of a later frame is taken.
+            match sock::recv_some(sock, &mut buf[got..len], &mut self.fds, Deadline::NEVER)? {
+                0 => return Err(ReadError::Codec(CodecError::Truncated)),
+                n => got += n,
+            }
+        }
+        Ok(Some(len))
+    }
+
     /// Reads the next frame, waiting until `deadline`. Frames larger than `max`
     /// are refused from their header, before any allocation.
     pub(crate) fn read(
@@ -123,23 +186,19 @@ impl FrameReader {
             let take = (len - payload.len()).min(self.end - self.start);
             payload.extend_from_slice(&self.buf[self.start..self.start + take]);
             self.start += take;
-            // Large remainders go straight into the payload.
+            // Large remainders go straight into the payload's spare capacity (no
+            // zeroing), grown by at most 8 MiB at a time: a lying header costs
+            // nothing until the bytes arrive. No descriptor can arrive here (they
+            // ride on a frame's first bytes), so a plain recv is enough.
             while len - payload.len() >= DIRECT {
-                let have = payload.len();
-                let want = (len - have).min(8 << 20);
-                payload.resize(have + want, 0);
-                let r = sock::recv_some(sock, &mut payload[have..], &mut self.fds, deadline);
-                match r {
+                let want = (len - payload.len()).min(8 << 20);
+                match crate::sys::uninit::recv_append(sock, payload, want, deadline) {
                     Ok(0) => {
-                        payload.truncate(have);
                         self.current = None;
                         return Err(ReadError::Codec(CodecError::Truncated));
                     }
-                    Ok(n) => payload.truncate(have + n),
-                    Err(e) => {
-                        payload.truncate(have);
-                        return Err(e.into());
-                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             if payload.len() < len {
@@ -167,5 +226,107 @@ impl FrameReader {
                 fds,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, handles::FdHandle, header, Kind};
+    use std::time::Duration;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        sock::socketpair_stream().unwrap()
+    }
+
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
+    }
+
+    fn raw_send(fd: &OwnedFd, bytes: &[u8]) {
+        sock::send_all(fd.as_fd(), &[bytes], &[], soon()).unwrap();
+    }
+
+    #[test]
+    fn frames_and_descriptors_arrive_in_order() {
+        let (a, b) = pair();
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let one = codec::encode(&(1u8, FdHandle(file)), true).unwrap();
+        let two = codec::encode(&"two".to_string(), true).unwrap();
+        let three = codec::bytes_frame(&[9u8; 100_000]);
+        write_frames(a.as_fd(), &[&one, &two], soon()).unwrap();
+        let writer = std::thread::spawn(move || write_frame(a.as_fd(), &three.into_owned(), soon()));
+        let mut r = FrameReader::new();
+        let f = r.read(b.as_fd(), 1 << 20, soon()).unwrap();
+        assert_eq!(f.fds.len(), 1);
+        let (n, _fd): (u8, FdHandle) = codec::decode(f).unwrap();
+        assert_eq!(n, 1);
+        let s: String = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(s, "two");
+        let v: Vec<u8> = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(v, vec![9u8; 100_000]);
+        writer.join().unwrap().unwrap();
+        assert!(matches!(r.read(b.as_fd(), 1 << 20, soon()), Err(ReadError::Eof)));
+    }
+
+    #[test]
+    fn garbage_header_is_refused() {
+        let (a, b) = pair();
+        raw_send(&a, b"GET / HTTP/1.1\r\n\r\n");
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::BadHeader(_)))
+        ));
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let (a, b) = pair();
+        raw_send(&a, &header(Kind::Value, u64::MAX - 1, 0));
+        let mut r = FrameReader::new();
+        match r.read(b.as_fd(), 1 << 20, soon()) {
+            Err(ReadError::Codec(CodecError::TooLarge { len, max })) => {
+                assert_eq!((len, max), (u64::MAX - 1, 1 << 20))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let (a, b) = pair();
+        raw_send(&a, &header(Kind::Value, 100, 0));
+        raw_send(&a, &[1, 2, 3]);
+        drop(a);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::Truncated))
+        ));
+        let (a, b) = pair();
+        raw_send(&a, &[1, 2, 3]);
+        drop(a);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::Truncated))
+        ));
+    }
+
+    #[test]
+    fn a_timeout_keeps_progress() {
+        let (a, b) = pair();
+        let out = codec::encode(&vec![5u32; 10], false).unwrap();
+        raw_send(&a, &out.header);
+        let mut r = FrameReader::new();
+        let short = Deadline::after(Duration::from_millis(20));
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, short),
+            Err(ReadError::TimedOut)
+        ));
+        raw_send(&a, &out.payload);
+        let v: Vec<u32> = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(v, vec![5u32; 10]);
     }
 }

@@ -55,9 +55,9 @@ fn nonce() -> Result<[u8; NONCE], ConnectError> {
 fn handshake_io(e: io::Error) -> ConnectError {
     match e.kind() {
         io::ErrorKind::TimedOut => ConnectError::Auth(AuthError::Timeout),
-        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ConnectError::Auth(AuthError::Protocol(
-            "the peer closed the connection during the handshake".into(),
-        )),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => ConnectError::Auth(
+            AuthError::Protocol("the peer closed the connection during the handshake".into()),
+        ),
         _ => ConnectError::Io(e),
     }
 }
@@ -88,8 +88,7 @@ fn check_magic(m: &[u8]) -> Result<(), ConnectError> {
         Ok(())
     } else {
         Err(ConnectError::Auth(AuthError::Protocol(
-            "the peer does not speak the multiproc handshake (or has no key while this side has one)"
-                .into(),
+            "the peer does not speak the multiproc handshake (or has no key while this side has one)".into(),
         )))
     }
 }
@@ -114,7 +113,9 @@ pub(crate) fn answer(fd: BorrowedFd<'_>, key: &[u8], deadline: Deadline) -> Resu
     match verdict[0] {
         1 => Ok(()),
         0 => Err(ConnectError::Auth(AuthError::WrongKey)),
-        v => Err(ConnectError::Auth(AuthError::Protocol(format!("unexpected verdict byte {v}")))),
+        v => Err(ConnectError::Auth(AuthError::Protocol(format!(
+            "unexpected verdict byte {v}"
+        )))),
     }
 }
 
@@ -131,7 +132,11 @@ pub(crate) fn deliver(fd: BorrowedFd<'_>, key: &[u8], deadline: Deadline) -> Res
     match status[0] {
         1 => {}
         0 => return Err(ConnectError::Auth(AuthError::WrongKey)),
-        v => return Err(ConnectError::Auth(AuthError::Protocol(format!("unexpected status byte {v}")))),
+        v => {
+            return Err(ConnectError::Auth(AuthError::Protocol(format!(
+                "unexpected status byte {v}"
+            ))))
+        }
     }
     let mut their_proof = [0u8; MAC];
     read_exact(fd, &mut their_proof, deadline)?;
@@ -148,7 +153,10 @@ mod tests {
     use std::os::fd::AsFd;
     use std::time::Duration;
 
-    fn run(server_key: &'static [u8], client_key: &'static [u8]) -> (Result<(), ConnectError>, Result<(), ConnectError>) {
+    fn run(
+        server_key: &'static [u8],
+        client_key: &'static [u8],
+    ) -> (Result<(), ConnectError>, Result<(), ConnectError>) {
         let (a, b) = sock::socketpair_stream().unwrap();
         let d = Deadline::after(Duration::from_secs(10));
         let t = std::thread::spawn(move || answer(a.as_fd(), server_key, d));
@@ -167,6 +175,33 @@ mod tests {
         let (s, c) = run(b"secret", b"guess");
         assert!(matches!(s, Err(ConnectError::Auth(AuthError::WrongKey))), "{s:?}");
         assert!(matches!(c, Err(ConnectError::Auth(AuthError::WrongKey))), "{c:?}");
+    }
+
+    #[test]
+    fn the_listener_reads_no_more_than_the_handshake_before_authentication() {
+        let (a, b) = sock::socketpair_stream().unwrap();
+        let d = Deadline::after(Duration::from_secs(10));
+        // A peer that answers the challenge with 1,000 bytes: the magic, then junk.
+        let mut junk = MAGIC.to_vec();
+        junk.resize(1000, 0xEE);
+        sock::send_all(b.as_fd(), &[&junk], &[], d).unwrap();
+        let r = answer(a.as_fd(), b"k", d);
+        assert!(matches!(r, Err(ConnectError::Auth(AuthError::WrongKey))), "{r:?}");
+        // Everything past the fixed-size reply is still unread in the socket.
+        let mut left = 0;
+        let mut buf = [0u8; 4096];
+        loop {
+            match sock::recv_some(
+                a.as_fd(),
+                &mut buf,
+                &mut Vec::new(),
+                Deadline::after(Duration::ZERO),
+            ) {
+                Ok(n) if n > 0 => left += n,
+                _ => break,
+            }
+        }
+        assert_eq!(left, 1000 - (LISTENER_READS - 1));
     }
 
     #[test]

@@ -336,7 +336,30 @@ impl Connection {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn recv_bytes_into(&self, buf: &mut [u8]) -> Result<usize, RecvError> {
-        let payload = self.read_frame(Deadline::NEVER)?.payload;
+        if !self.readable {
+            return Err(RecvError::WriteOnly);
+        }
+        let frame = {
+            let mut st = lock(&self.read);
+            match st.pending.take() {
+                Some(r) => r.map_err(read_error)?,
+                None => {
+                    let max = self.max_frame();
+                    // Straight into `buf` when the message fits.
+                    if let Some(n) = st
+                        .reader
+                        .read_into(self.fd.as_fd(), max, buf)
+                        .map_err(read_error)?
+                    {
+                        return Ok(n);
+                    }
+                    st.reader
+                        .read(self.fd.as_fd(), max, Deadline::NEVER)
+                        .map_err(read_error)?
+                }
+            }
+        };
+        let payload = frame.payload;
         if payload.len() > buf.len() {
             return Err(RecvError::BufferTooShort(BufferTooShort::new(payload, buf.len())));
         }
@@ -482,7 +505,10 @@ impl Serialize for Connection {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::{Error as _, SerializeTuple};
         if !self.is_clean() {
-            return Err(crate::codec::handles::fail(BUFFERED.to_string(), S::Error::custom));
+            return Err(crate::codec::handles::fail(
+                BUFFERED.to_string(),
+                S::Error::custom,
+            ));
         }
         let mut flags = 0u8;
         if self.readable {
@@ -521,7 +547,11 @@ impl<'de> Deserialize<'de> for OwnedFdField {
 impl<'de> Deserialize<'de> for Connection {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let (fd, flags, max): (OwnedFdField, u8, u64) = Deserialize::deserialize(d)?;
-        let family = if flags & TCP != 0 { Family::Tcp } else { Family::Unix };
+        let family = if flags & TCP != 0 {
+            Family::Tcp
+        } else {
+            Family::Unix
+        };
         let c = Connection::from_fd(fd.0, family, flags & READABLE != 0, flags & WRITABLE != 0);
         c.set_max_frame(max);
         Ok(c)

@@ -100,9 +100,7 @@ pub(crate) fn connect_unix(path: &Path) -> io::Result<OwnedFd> {
 pub(crate) fn connect_tcp(addr: SocketAddr, deadline: Deadline) -> io::Result<OwnedFd> {
     let s = match deadline.remaining() {
         None => TcpStream::connect(addr)?,
-        Some(d) if d.is_zero() => {
-            return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))
-        }
+        Some(d) if d.is_zero() => return Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")),
         Some(d) => TcpStream::connect_timeout(&addr, d)?,
     };
     s.set_nodelay(true)?;
