@@ -408,12 +408,57 @@ fn requests_over_the_limit_are_refused_and_the_server_goes_on() {
 }
 
 #[test]
-fn a_handle_cannot_be_stored_in_a_container() {
+fn nested_proxies() {
+    // CPython's test_dict_proxy_nested / test_nested_queue: proxies stored in
+    // containers come back as proxies for the same objects.
     let m = Manager::start().unwrap();
     let inner: List<u8> = m.list().unwrap();
-    let d: Dict<u8, List<u8>> = m.dict().unwrap();
-    // A proxy (a handle) cannot be stored: a clear error, nothing sent.
-    let err = d.insert(1, inner).unwrap_err();
+    inner.push(1).unwrap();
+    let d: Dict<String, List<u8>> = m.dict().unwrap();
+    d.insert("xs".into(), inner.clone()).unwrap();
+    let again = d.get("xs").unwrap().unwrap();
+    again.push(2).unwrap();
+    assert_eq!(inner.to_vec().unwrap(), [1, 2]);
+    // A list of dicts, one level further, and a queue inside a value.
+    let outer: List<Dict<u8, String>> = m.list().unwrap();
+    let a: Dict<u8, String> = m.dict().unwrap();
+    outer.push(a.clone()).unwrap();
+    outer.get(0).unwrap().insert(7, "seven".into()).unwrap();
+    assert_eq!(a.get(&7).unwrap().as_deref(), Some("seven"));
+    let q: QueueProxy<u32> = m.queue().unwrap();
+    let holder = m.value(Some(q.clone())).unwrap();
+    holder.get().unwrap().unwrap().put(5).unwrap();
+    assert_eq!(q.try_get().unwrap(), 5);
+    // From a child: it reads the nested proxy and uses its own connection.
+    let p = Process::spawn(d.clone(), |d: Dict<String, List<u8>>| {
+        d.get("xs").unwrap().unwrap().push(3).unwrap();
+    })
+    .unwrap();
+    join(p);
+    assert_eq!(inner.to_vec().unwrap(), [1, 2, 3]);
+}
+
+#[test]
+fn a_proxy_of_another_manager_can_be_nested_too() {
+    let (m1, m2) = (Manager::start().unwrap(), Manager::start().unwrap());
+    let elsewhere = m2.value(9u8).unwrap();
+    let d: Dict<u8, ValueProxy<u8>> = m1.dict().unwrap();
+    d.insert(0, elsewhere.clone()).unwrap();
+    assert_eq!(d.get(&0).unwrap().unwrap().get().unwrap(), 9);
+    m2.shutdown().unwrap();
+    assert!(matches!(
+        d.get(&0).unwrap().unwrap().get(),
+        Err(ManagerError::ManagerGone)
+    ));
+}
+
+#[test]
+fn other_handles_cannot_be_stored() {
+    let m = Manager::start().unwrap();
+    let d: Dict<u8, multiproc::Connection> = m.dict().unwrap();
+    let (a, _b) = multiproc::Pipe::new().unwrap();
+    // A descriptor cannot live in the server's storage: a clear error, nothing sent.
+    let err = d.insert(1, a).unwrap_err();
     assert!(matches!(err, ManagerError::Codec(_)), "{err:?}");
     assert_eq!(d.len().unwrap(), 0);
 }

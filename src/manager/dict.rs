@@ -59,6 +59,10 @@ use crate::manager::update::{this_build, update_id};
 ///   [`items`](Dict::items) is unspecified (a hash map), not insertion order.
 /// - Objects live as long as the server: dropping the last proxy does not free
 ///   the dict on the server.
+/// - Nested proxies work as in Python: a value may hold proxies (a
+///   `Dict<String, List<u8>>`), stored as references and read back as proxies
+///   for the same objects. Other handles (a `Connection`, shared memory) cannot
+///   be stored: their descriptors cannot live in the server ([`ManagerError::Codec`]).
 #[doc(alias = "DictProxy")]
 #[doc(alias = "dict")]
 pub struct Dict<K, V> {

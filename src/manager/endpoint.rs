@@ -57,7 +57,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// received separately share connections.
 static ENDPOINTS: Mutex<Vec<(u64, Weak<Endpoint>)>> = Mutex::new(Vec::new());
 
-fn registered(token: u64) -> Option<Arc<Endpoint>> {
+pub(crate) fn registered(token: u64) -> Option<Arc<Endpoint>> {
     let pid = std::process::id();
     let mut list = lock(&ENDPOINTS);
     list.retain(|(_, w)| w.strong_count() > 0);
@@ -199,7 +199,10 @@ impl Endpoint {
     fn check_process(&self) -> Result<(), ManagerError> {
         if std::process::id() != self.pid {
             return Err(ManagerError::Refused(
-                "this proxy was inherited through fork; give proxies to a child as arguments instead".into(),
+                "this proxy was inherited through fork (StartMethod::Fork) and its connections belong to \
+                 the parent: give proxies to children started with ForkServer or Spawn, or connect to a \
+                 served manager (Manager::serve / Manager::connect) in the child"
+                    .into(),
             ));
         }
         Ok(())

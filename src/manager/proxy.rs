@@ -1,21 +1,86 @@
 //! What every proxy shares: the way to its server and its object's id, the
 //! encoding of values to and from the server, and the sealed [`Proxy`] trait.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec;
-use crate::manager::endpoint::{unexpected, EndpointRef};
+use crate::manager::endpoint::{registered, unexpected, EndpointRef};
 use crate::manager::error::ManagerError;
 use crate::manager::protocol::{Bytes, ObjKind, Op, Reply, Request};
 
 /// A proxy's object: its server and its id there. Public only to seal [`Proxy`].
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone)]
 pub struct Core {
     pub(crate) ep: EndpointRef,
     pub(crate) id: u64,
+}
+
+thread_local! {
+    /// True while a value is encoded for, or decoded from, a manager's storage.
+    static STORING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` in storage mode: proxies inside values travel as references.
+fn storing<R>(f: impl FnOnce() -> R) -> R {
+    let was = STORING.with(|s| s.replace(true));
+    let r = f();
+    STORING.with(|s| s.set(was));
+    r
+}
+
+/// How a proxy travels.
+#[derive(Serialize, Deserialize)]
+enum CoreWire {
+    /// To another process: a way to the server of its own, and the object's id.
+    Handle(EndpointRef, u64),
+    /// Inside a value stored by a manager (a nested proxy): the server's token
+    /// and the object's id. Whoever reads it back uses its own way to that server.
+    Nested { token: u64, id: u64 },
+}
+
+/// [`CoreWire`] by reference (same variants, same order).
+#[derive(Serialize)]
+#[serde(rename = "CoreWire")]
+enum CoreWireRef<'a> {
+    Handle(&'a EndpointRef, u64),
+    Nested { token: u64, id: u64 },
+}
+
+impl Serialize for Core {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if STORING.with(Cell::get) {
+            CoreWireRef::Nested {
+                token: self.ep.0.info.token,
+                id: self.id,
+            }
+            .serialize(s)
+        } else {
+            CoreWireRef::Handle(&self.ep, self.id).serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Core {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match CoreWire::deserialize(d)? {
+            CoreWire::Handle(ep, id) => Ok(Core { ep, id }),
+            CoreWire::Nested { token, id } => match registered(token) {
+                Some(ep) => Ok(Core {
+                    ep: EndpointRef(ep),
+                    id,
+                }),
+                None => Err(crate::codec::handles::fail(
+                    "a nested proxy refers to a manager this process is not connected to".into(),
+                    D::Error::custom,
+                )),
+            },
+        }
+    }
 }
 
 impl fmt::Debug for Core {
@@ -40,12 +105,12 @@ impl Core {
 
 /// Encodes a value for the server.
 pub(crate) fn enc<T: Serialize + ?Sized>(v: &T) -> Result<Bytes, ManagerError> {
-    Ok(Bytes(codec::to_bytes(v)?))
+    Ok(Bytes(storing(|| codec::to_bytes(v))?))
 }
 
 /// Decodes a value from the server.
 pub(crate) fn dec<T: DeserializeOwned>(b: &Bytes) -> Result<T, ManagerError> {
-    Ok(codec::decode_value::<T>(&b.0, Vec::new())?)
+    Ok(storing(|| codec::decode_value::<T>(&b.0, Vec::new()))?)
 }
 
 /// `Reply::Value(Some(..))` decoded.

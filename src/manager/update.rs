@@ -93,3 +93,74 @@ pub(crate) fn run_update(
     ctx.out
         .ok_or_else(|| "the address is not an update function".to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(
+        build_id: u64,
+        entry: i64,
+        value: &impl Serialize,
+    ) -> Result<Result<Vec<u8>, UpdateFailure>, String> {
+        run_update(build_id, entry, codec::to_bytes(value).unwrap())
+    }
+
+    #[test]
+    fn the_function_runs_on_the_stored_bytes() {
+        fn id<F: Fn(&mut (u32, String)) + Copy + 'static>(_: F) -> i64 {
+            update_id::<F, (u32, String)>()
+        }
+        let id = id(|v: &mut (u32, String)| {
+            v.0 += 1;
+            v.1.push('!');
+        });
+        let out = run(this_build(), id, &(41u32, "hi".to_string()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            codec::decode_value::<(u32, String)>(&out, vec![]).unwrap(),
+            (42, "hi!".into())
+        );
+    }
+
+    fn id_of<F: Fn(&mut u64) + Copy + 'static>(_: F) -> i64 {
+        update_id::<F, u64>()
+    }
+
+    #[test]
+    fn another_build_is_refused_before_anything_runs() {
+        let id = id_of(|v| *v += 1);
+        let err = run(this_build() ^ 1, id, &1u64).unwrap_err();
+        assert!(err.contains("different build"), "{err}");
+    }
+
+    #[test]
+    fn an_address_outside_the_code_is_refused() {
+        for offset in [i64::MIN, -(1 << 40), 1 << 40, i64::MAX] {
+            let err = run(this_build(), offset, &1u64).unwrap_err();
+            assert!(err.contains("not in the manager's executable"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_child_entry_point_is_not_an_update_function() {
+        fn entry<F: Fn(u8) -> u8 + Copy + 'static>(_: F) -> i64 {
+            crate::process::bootstrap::entry_id::<F, u8, u8>()
+        }
+        let entry = entry(|x| x + 1);
+        let err = run(this_build(), entry, &1u64).unwrap_err();
+        assert!(err.contains("not an update function"), "{err}");
+    }
+
+    #[test]
+    fn bytes_of_another_type_and_panics_are_reported() {
+        let id = id_of(|v| *v += 1);
+        assert!(matches!(
+            run(this_build(), id, &"text"),
+            Ok(Err(UpdateFailure::Codec(_)))
+        ));
+        let id = id_of(|_| panic!("no"));
+        assert!(matches!(run(this_build(), id, &1u64), Ok(Err(UpdateFailure::Panicked(m))) if m == "no"));
+    }
+}
