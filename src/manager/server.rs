@@ -168,21 +168,40 @@ pub(crate) fn server_main(args: ServerArgs) {
     if seed.send(&ready).is_err() {
         return;
     }
-    spawn_conn(&srv, seed, false);
+    spawn_conn(
+        &srv,
+        seed,
+        Origin {
+            tcp: false,
+            remote: false,
+        },
+    );
     if let Some(l) = listener {
-        let tcp = !matches!(bound, Some(WireAddr::Unix(_)));
+        let origin = Origin {
+            tcp: !matches!(bound, Some(WireAddr::Unix(_))),
+            remote: true,
+        };
         let srv = srv.clone();
         let _ = std::thread::Builder::new()
             .name("manager-accept".into())
-            .spawn(move || accept_loop(&srv, &l, tcp));
+            .spawn(move || accept_loop(&srv, &l, origin));
     }
     let _ = stop_rx.recv();
 }
 
-fn accept_loop(srv: &Arc<Server>, l: &Listener, tcp: bool) {
+/// Where a connection came from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// Over TCP: no descriptor can travel.
+    tcp: bool,
+    /// From the listener (a remote client), or made for one: not the owner.
+    remote: bool,
+}
+
+fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
     loop {
         match l.accept() {
-            Ok(c) => spawn_conn(srv, c, tcp),
+            Ok(c) => spawn_conn(srv, c, origin),
             // This client failed the handshake; serve the next one.
             Err(ConnectError::Auth(_)) | Err(ConnectError::Timeout) => {}
             // Out of descriptors or the like: do not spin.
@@ -191,14 +210,14 @@ fn accept_loop(srv: &Arc<Server>, l: &Listener, tcp: bool) {
     }
 }
 
-fn spawn_conn(srv: &Arc<Server>, conn: Connection, tcp: bool) {
+fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
     let srv = srv.clone();
     let _ = std::thread::Builder::new()
         .name("manager-conn".into())
-        .spawn(move || serve_conn(&srv, &conn, tcp));
+        .spawn(move || serve_conn(&srv, &conn, origin));
 }
 
-fn serve_conn(srv: &Arc<Server>, conn: &Connection, tcp: bool) {
+fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
     conn.set_max_frame(srv.max_request);
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
     loop {
@@ -220,8 +239,8 @@ fn serve_conn(srv: &Arc<Server>, conn: &Connection, tcp: bool) {
                 continue;
             }
         };
-        let shutdown = matches!(req, Request::Shutdown);
-        let reply = srv.handle(me, conn, tcp, req);
+        let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
+        let reply = srv.handle(me, conn, origin, req);
         match conn.send(&reply) {
             Ok(()) => {}
             Err(SendError::Codec(e)) => {
@@ -271,7 +290,7 @@ fn deadline_ms(ms: Option<u64>) -> Deadline {
 }
 
 impl Server {
-    fn handle(self: &Arc<Self>, me: u64, conn: &Connection, tcp: bool, req: Request) -> Reply {
+    fn handle(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
         match req {
             Request::Hello { version } => {
                 if version == PROTOCOL_VERSION {
@@ -307,19 +326,30 @@ impl Server {
                 }
             }
             Request::NewConnection => {
-                if tcp {
+                if origin.tcp {
                     return Reply::Fault(Fault::Unsupported(
                         "new connections over TCP come from connecting again, not from the server".into(),
                     ));
                 }
                 match Pipe::new() {
                     Ok((ours, theirs)) => {
-                        spawn_conn(self, ours, false);
+                        // A connection made for a remote client is remote too.
+                        spawn_conn(
+                            self,
+                            ours,
+                            Origin {
+                                tcp: false,
+                                remote: origin.remote,
+                            },
+                        );
                         Reply::Conn(theirs)
                     }
                     Err(e) => Reply::Fault(Fault::Unsupported(format!("cannot make a connection: {e}"))),
                 }
             }
+            Request::Shutdown if origin.remote => Reply::Fault(Fault::Unsupported(
+                "only the process that started the manager can shut it down".into(),
+            )),
             Request::Shutdown => Reply::Unit,
         }
     }
@@ -615,5 +645,120 @@ fn list(obj: &mut Obj) -> Result<&mut Vec<Vec<u8>>, Fault> {
     match obj {
         Obj::List(l) => Ok(l),
         o => Err(unsupported("a list operation", o.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Client;
+    use crate::manager::endpoint::roundtrip;
+
+    fn call(c: &Connection, req: Request) -> Reply {
+        roundtrip(c, &req, Deadline::after(Duration::from_secs(20))).unwrap()
+    }
+
+    /// A server in a thread of this process, listening on a Unix path.
+    fn server() -> (Connection, std::path::PathBuf, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("mp-mgr-unit-{}-{}", std::process::id(), random_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let (ours, theirs) = Pipe::new().unwrap();
+        let args = ServerArgs {
+            seed: theirs,
+            listen: Some((WireAddr::Unix(path.clone()), b"k".to_vec())),
+            max_request: 1 << 16,
+        };
+        let t = std::thread::spawn(move || server_main(args));
+        let ready: Ready = ours.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(ready.is_ok());
+        (ours, path, t)
+    }
+
+    #[test]
+    fn faults_are_replies_and_the_server_goes_on() {
+        let (owner, path, t) = server();
+        let c = Client::connect_timeout(path.clone(), Some(b"k"), Duration::from_secs(20)).unwrap();
+        // Bytes that are no request.
+        c.send_bytes(b"\xff\xff\xff garbage").unwrap();
+        assert!(matches!(
+            c.recv_timeout::<Reply>(Duration::from_secs(20)).unwrap(),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        // The same connection still works.
+        assert!(matches!(
+            call(
+                &c,
+                Request::Hello {
+                    version: PROTOCOL_VERSION
+                }
+            ),
+            Reply::Info(_)
+        ));
+        assert!(matches!(
+            call(&c, Request::Hello { version: 999 }),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        // Unknown object, wrong kind.
+        let op = |id, kind| Request::Call {
+            id,
+            kind,
+            op: Op::Len,
+        };
+        assert!(matches!(
+            call(&c, op(12345, ObjKind::Dict)),
+            Reply::Fault(Fault::NoSuchObject(12345))
+        ));
+        let Reply::Id(id) = call(
+            &c,
+            Request::Create {
+                kind: ObjKind::List,
+                init: Bytes(vec![0]),
+            },
+        ) else {
+            panic!("no id")
+        };
+        assert!(matches!(
+            call(&c, op(id, ObjKind::Dict)),
+            Reply::Fault(Fault::WrongKind { .. })
+        ));
+        assert!(matches!(call(&c, op(id, ObjKind::List)), Reply::Len(0)));
+        // A malformed initial value is refused.
+        let bad = Request::Create {
+            kind: ObjKind::Queue,
+            init: Bytes(vec![9, 9, 9]),
+        };
+        assert!(matches!(call(&c, bad), Reply::Fault(Fault::Malformed(_))));
+        // A remote client can neither get descriptors over TCP nor stop the server.
+        assert!(matches!(
+            call(&c, Request::Shutdown),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        // A connection handed to a remote client is remote too.
+        let Reply::Conn(c2) = call(&c, Request::NewConnection) else {
+            panic!("no connection")
+        };
+        assert!(matches!(
+            call(&c2, Request::Shutdown),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        assert!(matches!(call(&c2, op(id, ObjKind::List)), Reply::Len(0)));
+        // An oversized request: refused from its header, that connection closed.
+        let big = Request::Call {
+            id,
+            kind: ObjKind::List,
+            op: Op::ListPush(Bytes(vec![0; 1 << 17])),
+        };
+        assert!(matches!(call(&c2, big), Reply::Fault(Fault::Malformed(_))));
+        let after = c2.recv_timeout::<Reply>(Duration::from_secs(20));
+        assert!(
+            matches!(after, Err(RecvError::Eof) | Err(RecvError::Io(_))),
+            "{after:?}"
+        );
+        assert!(matches!(call(&c, op(id, ObjKind::List)), Reply::Len(0)));
+        // The owner can.
+        assert!(matches!(call(&owner, Request::Shutdown), Reply::Unit));
+        t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }
