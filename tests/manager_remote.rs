@@ -77,6 +77,8 @@ fn remote_manager_over_a_unix_path() {
     let dir = std::env::temp_dir().join(format!("mp-manager-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     serve_and_connect(Address::from(dir.join("manager.sock")));
+    // The server removed its socket file when it stopped.
+    assert!(!dir.join("manager.sock").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -153,7 +153,8 @@ impl Endpoint {
             other => return Err(unexpected(&other)),
         };
         if let Some(ep) = registered(info.token) {
-            ep.give_back(conn);
+            // This process reaches that server already (perhaps as its owner):
+            // share that way, and close this connection.
             return Ok(ep);
         }
         let ep = Arc::new(Endpoint {

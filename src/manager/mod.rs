@@ -65,8 +65,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// Dropping a manager that started its server (or calling
 /// [`shutdown`](Manager::shutdown)) stops the server and reaps it: it is asked to
 /// exit, then killed if it has not within a few seconds. Proxies that outlive it
-/// return [`ManagerError::ManagerGone`]. Dropping a connected manager only closes
-/// its connections.
+/// return [`ManagerError::ManagerGone`]. Dropping a connected manager stops
+/// nothing; its connections close with its last proxy.
 ///
 /// # Examples
 ///
@@ -462,9 +462,10 @@ impl Manager {
         }
     }
 
-    /// Stops the server and waits for it to exit (Python's `shutdown()`); for a
-    /// connected manager, closes this process's connections. Proxies of a stopped
-    /// server return [`ManagerError::ManagerGone`].
+    /// Stops the server and waits for it to exit (Python's `shutdown()`).
+    /// Proxies of a stopped server return [`ManagerError::ManagerGone`]. For a
+    /// connected manager, does nothing but drop it (only the process that
+    /// started a server can stop it).
     ///
     /// # Errors
     ///
@@ -475,7 +476,8 @@ impl Manager {
 
     fn stop(&mut self) -> Result<(), ManagerError> {
         let Some(server) = self.server.take() else {
-            self.ep.disconnect();
+            // A connected manager: its connections close with the last proxy
+            // (the endpoint may be shared with other managers and proxies).
             return Ok(());
         };
         // Ask; a server that is already gone answers nothing, which is fine.

@@ -69,6 +69,11 @@ pub(crate) struct ServerArgs {
 /// The server's first message on the seed connection.
 pub(crate) type Ready = Result<(ServerInfo, Option<WireAddr>), String>;
 
+/// Threads accepting (and authenticating) remote clients.
+const ACCEPTORS: usize = 4;
+/// How long a remote client has to authenticate.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+
 /// Waiting slices: how often a blocked operation checks that its client is alive.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -176,17 +181,28 @@ pub(crate) fn server_main(args: ServerArgs) {
             remote: false,
         },
     );
-    if let Some(l) = listener {
+    if let Some(mut l) = listener {
         let origin = Origin {
             tcp: !matches!(bound, Some(WireAddr::Unix(_))),
             remote: true,
         };
-        let srv = srv.clone();
-        let _ = std::thread::Builder::new()
-            .name("manager-accept".into())
-            .spawn(move || accept_loop(&srv, &l, origin));
+        // The listener authenticates each client inside `accept`: several
+        // acceptors and a short handshake keep a silent client from stalling
+        // the others.
+        l.set_handshake_timeout(HANDSHAKE);
+        let l = Arc::new(l);
+        for _ in 0..ACCEPTORS {
+            let (srv, l) = (srv.clone(), l.clone());
+            let _ = std::thread::Builder::new()
+                .name("manager-accept".into())
+                .spawn(move || accept_loop(&srv, &l, origin));
+        }
     }
     let _ = stop_rx.recv();
+    // The process exits without running destructors: remove the socket file here.
+    if let Some(WireAddr::Unix(path)) = &bound {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Where a connection came from.
