@@ -139,3 +139,36 @@ fn a_client_killed_mid_run_does_not_disturb_the_others() {
     }
     assert_eq!(d.get(&0).unwrap().unwrap(), before + 100);
 }
+
+fn start_manager_and_wait(report: multiproc::Connection) {
+    let m = Manager::start().unwrap();
+    let v = m.value(1u8).unwrap();
+    report.send(&(m.server_pid(), v)).unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_manager_dies_with_the_process_that_started_it() {
+    let (ours, theirs) = multiproc::Pipe::new().unwrap();
+    let p = Process::spawn(theirs, start_manager_and_wait).unwrap();
+    let (server_pid, v): (u32, multiproc::ValueProxy<u8>) =
+        ours.recv_timeout(Duration::from_secs(30)).unwrap();
+    assert_eq!(v.get().unwrap(), 1);
+    p.kill().unwrap();
+    assert!(p.join_timeout(JOIN).is_err());
+    // The server was a daemon of the killed process: it goes too, and its
+    // proxies say so.
+    let t = Instant::now();
+    while std::path::Path::new(&format!("/proc/{server_pid}")).exists() {
+        let status = std::fs::read_to_string(format!("/proc/{server_pid}/status")).unwrap_or_default();
+        if status.contains("State:\tZ") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the manager outlived its owner"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(matches!(v.get(), Err(ManagerError::ManagerGone)));
+}
