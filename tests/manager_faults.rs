@@ -97,6 +97,25 @@ fn dropping_the_manager_stops_the_server() {
     assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
 }
 
+/// SIGSTOP takes effect asynchronously: waits until every thread of `pid` is stopped.
+fn wait_all_threads_stopped(pid: u32) {
+    let t = Instant::now();
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        let all_stopped = tasks.filter_map(Result::ok).all(|task| {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('T'))
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "the server did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_stopped_server_is_a_timeout_not_a_hang() {
     let m = Manager::builder()
@@ -107,6 +126,7 @@ fn a_stopped_server_is_a_timeout_not_a_hang() {
     d.insert(1, 1).unwrap();
     let pid = Pid::from_raw(m.server_pid() as i32).unwrap();
     kill_process(pid, Signal::STOP).unwrap();
+    wait_all_threads_stopped(m.server_pid());
     let t = Instant::now();
     assert!(matches!(d.get(&1), Err(ManagerError::Timeout)));
     assert!(t.elapsed() < Duration::from_secs(5));
