@@ -68,6 +68,6 @@ pub use process::{
 pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
 pub use shm::{Array, ArrayGuard, SharedMemory, Value, ValueGuard};
 pub use sync::{
-    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
-    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
+    Barrier, BarrierBuilder, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
+    LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
 };

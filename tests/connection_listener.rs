@@ -267,3 +267,44 @@ fn handles_cannot_travel_over_tcp_but_can_over_unix_paths() {
         }
     }
 }
+
+#[test]
+fn a_client_that_connects_and_sends_before_accept_is_served() {
+    // CPython's test_issue14725 and test_issue16955: the client is connected (and
+    // has sent) before `accept` runs; poll on the accepted end sees the message.
+    for addr in addresses("early") {
+        let l = Listener::bind(addr, None).unwrap();
+        let c = Client::connect_timeout(l.address(), None, LONG).unwrap();
+        c.send_bytes(b"early").unwrap();
+        thread::sleep(Duration::from_millis(100));
+        let s = l.accept_timeout(LONG).unwrap();
+        assert!(s.poll(Some(LONG)).unwrap());
+        assert_eq!(s.try_recv_bytes().unwrap(), b"early");
+        drop(c);
+        assert!(s.recv_bytes_timeout(LONG).unwrap_err().is_eof());
+    }
+}
+
+#[test]
+fn wait_covers_listeners_and_connections_together() {
+    let l = Listener::bind("127.0.0.1:0", Some(KEY)).unwrap();
+    let (a, b) = multiproc::Pipe::new().unwrap();
+    assert!(multiproc::wait(&[&l, &b], Some(Duration::from_millis(50)))
+        .unwrap()
+        .is_empty());
+    let at = l.address();
+    let t = thread::spawn(move || Client::connect_timeout(at, Some(KEY), LONG).unwrap());
+    assert_eq!(multiproc::wait(&[&l, &b], Some(LONG)).unwrap(), vec![0]);
+    let s = l.accept_timeout(LONG).unwrap();
+    let c = t.join().unwrap();
+    c.send(&1u8).unwrap();
+    a.send(&2u8).unwrap();
+    let start = Instant::now();
+    let mut ready = Vec::new();
+    while ready.len() < 2 && start.elapsed() < LONG {
+        ready = multiproc::wait(&[&l, &b, &s], Some(LONG)).unwrap();
+    }
+    assert_eq!(ready, vec![1, 2]);
+    assert_eq!(s.try_recv::<u8>().unwrap(), 1);
+    assert_eq!(b.try_recv::<u8>().unwrap(), 2);
+}

@@ -51,8 +51,8 @@ fn keeps_left_open((left, right): (Connection, Connection)) -> usize {
 #[test]
 fn a_child_that_keeps_the_other_end_never_sees_eof() {
     let (left, right) = Pipe::new().unwrap();
-    let p = Process::spawn((left.try_clone().unwrap(), right), keeps_left_open).unwrap();
     left.send(&"one".to_string()).unwrap();
+    let p = Process::spawn((left.try_clone().unwrap(), right), keeps_left_open).unwrap();
     left.close();
     assert_eq!(p.join_timeout(LONG).unwrap(), Some(1));
 }
@@ -128,8 +128,13 @@ fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
     let (mine, theirs) = Pipe::new().unwrap();
     let p = Process::spawn(theirs, big_sender).unwrap();
     assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
-    // Nobody reads: the child blocks on a full socket in the middle of the message.
-    std::thread::sleep(Duration::from_millis(300));
+    // Nobody reads: wait until a good part of the 64 MiB message sits in the
+    // socket (the child is then blocked in the middle of it), and kill the child.
+    let start = Instant::now();
+    while rustix::io::ioctl_fionread(&mine).unwrap() < 100_000 {
+        assert!(start.elapsed() < LONG, "the child never sent");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     p.kill().unwrap();
     let t = Instant::now();
     match mine.recv_bytes_timeout(LONG) {
@@ -186,4 +191,53 @@ fn listener_and_client_in_different_processes_for_both_families() {
         assert_eq!(p.join_timeout(LONG).unwrap(), Some(Ok(1)));
     }
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn sleep_then_send((c, ms): (Connection, u64)) {
+    std::thread::sleep(Duration::from_millis(ms));
+    c.send(&ms).unwrap();
+}
+
+fn linger(ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    ms
+}
+
+#[test]
+fn wait_over_connections_and_processes_returns_the_ready_ones() {
+    // CPython's TestWait: processes are ready when they exit, connections when
+    // a message (or EOF) can be received.
+    let (mine, theirs) = Pipe::new().unwrap();
+    let sender = Process::spawn((theirs, 300u64), sleep_then_send).unwrap();
+    let sleeper = Process::spawn(5_000u64, linger).unwrap();
+    // Nothing ready: an empty list at once for a zero timeout, after it otherwise.
+    let t = Instant::now();
+    assert!(multiproc::wait(&[&mine, &sleeper], Some(Duration::ZERO))
+        .unwrap()
+        .is_empty());
+    assert!(t.elapsed() < Duration::from_millis(250));
+    // The sender's message arrives first; the sender itself then exits.
+    let mut seen_msg = false;
+    let mut seen_exit = false;
+    let start = Instant::now();
+    while !(seen_msg && seen_exit) {
+        assert!(start.elapsed() < LONG, "msg={seen_msg} exit={seen_exit}");
+        let ready = multiproc::wait(&[&mine, &sender, &sleeper], Some(LONG)).unwrap();
+        assert!(!ready.contains(&2), "the sleeper is still running");
+        if ready.contains(&0) && !seen_msg {
+            assert_eq!(mine.try_recv::<u64>().unwrap(), 300);
+            seen_msg = true;
+        } else if ready.contains(&0) {
+            // After the message: EOF once the sender has exited.
+            assert!(mine.try_recv::<u64>().unwrap_err().is_eof());
+        }
+        if ready.contains(&1) {
+            assert!(!sender.is_alive());
+            seen_exit = true;
+        }
+    }
+    sender.join_timeout(LONG).unwrap();
+    sleeper.kill().unwrap();
+    assert_eq!(multiproc::wait(&[&sleeper], Some(LONG)).unwrap(), vec![0]);
+    assert!(sleeper.join_timeout(LONG).is_err(), "killed");
 }

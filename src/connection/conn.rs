@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::handles::{deserialize_fd, serialize_fd};
-use crate::codec::stream::{write_frame, FrameReader, ReadError};
+use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::{self, CodecError, Frame, Outgoing, DEFAULT_MAX_FRAME};
 use crate::connection::error::{BufferTooShort, RecvError, SendError};
 use crate::deadline::Deadline;
@@ -171,7 +171,14 @@ impl Connection {
             )));
         }
         let _guard = lock(&self.write);
-        write_frame(self.fd.as_fd(), out, Deadline::NEVER).map_err(SendError::from)
+        let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
+        crate::sys::sock::send_all(
+            self.fd.as_fd(),
+            &[&out.header, &out.payload],
+            &fds,
+            Deadline::NEVER,
+        )
+        .map_err(SendError::from)
     }
 
     /// Sends one value of any serde type. Handles inside it (a `Connection`, a
@@ -475,6 +482,20 @@ impl Connection {
 
     pub(crate) fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+impl AsFd for Connection {
+    /// The socket (Python's `fileno()`), e.g. to poll it with other descriptors.
+    /// Reading or writing it directly breaks the message framing.
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl AsRawFd for Connection {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
     }
 }
 

@@ -279,6 +279,10 @@ impl Listener {
         self.accept_deadline(Deadline::after(Duration::ZERO))
     }
 
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.sock.fd()
+    }
+
     /// Closes the listener (same as dropping it).
     pub fn close(self) {
         drop(self);

@@ -7,12 +7,13 @@ use std::time::Duration;
 use rustix::event::PollFlags;
 
 use crate::connection::conn::Connection;
+use crate::connection::listener::Listener;
 use crate::deadline::Deadline;
 use crate::sys::sock;
 
 /// Something [`wait`] can wait for: a [`Connection`] (ready when a message or the
-/// end of the stream can be received without blocking) or a `Process` (ready once
-/// it has exited).
+/// end of the stream can be received without blocking), a [`Listener`] (ready when
+/// a client is waiting to be accepted) or a `Process` (ready once it has exited).
 pub trait Waitable {
     /// The descriptor that becomes readable when this object may be ready.
     #[doc(hidden)]
@@ -34,13 +35,25 @@ impl Waitable for Connection {
     }
 }
 
+impl Waitable for Listener {
+    fn wait_fd(&self) -> BorrowedFd<'_> {
+        self.fd()
+    }
+
+    fn ready_now(&self) -> bool {
+        // A client is queued. Its handshake may still take up to the handshake timeout.
+        sock::poll_one(self.fd(), PollFlags::IN, Deadline::after(Duration::ZERO)).unwrap_or(true)
+    }
+}
+
 /// Waits until at least one of `objects` is ready, or `timeout` passes
 /// (`None`: forever; `Some(Duration::ZERO)`: check and return at once), and
 /// returns the indices of the ready ones (empty on timeout).
 ///
 /// A connection is ready when the next `recv` returns at once (a whole message,
 /// the end of the stream, or an error, such as `WriteOnly` for the writer of a
-/// simplex pipe); a process, once it has exited.
+/// simplex pipe); a listener, when a client waits to be accepted; a process, once
+/// it has exited.
 ///
 /// # Errors
 ///

@@ -106,7 +106,12 @@ pub(crate) fn send_all(
     } else {
         SendFlags::NOSIGNAL | SendFlags::DONTWAIT
     };
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    // No allocation for the control buffer when there is nothing to attach.
+    let mut space = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))]
+    };
     // A zero-length message with no descriptors still "sends": nothing to do.
     while sent < total || fds_pending {
         // Skip what has gone out already.
