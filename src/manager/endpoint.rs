@@ -214,6 +214,11 @@ impl Endpoint {
         match &self.route {
             Route::Local(control) => {
                 let mut control = lock(control);
+                if control.is_none() {
+                    // The control connection failed (a timeout): any healthy
+                    // connection of the pool can take its place.
+                    *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
+                }
                 let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
                 match roundtrip(c, &Request::NewConnection, self.deadline()) {
                     Ok(Reply::Conn(conn)) => Ok(conn),
@@ -255,7 +260,12 @@ impl Endpoint {
 
     /// One request, one reply, with the call timeout.
     pub(crate) fn call(&self, req: &Request) -> Result<Reply, ManagerError> {
-        self.lease()?.call(req, self.deadline())
+        self.call_deadline(req, self.deadline())
+    }
+
+    /// [`call`](Endpoint::call) with its own deadline.
+    pub(crate) fn call_deadline(&self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+        self.lease()?.call(req, deadline)
     }
 
     /// Drops every pooled connection (and the control one): later calls fail with `ManagerGone`
@@ -283,20 +293,27 @@ impl<'a> Lease<'a> {
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        let conn = self.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
-        match roundtrip(conn, req, deadline) {
-            Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
-                // The server closes a connection whose stream it could not read.
-                self.conn = None;
-                Err(f.into())
-            }
-            Ok(Reply::Fault(f)) => Err(f.into()),
-            Ok(r) => Ok(r),
-            Err(e @ ManagerError::Codec(CodecError::Encode(_))) => Err(e),
-            Err(e) => {
-                self.conn = None;
-                Err(e)
-            }
+        settle(&mut self.conn, req, deadline)
+    }
+}
+
+/// One round trip on `slot`'s connection; a fault reply is an `Err`. A
+/// connection that may be out of step afterwards (timeout, broken, refused by
+/// the server) is closed: `slot` becomes `None`.
+fn settle(slot: &mut Option<Connection>, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+    let conn = slot.as_ref().ok_or(ManagerError::ManagerGone)?;
+    match roundtrip(conn, req, deadline) {
+        Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
+            // The server closes a connection whose stream it could not read.
+            *slot = None;
+            Err(f.into())
+        }
+        Ok(Reply::Fault(f)) => Err(f.into()),
+        Ok(r) => Ok(r),
+        Err(e @ ManagerError::Codec(CodecError::Encode(_))) => Err(e),
+        Err(e) => {
+            *slot = None;
+            Err(e)
         }
     }
 }

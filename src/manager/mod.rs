@@ -483,8 +483,7 @@ impl Manager {
         // Ask; a server that is already gone answers nothing, which is fine.
         let asked = self
             .ep
-            .lease()
-            .and_then(|mut l| l.call(&Request::Shutdown, Deadline::after(STOP_GRACE)));
+            .call_deadline(&Request::Shutdown, Deadline::after(STOP_GRACE));
         self.ep.disconnect();
         if asked.is_ok() {
             if let Ok(Some(())) = server.join_timeout(STOP_GRACE) {
