@@ -276,6 +276,14 @@ impl Manager {
     /// Every connection must pass the HMAC-SHA256 challenge with the key before
     /// anything it sends is read as a request; requests are size-limited; a
     /// malformed request gets an error reply and the server goes on serving.
+    /// Only this process (and the processes its proxies are given to) can shut
+    /// the server down, not the clients that connect.
+    ///
+    /// Give the key only to programs you trust: an authenticated client reads
+    /// and writes every object, and its `update_with` functions run in the
+    /// server if it runs the same build of the executable (a client of another
+    /// build gets [`ManagerError::FunctionRefused`]; the function is never
+    /// called at an unchecked address).
     ///
     /// # Errors
     ///
