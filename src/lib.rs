@@ -61,6 +61,7 @@ pub use manager::{
     Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Proxy,
     QueueProxy, ValueProxy,
 };
+pub use pool::{AsyncGetError, AsyncResult, Imap, ImapTimeout, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
