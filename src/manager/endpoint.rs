@@ -212,30 +212,38 @@ impl Endpoint {
     /// A new connection to the server.
     fn connect(&self) -> Result<Connection, ManagerError> {
         match &self.route {
-            Route::Local(control) => {
-                let mut control = lock(control);
-                if control.is_none() {
-                    // The control connection failed (a timeout): any healthy
-                    // connection of the pool can take its place.
-                    *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
-                }
-                let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
-                match roundtrip(c, &Request::NewConnection, self.deadline()) {
-                    Ok(Reply::Conn(conn)) => Ok(conn),
-                    Ok(Reply::Fault(f)) => Err(f.into()),
-                    Ok(other) => Err(unexpected(&other)),
-                    Err(e) => {
-                        // A control connection that failed is out of step: drop it.
-                        *control = None;
-                        Err(e)
-                    }
-                }
-            }
+            Route::Local(_) => self.new_local(1)?.pop().ok_or(ManagerError::ManagerGone),
             Route::Remote { addr, authkey } => {
                 let t = self
                     .call_timeout()
                     .unwrap_or(crate::connection::DEFAULT_CONNECT_TIMEOUT);
                 Client::connect_timeout(Address::from(addr), Some(authkey), t).map_err(connect_error)
+            }
+        }
+    }
+
+    /// `count` new connections from a local server, asked for on the control connection.
+    fn new_local(&self, count: u8) -> Result<Vec<Connection>, ManagerError> {
+        let Route::Local(control) = &self.route else {
+            return Err(ManagerError::Refused(
+                "a remote manager hands out no connections".into(),
+            ));
+        };
+        let mut control = lock(control);
+        if control.is_none() {
+            // The control connection failed (a timeout): any healthy
+            // connection of the pool can take its place.
+            *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
+        }
+        let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
+        match roundtrip(c, &Request::NewConnection { count }, self.deadline()) {
+            Ok(Reply::Conns(conns)) if conns.len() == usize::from(count) => Ok(conns),
+            Ok(Reply::Fault(f)) => Err(f.into()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => {
+                // A control connection that failed is out of step: drop it.
+                *control = None;
+                Err(e)
             }
         }
     }
@@ -335,8 +343,12 @@ pub(crate) fn unexpected(r: &Reply) -> ManagerError {
 /// How an endpoint travels to another process.
 #[derive(Serialize, Deserialize)]
 enum EndpointWire {
-    /// A fresh connection that becomes the receiver's control connection.
-    Local { info: ServerInfo, control: Connection },
+    /// Fresh connections: the receiver's control connection and a first working one.
+    Local {
+        info: ServerInfo,
+        control: Connection,
+        first: Connection,
+    },
     /// The address and key to connect with.
     Remote {
         info: ServerInfo,
@@ -355,12 +367,18 @@ impl Serialize for EndpointRef {
         let ep = &self.0;
         let wire = match &ep.route {
             Route::Local(_) => {
-                let fresh = ep.check_process().and_then(|()| ep.connect()).map_err(|e| {
+                // Two connections: the receiver's control connection and its
+                // first working one (no round trip before its first call).
+                let mut fresh = ep.check_process().and_then(|()| ep.new_local(2)).map_err(|e| {
                     crate::codec::handles::fail(format!("cannot pass a manager proxy: {e}"), S::Error::custom)
                 })?;
+                let (Some(first), Some(control)) = (fresh.pop(), fresh.pop()) else {
+                    return Err(S::Error::custom("the manager handed out no connection"));
+                };
                 EndpointWire::Local {
                     info: ep.info,
-                    control: fresh,
+                    control,
+                    first,
                 }
             }
             Route::Remote { addr, authkey } => EndpointWire::Remote {
@@ -376,18 +394,29 @@ impl Serialize for EndpointRef {
 impl<'de> Deserialize<'de> for EndpointRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let wire = EndpointWire::deserialize(d)?;
-        let (info, route) = match wire {
-            EndpointWire::Local { info, control } => (info, Route::Local(Mutex::new(Some(control)))),
-            EndpointWire::Remote { info, addr, authkey } => (info, Route::Remote { addr, authkey }),
+        let (info, route, idle) = match wire {
+            EndpointWire::Local { info, control, first } => {
+                (info, Route::Local(Mutex::new(Some(control))), vec![first])
+            }
+            EndpointWire::Remote { info, addr, authkey } => {
+                (info, Route::Remote { addr, authkey }, Vec::new())
+            }
         };
         if let Some(ep) = registered(info.token) {
+            // This process reaches that server already: keep the working
+            // connection if its pool is empty (it is this process's own), drop the rest.
+            let mut pool = lock(&ep.idle);
+            if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
+                pool.extend(idle);
+            }
+            drop(pool);
             return Ok(EndpointRef(ep));
         }
         let ep = Arc::new(Endpoint {
             info,
             route,
             pid: std::process::id(),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(idle),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
         });
         register(&ep);

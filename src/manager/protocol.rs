@@ -14,6 +14,9 @@ use crate::connection::Connection;
 /// Bumped whenever a request or reply changes shape.
 pub(crate) const PROTOCOL_VERSION: u32 = 1;
 
+/// The most connections one `NewConnection` request gets.
+pub(crate) const MAX_NEW_CONNECTIONS: u8 = 4;
+
 /// The largest request (payload bytes) a server accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_REQUEST: u64 = 64 << 20;
 
@@ -164,8 +167,9 @@ pub(crate) enum Request {
     Register { name: String, id: u64 },
     /// The id and kind of a named object.
     Lookup { name: String },
-    /// Asks for a new connection to the server (a Unix socketpair end, local servers only).
-    NewConnection,
+    /// Asks for `count` new connections to the server (Unix socketpair ends;
+    /// not over TCP), at most [`MAX_NEW_CONNECTIONS`].
+    NewConnection { count: u8 },
     /// Stops the server.
     Shutdown,
 }
@@ -220,6 +224,6 @@ pub(crate) enum Reply {
     Items(Vec<(Bytes, Bytes)>),
     Info(ServerInfo),
     Found(u64, ObjKind),
-    Conn(Connection),
+    Conns(Vec<Connection>),
     Fault(Fault),
 }

@@ -20,7 +20,7 @@ use crate::codec::{self, CodecError};
 use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
 use crate::deadline::Deadline;
 use crate::manager::protocol::{
-    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, PROTOCOL_VERSION,
+    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
 };
 use crate::manager::update::{run_update, this_build, UpdateFailure};
 use crate::sys::sock::poll_one;
@@ -341,27 +341,38 @@ impl Server {
                     None => Reply::Fault(Fault::NameNotFound(name)),
                 }
             }
-            Request::NewConnection => {
+            Request::NewConnection { count } => {
                 if origin.tcp {
                     return Reply::Fault(Fault::Unsupported(
                         "new connections over TCP come from connecting again, not from the server".into(),
                     ));
                 }
-                match Pipe::new() {
-                    Ok((ours, theirs)) => {
-                        // A connection made for a remote client is remote too.
-                        spawn_conn(
-                            self,
-                            ours,
-                            Origin {
-                                tcp: false,
-                                remote: origin.remote,
-                            },
-                        );
-                        Reply::Conn(theirs)
-                    }
-                    Err(e) => Reply::Fault(Fault::Unsupported(format!("cannot make a connection: {e}"))),
+                if !(1..=MAX_NEW_CONNECTIONS).contains(&count) {
+                    return Reply::Fault(Fault::Malformed(format!(
+                        "{count} connections asked for, 1 to {MAX_NEW_CONNECTIONS} allowed"
+                    )));
                 }
+                let mut conns = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    match Pipe::new() {
+                        Ok((ours, theirs)) => {
+                            // A connection made for a remote client is remote too.
+                            spawn_conn(
+                                self,
+                                ours,
+                                Origin {
+                                    tcp: false,
+                                    remote: origin.remote,
+                                },
+                            );
+                            conns.push(theirs);
+                        }
+                        Err(e) => {
+                            return Reply::Fault(Fault::Unsupported(format!("cannot make a connection: {e}")))
+                        }
+                    }
+                }
+                Reply::Conns(conns)
             }
             Request::Shutdown if origin.remote => Reply::Fault(Fault::Unsupported(
                 "only the process that started the manager can shut it down".into(),
@@ -751,9 +762,18 @@ mod tests {
             Reply::Fault(Fault::Unsupported(_))
         ));
         // A connection handed to a remote client is remote too.
-        let Reply::Conn(c2) = call(&c, Request::NewConnection) else {
+        assert!(matches!(
+            call(&c, Request::NewConnection { count: 0 }),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        assert!(matches!(
+            call(&c, Request::NewConnection { count: 200 }),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        let Reply::Conns(mut conns) = call(&c, Request::NewConnection { count: 1 }) else {
             panic!("no connection")
         };
+        let c2 = conns.pop().unwrap();
         assert!(matches!(
             call(&c2, Request::Shutdown),
             Reply::Fault(Fault::Unsupported(_))
