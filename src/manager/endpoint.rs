@@ -346,8 +346,8 @@ enum EndpointWire {
     /// Fresh connections: the receiver's control connection and a first working one.
     Local {
         info: ServerInfo,
-        control: Connection,
-        first: Connection,
+        control: Box<Connection>,
+        first: Box<Connection>,
     },
     /// The address and key to connect with.
     Remote {
@@ -377,8 +377,8 @@ impl Serialize for EndpointRef {
                 };
                 EndpointWire::Local {
                     info: ep.info,
-                    control,
-                    first,
+                    control: Box::new(control),
+                    first: Box::new(first),
                 }
             }
             Route::Remote { addr, authkey } => EndpointWire::Remote {
@@ -396,7 +396,7 @@ impl<'de> Deserialize<'de> for EndpointRef {
         let wire = EndpointWire::deserialize(d)?;
         let (info, route, idle) = match wire {
             EndpointWire::Local { info, control, first } => {
-                (info, Route::Local(Mutex::new(Some(control))), vec![first])
+                (info, Route::Local(Mutex::new(Some(*control))), vec![*first])
             }
             EndpointWire::Remote { info, addr, authkey } => {
                 (info, Route::Remote { addr, authkey }, Vec::new())
