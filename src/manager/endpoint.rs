@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::stream::write_frame;
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, Outgoing};
 use crate::connection::{Address, Client, ConnectError, Connection, RecvError};
 use crate::deadline::Deadline;
 use crate::manager::error::ManagerError;
@@ -103,8 +103,12 @@ fn connect_error(e: ConnectError) -> ManagerError {
 
 /// Sends `req` on `conn` and waits for the reply until `deadline`.
 pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-    let out = codec::encode(req, false)?;
-    write_frame(conn.fd(), &out, deadline).map_err(|e| {
+    roundtrip_frame(conn, &codec::encode(req, false)?, deadline)
+}
+
+/// [`roundtrip`] with the request already encoded.
+fn roundtrip_frame(conn: &Connection, out: &Outgoing<'_>, deadline: Deadline) -> Result<Reply, ManagerError> {
+    write_frame(conn.fd(), out, deadline).map_err(|e| {
         if e.kind() == std::io::ErrorKind::TimedOut {
             ManagerError::Timeout
         } else if is_gone(&e) {
@@ -301,16 +305,27 @@ impl<'a> Lease<'a> {
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        settle(&mut self.conn, req, deadline)
+        settle(&mut self.conn, req, deadline, self.ep.info.max_request)
     }
 }
 
 /// One round trip on `slot`'s connection; a fault reply is an `Err`. A
 /// connection that may be out of step afterwards (timeout, broken, refused by
 /// the server) is closed: `slot` becomes `None`.
-fn settle(slot: &mut Option<Connection>, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+fn settle(
+    slot: &mut Option<Connection>,
+    req: &Request,
+    deadline: Deadline,
+    max: u64,
+) -> Result<Reply, ManagerError> {
     let conn = slot.as_ref().ok_or(ManagerError::ManagerGone)?;
-    match roundtrip(conn, req, deadline) {
+    let out = codec::encode(req, false)?;
+    let len = out.payload.len() as u64;
+    if len > max {
+        // The server would refuse it from its header and close the connection.
+        return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
+    }
+    match roundtrip_frame(conn, &out, deadline) {
         Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
             // The server closes a connection whose stream it could not read.
             *slot = None;

@@ -58,7 +58,8 @@ pub enum ManagerError {
     FunctionRefused(String),
     /// An `update_with` function panicked on the server; the stored value is unchanged.
     FunctionPanicked(String),
-    /// A value could not be encoded, or a stored value could not be decoded as the
+    /// A value could not be encoded, a request is larger than the manager accepts
+    /// ([`CodecError::TooLarge`]), or a stored value could not be decoded as the
     /// proxy's type (proxies for the same object with different types).
     Codec(CodecError),
     /// The server refused the request (malformed, too large, not applicable).

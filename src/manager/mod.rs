@@ -172,8 +172,11 @@ impl ManagerBuilder {
         self
     }
 
-    /// The largest request, in bytes, the server accepts (default 64 MiB). A
-    /// larger one is refused before it is read, and that connection is closed.
+    /// The largest request, in bytes, the server accepts (default 64 MiB).
+    /// Proxies refuse a larger one before sending it
+    /// ([`ManagerError::Codec`] with [`CodecError::TooLarge`](crate::CodecError::TooLarge));
+    /// the server refuses one from any other client by its header, before
+    /// reading it, and closes that connection.
     pub fn max_request(mut self, bytes: u64) -> Self {
         self.max_request = bytes;
         self

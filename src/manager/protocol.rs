@@ -181,6 +181,8 @@ pub(crate) struct ServerInfo {
     pub(crate) pid: u32,
     pub(crate) build_id: u64,
     pub(crate) token: u64,
+    /// The largest request it accepts: clients refuse larger ones before sending.
+    pub(crate) max_request: u64,
 }
 
 /// Why the server refused an operation.
