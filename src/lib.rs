@@ -165,6 +165,10 @@ pub use connection::{
     wait, Address, AuthError, BufferTooShort, Client, ConnectError, Connection, Listener, Pipe, RecvError,
     SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
 };
+pub use manager::{
+    Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Proxy,
+    QueueProxy, ValueProxy,
+};
 pub use pool::{AsyncGetError, AsyncResult, Imap, ImapTimeout, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
