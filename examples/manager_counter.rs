@@ -44,7 +44,8 @@ fn with_update((d, key): (Dict<String, i64>, String)) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by the tour).
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let manager = Manager::start()?;
     let d: Dict<String, i64> = manager.dict()?;
     let lock = manager.lock()?;
@@ -71,4 +72,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     assert_eq!(d.get("count")?, Some(0));
     manager.shutdown()?;
     Ok(())
+}
+
+// `main` is unused when the tour includes this file as a module.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run()
 }
