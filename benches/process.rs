@@ -37,8 +37,11 @@ fn raw_reexec_ms(n: usize) -> f64 {
         .collect();
     env.push(CString::new(format!("{RAW_EXEC_MARKER}=1")).expect("no NUL"));
     let argv = [arg0.as_ptr(), std::ptr::null()];
-    let envp: Vec<*const libc::c_char> =
-        env.iter().map(|c| c.as_ptr()).chain(std::iter::once(std::ptr::null())).collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
     let once = || {
         // SAFETY: the child only calls execve and _exit (async-signal-safe) on
         // pointers prepared before the fork, which stay valid in its copy.
@@ -54,7 +57,10 @@ fn raw_reexec_ms(n: usize) -> f64 {
         let mut status = 0;
         // SAFETY: `status` is a valid out-pointer and `pid` our child.
         let r = unsafe { libc::waitpid(pid, &mut status, 0) };
-        assert!(r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "re-exec child failed");
+        assert!(
+            r == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "re-exec child failed"
+        );
     };
     once();
     time(|| (0..n).for_each(|_| once())) * 1e3 / n as f64
@@ -63,10 +69,14 @@ fn raw_reexec_ms(n: usize) -> f64 {
 /// procspawn's spawn + join, `n` times. Milliseconds per start+join.
 fn procspawn_ms(n: usize) -> f64 {
     fn nothing(_: ()) {}
-    procspawn::spawn((), nothing).join().expect("procspawn child failed");
+    procspawn::spawn((), nothing)
+        .join()
+        .expect("procspawn child failed");
     time(|| {
         for _ in 0..n {
-            procspawn::spawn((), nothing).join().expect("procspawn child failed");
+            procspawn::spawn((), nothing)
+                .join()
+                .expect("procspawn child failed");
         }
     }) * 1e3
         / n as f64

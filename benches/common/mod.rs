@@ -36,7 +36,10 @@ pub struct Contender<'a> {
 
 impl<'a> Contender<'a> {
     pub fn new(name: impl Into<String>, run: impl FnMut() -> f64 + 'a) -> Self {
-        Contender { name: name.into(), run: Box::new(run) }
+        Contender {
+            name: name.into(),
+            run: Box::new(run),
+        }
     }
 }
 
@@ -156,7 +159,13 @@ fn median(v: &mut [f64]) -> f64 {
 /// which way the ratio reads. Ratios are multiproc's figure over the other's
 /// for higher-is-better units, the other's over multiproc's otherwise, so a
 /// ratio above 1 always means multiproc is better.
-pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut contenders: Vec<Contender<'_>>) {
+pub fn scenario(
+    name: &str,
+    unit: &str,
+    higher_is_better: bool,
+    reps: usize,
+    mut contenders: Vec<Contender<'_>>,
+) {
     let reps = if quick() { 1 } else { reps.max(1) };
     let mut figures: Vec<Vec<f64>> = vec![Vec::new(); contenders.len()];
     let mut mems: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); contenders.len()];
@@ -174,14 +183,27 @@ pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut
     let meds: Vec<f64> = figures.iter_mut().map(|f| median(f)).collect();
     let mem_meds: Vec<Option<(f64, f64)>> = mems
         .iter_mut()
-        .map(|(p, w)| if p.is_empty() { None } else { Some((median(p), median(w))) })
+        .map(|(p, w)| {
+            if p.is_empty() {
+                None
+            } else {
+                Some((median(p), median(w)))
+            }
+        })
         .collect();
     let with_mem = mem_meds.iter().any(Option::is_some);
     println!(
         "\n## {name} ({unit}, {}; {reps} runs, alternated)",
-        if higher_is_better { "higher is better" } else { "lower is better" }
+        if higher_is_better {
+            "higher is better"
+        } else {
+            "lower is better"
+        }
     );
-    print!("{:<28} {:>14} {:>14} {:>14} {:>10}", "contender", "median", "min", "max", "ratio");
+    print!(
+        "{:<28} {:>14} {:>14} {:>14} {:>10}",
+        "contender", "median", "min", "max", "ratio"
+    );
     if with_mem {
         print!(" {:>12} {:>12}", "parent RSS", "worker RSS");
     }
@@ -198,7 +220,10 @@ pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut
         } else {
             meds[i] / meds[0]
         };
-        print!("{:<28} {:>14.4} {:>14.4} {:>14.4} {:>9.2}x", c.name, meds[i], min, max, ratio);
+        print!(
+            "{:<28} {:>14.4} {:>14.4} {:>14.4} {:>9.2}x",
+            c.name, meds[i], min, max, ratio
+        );
         if let Some((p, w)) = mem_meds[i] {
             print!(" {:>9.0} KiB {:>8.0} KiB", p, w);
         }
@@ -206,7 +231,11 @@ pub fn scenario(name: &str, unit: &str, higher_is_better: bool, reps: usize, mut
         if let Some(path) = &out {
             if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
                 let mem = match mem_meds[i] {
-                    Some((p, w)) => format!(",\"parent_rss_kib\":{},\"worker_rss_kib\":{}", json_num(p), json_num(w)),
+                    Some((p, w)) => format!(
+                        ",\"parent_rss_kib\":{},\"worker_rss_kib\":{}",
+                        json_num(p),
+                        json_num(w)
+                    ),
                     None => String::new(),
                 };
                 let _ = writeln!(
@@ -239,7 +268,11 @@ pub fn python(script: &str, args: &[&str]) -> f64 {
         .args(args)
         .output()
         .expect("python3 must be installed for the baselines");
-    assert!(out.status.success(), "python baseline {script} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python baseline {script} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     let mut rss_lines = text.lines().filter_map(|l| l.strip_prefix("maxrss_kib "));
     if let Some(line) = rss_lines.next_back() {
@@ -252,6 +285,6 @@ pub fn python(script: &str, args: &[&str]) -> f64 {
         .filter(|l| !l.starts_with("maxrss_kib "))
         .flat_map(str::split_whitespace)
         .filter_map(|w| w.parse::<f64>().ok())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("python baseline {script} printed no figure: {text}"))
 }

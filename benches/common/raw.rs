@@ -50,7 +50,10 @@ fn reap(pid: libc::pid_t) {
             check(r, "waitpid");
         }
     }
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "raw child failed: status {status}");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "raw child failed: status {status}"
+    );
 }
 
 /// Writes all of `buf` to `fd`; false on error. Async-signal-safe.
@@ -100,7 +103,14 @@ fn socketpair() -> [libc::c_int; 2] {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors socketpair writes.
     check(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) },
+        unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        },
         "socketpair",
     );
     fds
@@ -171,7 +181,10 @@ pub fn socketpair_stream_mb_s(msgs: usize, size: usize) -> f64 {
     close(theirs);
     let t = Instant::now();
     for _ in 0..msgs {
-        assert!(write_all(mine, &(size as u64).to_le_bytes()), "stream write failed");
+        assert!(
+            write_all(mine, &(size as u64).to_le_bytes()),
+            "stream write failed"
+        );
         assert!(write_all(mine, &payload), "stream write failed");
     }
     let mut ack = [0u8; 1];
@@ -261,7 +274,11 @@ pub fn shm_ring_msgs_s(n: u64) -> f64 {
             0,
         )
     };
-    assert!(ptr != libc::MAP_FAILED, "mmap: {}", std::io::Error::last_os_error());
+    assert!(
+        ptr != libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: the mapping is `len` bytes, page-aligned (so aligned for Ring),
     // zero-filled (all-zero atomics are valid), and lives until the munmap below,
     // after the child has exited.
@@ -269,7 +286,9 @@ pub fn shm_ring_msgs_s(n: u64) -> f64 {
     let pid = fork_child(|| {
         let (mut head, mut sum) = (0u64, 0u64);
         while head < n {
-            sleep_until(&ring.consumer_sleeping, || ring.tail.load(Ordering::Acquire) != head);
+            sleep_until(&ring.consumer_sleeping, || {
+                ring.tail.load(Ordering::Acquire) != head
+            });
             let tail = ring.tail.load(Ordering::Acquire);
             while head < tail {
                 sum = sum.wrapping_add(ring.slots[(head % RING_CAP) as usize].load(Ordering::Relaxed));
@@ -285,7 +304,9 @@ pub fn shm_ring_msgs_s(n: u64) -> f64 {
     let mut tail = 0u64;
     for v in 1..=n {
         if tail - ring.head.load(Ordering::Acquire) == RING_CAP {
-            sleep_until(&ring.producer_sleeping, || tail - ring.head.load(Ordering::Acquire) < RING_CAP);
+            sleep_until(&ring.producer_sleeping, || {
+                tail - ring.head.load(Ordering::Acquire) < RING_CAP
+            });
         }
         ring.slots[(tail % RING_CAP) as usize].store(v, Ordering::Relaxed);
         tail += 1;
@@ -294,7 +315,11 @@ pub fn shm_ring_msgs_s(n: u64) -> f64 {
     }
     reap(pid);
     let secs = t.elapsed().as_secs_f64();
-    assert_eq!(ring.sum.load(Ordering::Acquire), n * (n + 1) / 2, "ring lost or duplicated items");
+    assert_eq!(
+        ring.sum.load(Ordering::Acquire),
+        n * (n + 1) / 2,
+        "ring lost or duplicated items"
+    );
     // SAFETY: `ptr`/`len` is the mapping made above; the child is gone and
     // `ring` is not used after this.
     unsafe { libc::munmap(ptr, len) };
