@@ -2,6 +2,7 @@
 //!
 //! Python's `multiprocessing`, done right, for Rust.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![deny(missing_docs)]
 
 #[cfg(not(target_os = "linux"))]
 compile_error!(
@@ -21,3 +22,7 @@ mod shm;
 mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
+pub use process::{
+    active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
+    ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
+};

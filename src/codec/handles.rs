@@ -95,3 +95,20 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Err
         })
     })
 }
+
+/// A bare descriptor that travels as a handle (for the library's own protocols).
+#[derive(Debug)]
+pub(crate) struct FdHandle(pub(crate) OwnedFd);
+
+impl Serialize for FdHandle {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::fd::AsFd;
+        serialize_fd(self.0.as_fd(), s)
+    }
+}
+
+impl<'de> Deserialize<'de> for FdHandle {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        deserialize_fd(d).map(FdHandle)
+    }
+}

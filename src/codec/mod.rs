@@ -92,6 +92,17 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) fds: Vec<OwnedFd>,
 }
 
+impl Outgoing<'_> {
+    /// The same frame with its payload owned (copied if it was borrowed).
+    pub(crate) fn into_owned(self) -> Outgoing<'static> {
+        Outgoing {
+            header: self.header,
+            payload: Cow::Owned(self.payload.into_owned()),
+            fds: self.fds,
+        }
+    }
+}
+
 /// A frame as read: kind, payload, descriptors.
 #[derive(Debug)]
 pub(crate) struct Frame {

@@ -5,8 +5,12 @@
 //! only if that address lies in an executable mapping of the same file as the
 //! anchor, so a forged or stale offset is an error, never a jump.
 //!
-//! No `unsafe` here: the mappings come from `/proc/self/maps`; turning an
-//! address into a callable function is the caller's (process bootstrap) job.
+//! # Safety
+//! Two operations are unsafe: turning a resolved address back into an
+//! [`Entry`] (sound because the address was checked to lie in this file's code
+//! and the peer proved it runs the same build), and conjuring a value of a
+//! zero-sized function type (sound because such values carry no data).
+#![allow(unsafe_code)]
 
 use std::hash::{Hash, Hasher};
 use std::io;
@@ -17,7 +21,7 @@ use std::sync::OnceLock;
 #[inline(never)]
 pub(crate) fn anchor() -> usize {
     // Something the optimiser cannot fold into another function.
-    std::hint::black_box(0x6d70_726f_63usize)
+    std::hint::black_box(0x006d_7072_6f63_usize)
 }
 
 /// The address of [`anchor`].
@@ -118,4 +122,47 @@ impl Image {
             .any(|&(a, b)| a <= addr && addr < b)
             .then_some(addr)
     }
+}
+
+/// The shape of a child entry point: a monomorphised trampoline that finds its
+/// inputs and leaves its outputs in a type-erased context.
+pub(crate) type Entry = fn(&mut dyn std::any::Any);
+
+/// The offset that identifies `entry` in every process running this build.
+pub(crate) fn entry_offset(entry: Entry) -> i64 {
+    Image::offset_of(entry as usize)
+}
+
+impl Image {
+    /// The entry point at `offset`, if the address lies in this executable's
+    /// code. The caller has checked that the offset comes from a process
+    /// running this same build (`build_id`), where it was made by
+    /// [`entry_offset`] from a real `Entry`.
+    pub(crate) fn resolve_entry(&self, offset: i64) -> Option<Entry> {
+        let addr = self.resolve(offset)?;
+        // SAFETY: `addr` lies in an executable mapping of this very file, and
+        // the build identity check guarantees the peer runs the same file
+        // mapped the same way relative to the anchor, so `addr` is the address
+        // of the `Entry` function the peer measured. A function pointer has the
+        // size of a `usize` on every supported target.
+        Some(unsafe { std::mem::transmute::<usize, Entry>(addr) })
+    }
+}
+
+/// Produces a value of a zero-sized function type: a fn item or a closure that
+/// captures nothing. Such a value carries no data, so one made in another process
+/// (or here) is the same function.
+pub(crate) fn conjure_fn<F: Copy + 'static>() -> F {
+    const {
+        assert!(
+            std::mem::size_of::<F>() == 0,
+            "multiproc: the function must be a fn item or a closure that captures nothing"
+        )
+    };
+    // SAFETY: `F` is zero-sized (checked above at compile time), so there are
+    // no bytes to initialise. The callers only use this with `F: Fn(A) -> R`,
+    // and the only zero-sized types implementing the `Fn` traits (which cannot
+    // be implemented by hand on stable Rust) are fn items and capture-less
+    // closures, which have no validity invariant beyond their type.
+    unsafe { std::mem::zeroed::<F>() }
 }

@@ -5,6 +5,7 @@
 //! `close_range`, and the pthread robust mutexes of the sync layer).
 
 pub(crate) mod futex;
+pub(crate) mod hook;
 pub(crate) mod image;
 pub(crate) mod mem;
 pub(crate) mod proc;

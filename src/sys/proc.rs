@@ -35,7 +35,7 @@ pub(crate) enum Forked {
 /// either the calling process has a single thread (so no lock is held by a
 /// thread that does not exist in the child), or the child restricts itself to
 /// async-signal-safe calls until it execs or exits.
-pub(crate) unsafe fn fork() -> io::Result<Forked> {
+unsafe fn fork() -> io::Result<Forked> {
     // SAFETY: delegated to the caller (see above).
     let pid = unsafe { libc::fork() };
     match pid {
@@ -46,6 +46,19 @@ pub(crate) unsafe fn fork() -> io::Result<Forked> {
             .map(Forked::Parent)
             .ok_or_else(|| io::Error::other("fork returned an invalid pid")),
     }
+}
+
+/// Forks if, and only if, the calling process has a single thread (which
+/// makes the child sound: no lock can be held by a thread that is missing in
+/// it). `Ok(Err(n))`: refused, the process has `n` threads.
+pub(crate) fn fork_single_threaded() -> io::Result<Result<Forked, usize>> {
+    let n = thread_count()?;
+    if n != 1 {
+        return Ok(Err(n));
+    }
+    // SAFETY: the process has exactly one thread (the caller's), checked just
+    // above; a thread can only be created by this thread, which is busy here.
+    unsafe { fork() }.map(Ok)
 }
 
 /// Ends the calling process at once with `code`, running no destructors and no
@@ -229,4 +242,71 @@ pub(crate) fn spawn_self(
 /// The raw number of a descriptor, for the environment of a spawned child.
 pub(crate) fn raw(fd: impl AsFd) -> i32 {
     fd.as_fd().as_raw_fd()
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
+}
+
+/// Writes all of `buf` to a pipe or file.
+pub(crate) fn write_all(fd: BorrowedFd<'_>, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Reads into `buf` once (0 = EOF), retrying on EINTR. Blocks if the
+/// descriptor is blocking and empty: callers poll first.
+pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::io::read(fd, &mut *buf) {
+            Ok(n) => return Ok(n),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Moves `fd` to the number `target` (dup2 + close of the old number).
+pub(crate) fn move_fd(fd: OwnedFd, target: i32) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() == target {
+        return Ok(fd);
+    }
+    // SAFETY: dup2 onto `target` in a freshly forked child, where `target`
+    // is reserved for this descriptor; the new descriptor is owned below.
+    let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(fd);
+    // SAFETY: `rc` is a descriptor dup2 just created and nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc) })
+}
+
+/// Takes ownership of a descriptor inherited from the parent under a number
+/// passed in the environment, after checking that it is open.
+pub(crate) fn inherited_fd(raw: i32) -> io::Result<OwnedFd> {
+    if raw < 3 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "inherited descriptor out of range",
+        ));
+    }
+    // SAFETY: F_GETFD only queries the descriptor table.
+    if unsafe { libc::fcntl(raw, libc::F_GETFD) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor is open (checked above) and was placed there by
+    // our parent for us alone; this runs once, before main, so nothing else in
+    // this process owns it.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    crate::sys::sock::set_cloexec(&fd, true)?;
+    Ok(fd)
 }

@@ -1,0 +1,305 @@
+//! The child side: what a new process does before and instead of `main`.
+//!
+//! Protocol on the child's socket (frames, see `codec`):
+//! - parent -> child: [`Bootstrap`] (postcard), then the arguments (one frame,
+//!   with the descriptors of any handles inside);
+//! - child -> parent: a [`Report`], then, after `Report::Returned`, the result
+//!   frame (with its handles' descriptors).
+//!
+//! The parent learns the exit status separately (pidfd, or from the fork server).
+
+use std::any::Any;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::stream::{write_frame, FrameReader};
+use crate::codec::{self, Frame, Outgoing};
+use crate::deadline::Deadline;
+use crate::process::info::{self, Identity};
+use crate::sys::image::{conjure_fn, entry_offset, Entry, Image};
+use crate::sys::proc;
+
+/// Environment marker: "you are a spawned child, your socket is fd N".
+pub(crate) const ENV_CHILD: &str = "MULTIPROC_CHILD_FD";
+/// Environment marker: "you are the fork server, your control socket is fd N".
+pub(crate) const ENV_FORKSERVER: &str = "MULTIPROC_FORKSERVER_FD";
+
+/// Exit code of a child whose function panicked (as Python's 1 for an exception).
+pub(crate) const EXIT_PANICKED: i32 = 1;
+/// Exit code of a child that could not start its function.
+pub(crate) const EXIT_REFUSED: i32 = 3;
+
+/// Largest bootstrap frame accepted (names are short).
+const MAX_BOOTSTRAP: u64 = 1 << 20;
+
+/// The first message to a child.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Bootstrap {
+    pub(crate) build_id: u64,
+    pub(crate) entry: i64,
+    pub(crate) me: Identity,
+    pub(crate) parent: Identity,
+}
+
+/// What the child says before exiting.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum Report {
+    /// The function returned; the result frame follows.
+    Returned,
+    /// The function panicked with this message.
+    Panicked(String),
+    /// The function was not run: wrong build, bad function, or undecodable arguments.
+    Refused(String),
+    /// The function returned, but its result could not be encoded.
+    BadResult(String),
+}
+
+/// The context a type-erased [`Entry`] works in.
+pub(crate) struct EntryCtx {
+    pub(crate) args: Option<Frame>,
+    pub(crate) out: Option<Result<Outgoing<'static>, Report>>,
+}
+
+/// The entry point of `F` for arguments `A` and result `R`.
+pub(crate) fn entry_for<F, A, R>() -> Entry
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    trampoline::<F, A, R>
+}
+
+/// The offset identifying `entry_for::<F, A, R>()` across processes.
+pub(crate) fn entry_id<F, A, R>() -> i64
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    entry_offset(entry_for::<F, A, R>())
+}
+
+fn trampoline<F, A, R>(ctx: &mut dyn Any)
+where
+    F: Fn(A) -> R + Copy + 'static,
+    A: DeserializeOwned + 'static,
+    R: Serialize + 'static,
+{
+    let Some(ctx) = ctx.downcast_mut::<EntryCtx>() else {
+        return;
+    };
+    let Some(frame) = ctx.args.take() else { return };
+    let args = match codec::decode::<A>(frame) {
+        Ok(a) => a,
+        Err(e) => {
+            ctx.out = Some(Err(Report::Refused(format!("cannot decode the arguments: {e}"))));
+            return;
+        }
+    };
+    let f = conjure_fn::<F>();
+    ctx.out = Some(run_and_encode(move || f(args)));
+}
+
+/// Runs `f`, catching a panic, and encodes what it returned (handles allowed).
+pub(crate) fn run_and_encode<R: Serialize + Any>(f: impl FnOnce() -> R) -> Result<Outgoing<'static>, Report> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => codec::encode_fast(&r, true)
+            .map(Outgoing::into_owned)
+            .map_err(|e| Report::BadResult(e.to_string())),
+        Err(payload) => Err(Report::Panicked(panic_message(payload.as_ref()))),
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+/// Called by the hook before `main`: becomes a child or the fork server when
+/// the environment says so, and returns at once otherwise.
+pub(crate) fn before_main() {
+    if let Some(fd) = take_env_fd(ENV_CHILD) {
+        match fd {
+            Ok(sock) => child_main(sock),
+            Err(e) => {
+                eprintln!("multiproc: cannot start child: {e}");
+                proc::exit_now(EXIT_REFUSED)
+            }
+        }
+    }
+    if let Some(fd) = take_env_fd(ENV_FORKSERVER) {
+        match fd {
+            Ok(sock) => crate::process::forkserver::serve(sock),
+            Err(e) => {
+                eprintln!("multiproc: cannot start the fork server: {e}");
+                proc::exit_now(EXIT_REFUSED)
+            }
+        }
+    }
+}
+
+fn take_env_fd(var: &str) -> Option<std::io::Result<OwnedFd>> {
+    let v = std::env::var(var).ok()?;
+    // Not inherited by this process's own children. Before main, one thread.
+    std::env::remove_var(var);
+    Some(
+        v.parse::<i32>()
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("bad {var}={v}")))
+            .and_then(proc::inherited_fd),
+    )
+}
+
+/// Runs a child: reads its bootstrap and arguments from `sock`, runs the
+/// function, reports, and exits. Never returns.
+pub(crate) fn child_main(sock: OwnedFd) -> ! {
+    let mut reader = FrameReader::new();
+    // The parent writes the bootstrap right after starting us; a parent that
+    // died first gives EOF. The deadline only guards against a wedged parent.
+    let boot = reader
+        .read(
+            sock.as_fd(),
+            MAX_BOOTSTRAP,
+            Deadline::after(Duration::from_secs(300)),
+        )
+        .ok()
+        .and_then(|f| codec::decode_value::<Bootstrap>(&f.payload, f.fds).ok());
+    let Some(boot) = boot else {
+        proc::exit_now(EXIT_REFUSED)
+    };
+    info::become_child(boot.me.clone(), boot.parent.clone());
+    let entry = match check(&boot) {
+        Ok(e) => e,
+        Err(why) => finish(&sock, Err(Report::Refused(why))),
+    };
+    let args = match reader.read(sock.as_fd(), codec::DEFAULT_MAX_FRAME, Deadline::NEVER) {
+        Ok(f) => f,
+        Err(_) => proc::exit_now(EXIT_REFUSED),
+    };
+    let mut ctx = EntryCtx {
+        args: Some(args),
+        out: None,
+    };
+    entry(&mut ctx);
+    let out = ctx
+        .out
+        .unwrap_or_else(|| Err(Report::Refused("the entry point produced nothing".into())));
+    finish(&sock, out)
+}
+
+fn check(boot: &Bootstrap) -> Result<Entry, String> {
+    let image = Image::get().map_err(|e| e.to_string())?;
+    if image.build_id != boot.build_id {
+        return Err("the parent runs a different build of the executable".into());
+    }
+    image
+        .resolve_entry(boot.entry)
+        .ok_or_else(|| "the function is not in this executable's code".to_string())
+}
+
+/// Sends the report (and the result), flushes stdio and exits. Never returns.
+pub(crate) fn finish(sock: &OwnedFd, out: Result<Outgoing<'static>, Report>) -> ! {
+    let (report, result, code) = match out {
+        Ok(frame) => (Report::Returned, Some(frame), 0),
+        Err(r @ Report::Panicked(_)) => (r, None, EXIT_PANICKED),
+        Err(r) => (r, None, EXIT_REFUSED),
+    };
+    if let Ok(r) = codec::encode(&report, false) {
+        let sent = write_frame(sock.as_fd(), &r, Deadline::NEVER);
+        if let (Ok(()), Some(frame)) = (sent, result) {
+            let _ = write_frame(sock.as_fd(), &frame, Deadline::NEVER);
+        }
+    }
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    proc::exit_now(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(build_id: u64, entry: i64) -> Bootstrap {
+        let id = Identity {
+            pid: 1,
+            name: "x".into(),
+            daemon: false,
+            path: vec![1],
+        };
+        Bootstrap {
+            build_id,
+            entry,
+            me: id.clone(),
+            parent: id,
+        }
+    }
+
+    fn double(x: u8) -> u8 {
+        x * 2
+    }
+
+    fn id_of<F: Fn(u8) -> u8 + Copy + 'static>(_: F) -> i64 {
+        entry_id::<F, u8, u8>()
+    }
+
+    #[test]
+    fn same_build_and_a_real_entry_are_accepted() {
+        let image = Image::get().unwrap();
+        let entry = check(&boot(image.build_id, id_of(double))).unwrap();
+        // The resolved entry runs the function.
+        let args = codec::encode(&21u8, false).unwrap();
+        let frame = Frame {
+            kind: codec::Kind::Value,
+            payload: args.payload.into_owned(),
+            fds: vec![],
+        };
+        let mut ctx = EntryCtx {
+            args: Some(frame),
+            out: None,
+        };
+        entry(&mut ctx);
+        let out = ctx.out.unwrap().ok().unwrap();
+        assert_eq!(codec::decode_value::<u8>(&out.payload, vec![]).unwrap(), 42);
+    }
+
+    #[test]
+    fn another_build_is_refused() {
+        let image = Image::get().unwrap();
+        let err = check(&boot(image.build_id ^ 1, id_of(double))).unwrap_err();
+        assert!(err.contains("different build"), "{err}");
+    }
+
+    #[test]
+    fn a_function_outside_the_executable_is_refused() {
+        let image = Image::get().unwrap();
+        for offset in [i64::MIN, -(1 << 40), 1 << 40, i64::MAX] {
+            let err = check(&boot(image.build_id, offset)).unwrap_err();
+            assert!(err.contains("not in this executable"), "{err}");
+        }
+        // Data (a heap address) is not code either.
+        let heap = Box::new(0u64);
+        let offset = Image::offset_of(&*heap as *const u64 as usize);
+        assert!(check(&boot(image.build_id, offset)).is_err());
+    }
+
+    #[test]
+    fn panic_messages() {
+        let r = catch_unwind(|| panic!("plain")).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "plain");
+        let r = catch_unwind(|| panic!("formatted {}", 1)).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "formatted 1");
+        let r = catch_unwind(|| std::panic::panic_any(5u8)).unwrap_err();
+        assert_eq!(panic_message(r.as_ref()), "a panic with a non-string payload");
+    }
+}

@@ -1,0 +1,254 @@
+//! `Process::builder()`: name, daemon flag, start method.
+
+use std::any::Any;
+use std::io;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::codec::stream::write_frame;
+use crate::codec::{self};
+use crate::deadline::Deadline;
+use crate::process::bootstrap::{self, entry_id, finish, run_and_encode, Bootstrap, ENV_CHILD};
+use crate::process::child::{Child, ExitSource};
+use crate::process::error::ProcessError;
+use crate::process::handle::Process;
+use crate::process::{forkserver, info};
+use crate::sys::image::Image;
+use crate::sys::proc::{self, Forked};
+use crate::sys::sock;
+
+/// How a child process is started (Python's start methods, with Python 3.14's
+/// default).
+///
+/// | method | what happens | cost here |
+/// | --- | --- | --- |
+/// | `ForkServer` (default) | a single-threaded server process, started once by re-executing the program, forks each child | about a fork |
+/// | `Spawn` | the program is re-executed (`/proc/self/exe`) for each child | about an exec |
+/// | `Fork` | the caller itself forks; refused unless the caller has one thread | a fork |
+///
+/// In every case the child runs `f(args)` and nothing of `main`: a hook that
+/// runs before `main` takes over in re-executed copies, so no `init()` call is
+/// needed, under `cargo test`, nextest and doctests too.
+///
+/// # Differences from Python's multiprocessing
+/// Python's `fork` forks a multi-threaded parent anyway (and children may
+/// deadlock on a lock held by a thread that does not exist in them); here
+/// `Fork` refuses with [`ProcessError::ForkWithThreads`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Fork from a single-threaded fork server (the default).
+    #[default]
+    ForkServer,
+    /// Re-execute the program for each child.
+    Spawn,
+    /// Fork the calling process directly (single-threaded callers only).
+    Fork,
+}
+
+static DEFAULT_METHOD: AtomicU8 = AtomicU8::new(0);
+
+impl StartMethod {
+    fn to_u8(self) -> u8 {
+        match self {
+            StartMethod::ForkServer => 0,
+            StartMethod::Spawn => 1,
+            StartMethod::Fork => 2,
+        }
+    }
+
+    fn from_u8(v: u8) -> StartMethod {
+        match v {
+            1 => StartMethod::Spawn,
+            2 => StartMethod::Fork,
+            _ => StartMethod::ForkServer,
+        }
+    }
+}
+
+/// Sets the start method used when a builder names none (Python's
+/// `set_start_method`). Affects the whole process.
+///
+/// # Examples
+/// ```
+/// multiproc::set_start_method(multiproc::StartMethod::Spawn);
+/// assert_eq!(multiproc::get_start_method(), multiproc::StartMethod::Spawn);
+/// multiproc::set_start_method(multiproc::StartMethod::ForkServer);
+/// ```
+pub fn set_start_method(method: StartMethod) {
+    DEFAULT_METHOD.store(method.to_u8(), Ordering::Relaxed);
+}
+
+/// The start method used when a builder names none.
+pub fn get_start_method() -> StartMethod {
+    StartMethod::from_u8(DEFAULT_METHOD.load(Ordering::Relaxed))
+}
+
+/// Configures and starts a [`Process`]. Made by [`Process::builder`].
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, StartMethod};
+///
+/// let p = Process::builder()
+///     .name("worker-1")
+///     .daemon(true)
+///     .start_method(StartMethod::Spawn)
+///     .spawn((), |()| multiproc::current_process().name().to_string())?;
+/// assert_eq!(p.join()?, "worker-1");
+/// # Ok::<(), multiproc::ProcessError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[must_use = "a builder does nothing until `spawn` is called"]
+pub struct Builder {
+    name: Option<String>,
+    daemon: bool,
+    method: Option<StartMethod>,
+}
+
+impl<R> Process<R> {
+    /// Starts `f(args)` in a new process with the default settings.
+    ///
+    /// `f` is a fn item or a closure that captures nothing (checked at
+    /// compile time): it is identified across processes by its place in the
+    /// executable, not sent as data. `args` and the result are any serde
+    /// types, handles (queues, connections, locks, ...) included.
+    ///
+    /// # Errors
+    /// As [`Builder::spawn`].
+    pub fn spawn<A, F>(args: A, f: F) -> Result<Process<R>, ProcessError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        Builder::default().spawn(args, f)
+    }
+}
+
+impl Process<()> {
+    /// A builder to set the name, daemon flag and start method; its
+    /// [`spawn`](Builder::spawn) returns a `Process<R>` for any `R`.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+}
+
+impl Builder {
+    /// The child's name (default `"Process-N"`), as [`crate::current_process`] reports it.
+    pub fn name(mut self, name: impl Into<String>) -> Builder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// A daemon child is killed (SIGKILL) when its parent exits or dies.
+    ///
+    /// With `Spawn` and `Fork`, "parent" is the thread that spawned it
+    /// (Linux's `PR_SET_PDEATHSIG`): spawn daemons from a long-lived thread.
+    /// With `ForkServer` it is the fork server, which exits with the process.
+    pub fn daemon(mut self, daemon: bool) -> Builder {
+        self.daemon = daemon;
+        self
+    }
+
+    /// How to start the child (default: [`get_start_method`]).
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = Some(method);
+        self
+    }
+
+    /// Starts `f(args)` in a new process. See [`Process::spawn`].
+    ///
+    /// The arguments are encoded here, in the caller's thread: an encoding
+    /// error returns before any process exists.
+    ///
+    /// # Errors
+    /// [`ProcessError::Codec`] if `args` cannot be encoded,
+    /// [`ProcessError::ForkWithThreads`] for `Fork` in a multi-threaded
+    /// process, [`ProcessError::Io`] if the process cannot be created.
+    pub fn spawn<A, R, F>(self, args: A, f: F) -> Result<Process<R>, ProcessError>
+    where
+        F: Fn(A) -> R + Copy + 'static,
+        A: Serialize + DeserializeOwned + 'static,
+        R: Serialize + DeserializeOwned + 'static,
+    {
+        // Keeps the before-main hook in the link.
+        let _ = crate::sys::hook::hook_ran();
+        let method = self.method.unwrap_or_else(get_start_method);
+        let (me, parent) = info::next_child(self.name, self.daemon);
+        if method == StartMethod::Fork {
+            return spawn_fork(me, parent, args, f);
+        }
+        let args_frame = codec::encode_fast(&args, true)?;
+        let boot = Bootstrap {
+            build_id: Image::get()?.build_id,
+            entry: entry_id::<F, A, R>(),
+            me: me.clone(),
+            parent,
+        };
+        let boot_frame = codec::encode(&boot, false)?;
+        let (ours, theirs) = sock::socketpair_stream()?;
+        let (pid, pidfd, source) = if method == StartMethod::Spawn {
+            let env = [(ENV_CHILD, proc::raw(&theirs).to_string())];
+            let (pid, pidfd) = proc::spawn_self(&env, theirs.as_fd(), me.daemon)?;
+            (pid, pidfd, ExitSource::Direct)
+        } else {
+            let (pid, pidfd, status) = forkserver::start_child(me.daemon, theirs)?;
+            (pid, pidfd, ExitSource::Served { status })
+        };
+        let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
+        info::register(child.clone());
+        for frame in [&boot_frame, &args_frame] {
+            match write_frame(ours.as_fd(), frame, Deadline::NEVER) {
+                // A child that died at once: `join` reports how.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
+                r => r?,
+            }
+        }
+        Ok(Process::new(child, ours))
+    }
+}
+
+fn spawn_fork<A, R, F>(
+    me: info::Identity,
+    parent: info::Identity,
+    args: A,
+    f: F,
+) -> Result<Process<R>, ProcessError>
+where
+    F: Fn(A) -> R + Copy + 'static,
+    R: Serialize + Any,
+{
+    let (ours, theirs) = sock::socketpair_stream()?;
+    match proc::fork_single_threaded()? {
+        Err(threads) => Err(ProcessError::ForkWithThreads { threads }),
+        Ok(Forked::Child) => {
+            drop(ours);
+            forkserver::forget_after_fork();
+            let daemon = me.daemon;
+            let parent_pid = parent.pid;
+            info::become_child(me, parent);
+            if daemon && proc::die_with_parent(parent_pid).is_err() {
+                proc::exit_now(bootstrap::EXIT_REFUSED);
+            }
+            finish(&theirs, run_and_encode(move || f(args)))
+        }
+        Ok(Forked::Parent(pid)) => {
+            drop(theirs);
+            let raw = pid.as_raw_nonzero().get().unsigned_abs();
+            let child = Arc::new(Child::new(
+                raw,
+                me.name,
+                me.daemon,
+                proc::open_pidfd(raw)?,
+                ExitSource::Direct,
+            ));
+            info::register(child.clone());
+            Ok(Process::new(child, ours))
+        }
+    }
+}
