@@ -17,6 +17,7 @@
 mod common;
 
 use common::{n, python, raw, scenario, time, Contender};
+use multiproc::{Process, StartMethod};
 use std::ffi::CString;
 
 /// Set in the environment of the raw re-exec child: `main` exits at once.
@@ -66,6 +67,20 @@ fn raw_reexec_ms(n: usize) -> f64 {
     time(|| (0..n).for_each(|_| once())) * 1e3 / n as f64
 }
 
+/// multiproc's Process start + join with `method`, `n` times. Milliseconds each.
+fn multiproc_ms(method: StartMethod, n: usize) -> f64 {
+    fn nothing(_: ()) {}
+    let once = || {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn((), nothing)
+            .expect("spawn failed");
+        p.join().expect("join failed");
+    };
+    once();
+    time(|| (0..n).for_each(|_| once())) * 1e3 / n as f64
+}
+
 /// procspawn's spawn + join, `n` times. Milliseconds per start+join.
 fn procspawn_ms(n: usize) -> f64 {
     fn nothing(_: ()) {}
@@ -97,8 +112,8 @@ fn main() {
     unsafe { procspawn::assert_spawn_is_safe() };
 
     let reps = 5;
-    let fork_n = n(200, 10);
-    let exec_n = n(60, 4);
+    let fork_n = n(100, 10);
+    let exec_n = n(30, 4);
 
     scenario(
         "process start+join, fork",
@@ -106,6 +121,7 @@ fn main() {
         false,
         reps,
         vec![
+            Contender::new("multiproc Fork", || multiproc_ms(StartMethod::Fork, fork_n)),
             Contender::new("raw fork+waitpid", || raw::fork_waitpid_ms(fork_n)),
             Contender::new("CPython fork", || python_ms("fork", fork_n)),
         ],
@@ -116,6 +132,9 @@ fn main() {
         false,
         reps,
         vec![
+            Contender::new("multiproc ForkServer", || {
+                multiproc_ms(StartMethod::ForkServer, fork_n)
+            }),
             Contender::new("raw fork+waitpid", || raw::fork_waitpid_ms(fork_n)),
             Contender::new("CPython forkserver", || python_ms("forkserver", fork_n)),
         ],
@@ -126,6 +145,7 @@ fn main() {
         false,
         reps,
         vec![
+            Contender::new("multiproc Spawn", || multiproc_ms(StartMethod::Spawn, exec_n)),
             Contender::new("raw re-exec", || raw_reexec_ms(exec_n)),
             Contender::new("procspawn", || procspawn_ms(exec_n)),
             Contender::new("CPython spawn", || python_ms("spawn", exec_n)),
