@@ -226,25 +226,30 @@ fn markdown(scenarios: &[Scenario], svg_link: &str) -> String {
             r0.unit, r0.runs, r0.contender
         );
         let with_mem = s.rows.iter().any(|r| r.parent_rss_kib.is_some());
-        let _ = write!(md, "| contender | median | min | max | ratio |");
-        if with_mem {
-            let _ = write!(md, " parent peak RSS | worker peak RSS |");
+        let with_ratio = s.rows.len() > 1;
+        let mut head = String::from("| contender | median | min | max |");
+        let mut rule = String::from("| --- | ---: | ---: | ---: |");
+        if with_ratio {
+            head += " ratio |";
+            rule += " ---: |";
         }
-        let _ = write!(md, "\n| --- | ---: | ---: | ---: | ---: |");
         if with_mem {
-            let _ = write!(md, " ---: | ---: |");
+            head += " parent peak RSS | worker peak RSS |";
+            rule += " ---: | ---: |";
         }
-        let _ = writeln!(md);
+        let _ = writeln!(md, "{head}\n{rule}");
         for r in &s.rows {
             let _ = write!(
                 md,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 r.contender,
                 num(r.median),
                 num(r.min),
-                num(r.max),
-                ratio(r.ratio)
+                num(r.max)
             );
+            if with_ratio {
+                let _ = write!(md, " {} |", ratio(r.ratio));
+            }
             if with_mem {
                 let _ = write!(md, " {} | {} |", kib(r.parent_rss_kib), kib(r.worker_rss_kib));
             }
