@@ -186,9 +186,9 @@ fn markdown(scenarios: &[Scenario], svg_link: &str) -> String {
         md,
         "\n**How to read.** Each scenario runs its contenders in alternation (A B C A B C ...) \
          as many times as its `runs` says, and gives per contender the median, min and max of \
-         its figure. The ratio compares medians with the scenario's first contender (multiproc, \
-         once it has a contender there) and reads the same way for every unit: **above 1 means \
-         the first contender is better** (faster, or more throughput), below 1 that it is worse. \
+         its figure. The ratio compares medians with the scenario's first contender (multiproc \
+         wherever it takes part) and reads the same way for every unit: **above 1 means the \
+         first contender is better** (faster, or more throughput), below 1 that it is worse. \
          Peak RSS, where a scenario measures it, is the high-water mark (`VmHWM`, what \
          `getrusage` reports as `ru_maxrss`) of the parent process during the run and of one \
          worker at the end of its work, median over the runs. The machine is a shared 2-vCPU VM: \
@@ -264,17 +264,20 @@ fn markdown(scenarios: &[Scenario], svg_link: &str) -> String {
 struct Bar {
     label: String,
     ratio: f64,
+    /// Index of the scenario, for the background bands.
+    group: usize,
 }
 
 fn bars(scenarios: &[Scenario]) -> Vec<Bar> {
     let mut out = Vec::new();
-    for s in scenarios {
+    for (group, s) in scenarios.iter().enumerate() {
         let reference = &s.rows[0].contender;
         for r in &s.rows[1..] {
             if let Some(x) = r.ratio.filter(|x| x.is_finite() && *x > 0.0) {
                 out.push(Bar {
                     label: format!("{}: {} vs {}", s.name, reference, r.contender),
                     ratio: x,
+                    group,
                 });
             }
         }
@@ -302,6 +305,25 @@ fn chart(bars: &[Bar], path: &str) -> Result<(), Box<dyn std::error::Error>> {
         .margin_top(10)
         .x_label_area_size(40)
         .build_cartesian_2d((lo..hi).log_scale(), 0f64..n as f64)?;
+    let green = RGBColor(46, 139, 87);
+    let red = RGBColor(200, 70, 60);
+    // A light band behind every other scenario, so its bars read as a group.
+    let band = RGBColor(238, 240, 245);
+    for (i, b) in bars.iter().enumerate() {
+        if b.group % 2 == 1 {
+            let y = (n - 1 - i) as f64;
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(lo, y), (hi, y + 1.0)],
+                band.filled(),
+            )))?;
+            let (_, top) = chart.backend_coord(&(lo, y + 1.0));
+            let (_, bottom) = chart.backend_coord(&(lo, y));
+            left.draw(&Rectangle::new(
+                [(0, top), (label_w as i32, bottom)],
+                band.filled(),
+            ))?;
+        }
+    }
     chart
         .configure_mesh()
         .disable_y_mesh()
@@ -316,8 +338,6 @@ fn chart(bars: &[Bar], path: &str) -> Result<(), Box<dyn std::error::Error>> {
         })
         .label_style(("sans-serif", 12))
         .draw()?;
-    let green = RGBColor(46, 139, 87);
-    let red = RGBColor(200, 70, 60);
     for (i, b) in bars.iter().enumerate() {
         let y = (n - 1 - i) as f64;
         let color = if b.ratio >= 1.0 { green } else { red };
@@ -325,13 +345,14 @@ fn chart(bars: &[Bar], path: &str) -> Result<(), Box<dyn std::error::Error>> {
             [(1.0, y + 0.15), (b.ratio, y + 0.85)],
             color.filled(),
         )))?;
-        let value = ("sans-serif", 12).into_font().color(&BLACK).pos(Pos::new(
-            if b.ratio >= 1.0 { HPos::Left } else { HPos::Right },
-            VPos::Center,
-        ));
-        let (px, py) = chart.backend_coord(&(b.ratio, y + 0.5));
-        let dx = if b.ratio >= 1.0 { 4 } else { -4 };
-        root.draw_text(&ratio(Some(b.ratio)), &value, (px + dx, py))?;
+        // The value goes right of the bar's end, or right of the 1x line for
+        // bars that grow leftwards (so it never runs into the labels).
+        let value = ("sans-serif", 12)
+            .into_font()
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        let (px, py) = chart.backend_coord(&(b.ratio.max(1.0), y + 0.5));
+        root.draw_text(&ratio(Some(b.ratio)), &value, (px + 4, py))?;
         let label = ("sans-serif", 12)
             .into_font()
             .color(&BLACK)
