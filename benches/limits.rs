@@ -34,6 +34,15 @@ fn main() {
         })],
     );
     scenario(
+        "raw: 8-byte round trip, socketpair, both on CPU 0",
+        "us",
+        false,
+        reps,
+        vec![Contender::new("socketpair ping-pong", || {
+            raw::pinned(0, || raw::socketpair_pingpong_us(rounds))
+        })],
+    );
+    scenario(
         "raw: 1 MiB messages, socketpair stream",
         "MB/s",
         true,

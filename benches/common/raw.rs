@@ -338,3 +338,27 @@ pub fn memcpy_gb_s(bytes: usize, reps: usize) -> f64 {
     }
     (bytes * reps) as f64 / t.elapsed().as_secs_f64() / 1e9
 }
+
+/// Runs `f` with this thread pinned to CPU `cpu` (children forked meanwhile
+/// inherit the pin), then restores the previous CPU set. On this VM a blocking
+/// round trip across CPUs mostly measures the wake-up of an idle vCPU; pinned,
+/// it measures the IPC. If the pin is refused, `f` runs unpinned.
+pub fn pinned<T>(cpu: usize, f: impl FnOnce() -> T) -> T {
+    // SAFETY: cpu_set_t is plain old data; all-zero is the empty set.
+    let mut old: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `old` is a valid, writable cpu_set_t of `size` bytes; 0 = this thread.
+    let saved = unsafe { libc::sched_getaffinity(0, size, &mut old) } == 0;
+    // SAFETY: as above; CPU_ZERO/CPU_SET only write inside `set`.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid cpu_set_t; CPU_SET ignores out-of-range CPUs.
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid cpu_set_t of `size` bytes.
+    let ok = saved && unsafe { libc::sched_setaffinity(0, size, &set) } == 0;
+    let out = f();
+    if ok {
+        // SAFETY: `old` holds the set read above.
+        unsafe { libc::sched_setaffinity(0, size, &old) };
+    }
+    out
+}
