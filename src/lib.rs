@@ -1,6 +1,37 @@
 //! # multiproc
 //!
-//! Python's `multiprocessing`, done right, for Rust.
+//! Python's `multiprocessing`, done right, for Rust: worker processes, queues and
+//! pipes between them, process-shared locks and memory, a manager process for
+//! shared containers, and process pools.
+//!
+//! Use it for what only a process boundary gives: code that may crash, leak, hang or
+//! is not thread-safe runs in a child that cannot take your program down, and every
+//! way a child can fail comes back as a typed error on the one job it hit.
+//!
+//! ## Processes
+//!
+//! A child runs a function `fn(A) -> R` (a fn item, or a closure that captures
+//! nothing) on serde arguments, and [`Process::join`] returns its result:
+//!
+//! ```
+//! use multiproc::{Process, ProcessError};
+//!
+//! fn word_count(text: String) -> usize {
+//!     text.split_whitespace().count()
+//! }
+//!
+//! let p = Process::spawn("the quick brown fox".to_string(), word_count)?;
+//! assert_eq!(p.join()?, 4);
+//!
+//! // Failures are values: a panic, an exit code, a signal.
+//! let p = Process::spawn((), |()| -> u8 { panic!("corrupt input") })?;
+//! assert!(matches!(p.join(), Err(ProcessError::Panicked { message }) if message == "corrupt input"));
+//! # Ok::<(), ProcessError>(())
+//! ```
+//!
+//! Children start through a fork server by default ([`StartMethod`]); a hook that
+//! runs before `main` makes re-executed copies of the program into children, so no
+//! `init()` call is needed, under `cargo test` and in doctests too.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 

@@ -33,8 +33,25 @@ impl From<io::Error> for ReadError {
 
 /// Writes one frame (header, payload, descriptors) before `deadline`.
 pub(crate) fn write_frame(sock: BorrowedFd<'_>, out: &Outgoing<'_>, deadline: Deadline) -> io::Result<()> {
-    let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
-    sock::send_all(sock, &[&out.header, &out.payload], &fds, deadline)
+    write_frames(sock, &[out], deadline)
+}
+
+/// Writes several frames with one system call where they fit. Descriptors all
+/// ride on the first byte; the reader hands them out to frames in order.
+pub(crate) fn write_frames(
+    sock: BorrowedFd<'_>,
+    frames: &[&Outgoing<'_>],
+    deadline: Deadline,
+) -> io::Result<()> {
+    let fds: Vec<BorrowedFd<'_>> = frames
+        .iter()
+        .flat_map(|f| f.fds.iter().map(|fd| fd.as_fd()))
+        .collect();
+    let bufs: Vec<&[u8]> = frames
+        .iter()
+        .flat_map(|f| [&f.header[..], &f.payload[..]])
+        .collect();
+    sock::send_all(sock, &bufs, &fds, deadline)
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -167,5 +184,107 @@ impl FrameReader {
                 fds,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{self, handles::FdHandle, header, Kind};
+    use std::time::Duration;
+
+    fn pair() -> (OwnedFd, OwnedFd) {
+        sock::socketpair_stream().unwrap()
+    }
+
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
+    }
+
+    fn raw_send(fd: &OwnedFd, bytes: &[u8]) {
+        sock::send_all(fd.as_fd(), &[bytes], &[], soon()).unwrap();
+    }
+
+    #[test]
+    fn frames_and_descriptors_arrive_in_order() {
+        let (a, b) = pair();
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let one = codec::encode(&(1u8, FdHandle(file)), true).unwrap();
+        let two = codec::encode(&"two".to_string(), true).unwrap();
+        let three = codec::bytes_frame(&[9u8; 100_000]);
+        write_frames(a.as_fd(), &[&one, &two], soon()).unwrap();
+        let writer = std::thread::spawn(move || write_frame(a.as_fd(), &three.into_owned(), soon()));
+        let mut r = FrameReader::new();
+        let f = r.read(b.as_fd(), 1 << 20, soon()).unwrap();
+        assert_eq!(f.fds.len(), 1);
+        let (n, _fd): (u8, FdHandle) = codec::decode(f).unwrap();
+        assert_eq!(n, 1);
+        let s: String = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(s, "two");
+        let v: Vec<u8> = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(v, vec![9u8; 100_000]);
+        writer.join().unwrap().unwrap();
+        assert!(matches!(r.read(b.as_fd(), 1 << 20, soon()), Err(ReadError::Eof)));
+    }
+
+    #[test]
+    fn garbage_header_is_refused() {
+        let (a, b) = pair();
+        raw_send(&a, b"GET / HTTP/1.1\r\n\r\n");
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::BadHeader(_)))
+        ));
+    }
+
+    #[test]
+    fn oversized_frame_is_refused_from_its_header() {
+        let (a, b) = pair();
+        raw_send(&a, &header(Kind::Value, u64::MAX - 1, 0));
+        let mut r = FrameReader::new();
+        match r.read(b.as_fd(), 1 << 20, soon()) {
+            Err(ReadError::Codec(CodecError::TooLarge { len, max })) => {
+                assert_eq!((len, max), (u64::MAX - 1, 1 << 20))
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn truncated_frame_is_an_error() {
+        let (a, b) = pair();
+        raw_send(&a, &header(Kind::Value, 100, 0));
+        raw_send(&a, &[1, 2, 3]);
+        drop(a);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::Truncated))
+        ));
+        let (a, b) = pair();
+        raw_send(&a, &[1, 2, 3]);
+        drop(a);
+        let mut r = FrameReader::new();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, soon()),
+            Err(ReadError::Codec(CodecError::Truncated))
+        ));
+    }
+
+    #[test]
+    fn a_timeout_keeps_progress() {
+        let (a, b) = pair();
+        let out = codec::encode(&vec![5u32; 10], false).unwrap();
+        raw_send(&a, &out.header);
+        let mut r = FrameReader::new();
+        let short = Deadline::after(Duration::from_millis(20));
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, short),
+            Err(ReadError::TimedOut)
+        ));
+        raw_send(&a, &out.payload);
+        let v: Vec<u32> = codec::decode(r.read(b.as_fd(), 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(v, vec![5u32; 10]);
     }
 }

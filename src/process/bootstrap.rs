@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::stream::{write_frame, FrameReader};
+use crate::codec::stream::{write_frames, FrameReader};
 use crate::codec::{self, Frame, Outgoing};
 use crate::deadline::Deadline;
 use crate::process::info::{self, Identity};
@@ -216,10 +216,10 @@ pub(crate) fn finish(sock: &OwnedFd, out: Result<Outgoing<'static>, Report>) -> 
         Err(r) => (r, None, EXIT_REFUSED),
     };
     if let Ok(r) = codec::encode(&report, false) {
-        let sent = write_frame(sock.as_fd(), &r, Deadline::NEVER);
-        if let (Ok(()), Some(frame)) = (sent, result) {
-            let _ = write_frame(sock.as_fd(), &frame, Deadline::NEVER);
-        }
+        let _ = match &result {
+            Some(frame) => write_frames(sock.as_fd(), &[&r, frame], Deadline::NEVER),
+            None => write_frames(sock.as_fd(), &[&r], Deadline::NEVER),
+        };
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::codec::stream::write_frame;
+use crate::codec::stream::write_frames;
 use crate::codec::{self};
 use crate::deadline::Deadline;
 use crate::process::bootstrap::{self, entry_id, finish, run_and_encode, Bootstrap, ENV_CHILD};
@@ -192,23 +192,23 @@ impl Builder {
         };
         let boot_frame = codec::encode(&boot, false)?;
         let (ours, theirs) = sock::socketpair_stream()?;
+        let send_bootstrap = || match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER) {
+            // A child that died at once: `join` reports how.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            r => r,
+        };
         let (pid, pidfd, source) = if method == StartMethod::Spawn {
             let env = [(ENV_CHILD, proc::raw(&theirs).to_string())];
             let (pid, pidfd) = proc::spawn_self(&env, theirs.as_fd(), me.daemon)?;
+            drop(theirs);
+            send_bootstrap()?;
             (pid, pidfd, ExitSource::Direct)
         } else {
-            let (pid, pidfd, status) = forkserver::start_child(me.daemon, theirs)?;
+            let (pid, pidfd, status) = forkserver::start_child(me.daemon, theirs, send_bootstrap)?;
             (pid, pidfd, ExitSource::Served { status })
         };
         let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
         info::register(child.clone());
-        for frame in [&boot_frame, &args_frame] {
-            match write_frame(ours.as_fd(), frame, Deadline::NEVER) {
-                // A child that died at once: `join` reports how.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => break,
-                r => r?,
-            }
-        }
         Ok(Process::new(child, ours))
     }
 }

@@ -68,10 +68,13 @@ impl Server {
         })
     }
 
-    fn request(&mut self, req: &Request) -> io::Result<(u32, OwnedFd)> {
-        let deadline = Deadline::after(REPLY_TIMEOUT);
+    fn send_request(&mut self, req: &Request) -> io::Result<()> {
         let out = codec::encode(req, true).map_err(io::Error::other)?;
-        write_frame(self.sock.as_fd(), &out, deadline)?;
+        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
+    }
+
+    fn read_reply(&mut self) -> io::Result<(u32, OwnedFd)> {
+        let deadline = Deadline::after(REPLY_TIMEOUT);
         let frame = self
             .reader
             .read(self.sock.as_fd(), MAX_CONTROL, deadline)
@@ -99,7 +102,16 @@ impl Server {
 /// Starts a child through the fork server (starting the server on first use,
 /// and once more if it has died). Returns the child's pid, a pidfd for it and
 /// the read end of its status pipe.
-pub(crate) fn start_child(daemon: bool, child_sock: OwnedFd) -> io::Result<(u32, OwnedFd, OwnedFd)> {
+///
+/// `while_forking` runs once, after the request went out and before the
+/// reply is read: the parent writes the child's bootstrap then, so that the
+/// child finds it waiting (one round trip less).
+pub(crate) fn start_child(
+    daemon: bool,
+    child_sock: OwnedFd,
+    while_forking: impl FnOnce() -> io::Result<()>,
+) -> io::Result<(u32, OwnedFd, OwnedFd)> {
+    let mut while_forking = Some(while_forking);
     let (status_r, status_w) = proc::pipe()?;
     let req = Request {
         daemon,
@@ -113,7 +125,13 @@ pub(crate) fn start_child(daemon: bool, child_sock: OwnedFd) -> io::Result<(u32,
             *guard = Some(Server::start()?);
         }
         let Some(server) = guard.as_mut() else { continue };
-        match server.request(&req) {
+        let r = server.send_request(&req).and_then(|()| {
+            if let Some(f) = while_forking.take() {
+                f()?;
+            }
+            server.read_reply()
+        });
+        match r {
             Ok((pid, pidfd)) => return Ok((pid, pidfd, status_r)),
             Err(e) => {
                 // A dead or confused server: replace it and try once more.
