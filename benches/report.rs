@@ -8,9 +8,9 @@
 //!   (default `BENCHMARKS.md` and `bench/ratios.svg`);
 //! - `MULTIPROC_BENCH_REPORT_SVG_LINK`: how the Markdown links the chart
 //!   (default `bench/ratios.svg`);
-//! - `MULTIPROC_BENCH_REPORT_COMMAND`, `_SECONDS`, `_FAILED`, `_BUILD_SECONDS`:
-//!   the command that was run, its wall time, the targets that failed, and the
-//!   time spent compiling before.
+//! - `MULTIPROC_BENCH_REPORT_COMMAND`, `_SECONDS`, `_FAILED`, `_BUILD_SECONDS`,
+//!   `_LOAD_START`: the command that was run, its wall time, the targets that
+//!   failed, the time spent compiling before, and /proc/loadavg at the start.
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -146,6 +146,10 @@ fn machine() -> Vec<(&'static str, String)> {
         .unwrap_or_else(|| "unknown".into());
     let nproc = first_line_of("nproc", &[]).unwrap_or_else(|| "unknown".into());
     let kernel = first_line_of("uname", &["-srm"]).unwrap_or_else(|| "unknown".into());
+    let start = env("MULTIPROC_BENCH_REPORT_LOAD_START").unwrap_or_else(|| "unknown".into());
+    let end = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into());
     vec![
         ("CPUs (`nproc`)", nproc),
         ("CPU model", model),
@@ -158,6 +162,10 @@ fn machine() -> Vec<(&'static str, String)> {
         (
             "python3",
             first_line_of("python3", &["--version"]).unwrap_or_else(|| "not found".into()),
+        ),
+        (
+            "load average (1, 5, 15 min) at start / at end",
+            format!("{start} / {end}"),
         ),
     ]
 }
@@ -191,8 +199,9 @@ fn markdown(scenarios: &[Scenario], svg_link: &str) -> String {
          first contender is better** (faster, or more throughput), below 1 that it is worse. \
          Peak RSS, where a scenario measures it, is the high-water mark (`VmHWM`, what \
          `getrusage` reports as `ru_maxrss`) of the parent process during the run and of one \
-         worker at the end of its work, median over the runs. The machine is a shared 2-vCPU VM: \
-         expect run-to-run noise of 10-30 %; min and max show it.\n"
+         worker at the end of its work, median over the runs. On a 2-vCPU VM expect run-to-run \
+         noise of 10-30 %, more when the load average above exceeds the CPU count; min and \
+         max show it.\n"
     );
     if let Some(failed) = env("MULTIPROC_BENCH_REPORT_FAILED") {
         let _ = writeln!(

@@ -192,7 +192,8 @@ impl Builder {
         };
         let boot_frame = codec::encode(&boot, false)?;
         let (ours, theirs) = sock::socketpair_stream()?;
-        let send_bootstrap = || match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER) {
+        let send_bootstrap = || match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER)
+        {
             // A child that died at once: `join` reports how.
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
             r => r,
