@@ -53,7 +53,17 @@ mod shm;
 mod sync;
 
 pub use codec::{CodecError, DEFAULT_MAX_FRAME};
+pub use connection::{
+    wait, Address, AuthError, BufferTooShort, Client, ConnectError, Connection, Listener, Pipe, RecvError,
+    SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+};
 pub use process::{
     active_children, cpu_count, current_process, get_start_method, parent_process, set_start_method, Builder,
     ChildInfo, CurrentProcess, ExitStatus, ParentProcess, Process, ProcessError, StartMethod,
+};
+pub use queue::{GetError, JoinableQueue, PutError, Queue, QueueError, SimpleQueue, TaskDoneError};
+pub use shm::{Array, ArrayGuard, SharedMemory, Value, ValueGuard};
+pub use sync::{
+    Barrier, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock, LockError,
+    LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
 };

@@ -408,3 +408,28 @@ fn exit_status_display() {
     let st: ExitStatus = err.exit_status().unwrap();
     assert_eq!(st.signal(), Some(9));
 }
+
+#[test]
+fn wait_over_processes_and_connections() {
+    use multiproc::{wait, Pipe};
+    let quick = Process::spawn(50u64, sleep_ms).unwrap();
+    let slow = Process::spawn(60_000u64, sleep_ms).unwrap();
+    let (a, b) = Pipe::new().unwrap();
+    // Nothing ready yet: a zero timeout returns at once, empty.
+    let t = Instant::now();
+    assert!(wait(&[&slow, &b], Some(Duration::ZERO)).unwrap().is_empty());
+    assert!(t.elapsed() < Duration::from_secs(1));
+    // The quick child ends first.
+    assert_eq!(wait(&[&slow, &quick, &b], Some(LONG)).unwrap(), vec![1]);
+    a.send(&1u8).unwrap();
+    let ready = wait(&[&slow, &quick, &b], Some(LONG)).unwrap();
+    assert_eq!(ready, vec![1, 2]);
+    // A timeout with nothing ready gives an empty list after about the timeout.
+    let t = Instant::now();
+    assert!(wait(&[&slow], Some(Duration::from_millis(100)))
+        .unwrap()
+        .is_empty());
+    assert!(t.elapsed() >= Duration::from_millis(100));
+    slow.kill().unwrap();
+    assert_eq!(wait(&[&slow], Some(LONG)).unwrap(), vec![0]);
+}

@@ -27,7 +27,9 @@ pub(crate) fn take_error() -> Option<String> {
     LAST_ERROR.with(|e| e.borrow_mut().take())
 }
 
-fn fail<E>(msg: String, f: impl FnOnce(String) -> E) -> E {
+/// Records `msg` as the last handle failure on this thread (postcard drops custom
+/// messages) and builds the error with `f`.
+pub(crate) fn fail<E>(msg: String, f: impl FnOnce(String) -> E) -> E {
     LAST_ERROR.with(|e| *e.borrow_mut() = Some(msg.clone()));
     f(msg)
 }

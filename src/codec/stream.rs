@@ -101,6 +101,52 @@ impl FrameReader {
         Ok(n)
     }
 
+    /// Reads the next frame's payload straight into `buf`, without a deadline,
+    /// when it fits and carries no descriptors: no allocation, and no copy beyond
+    /// the bytes already buffered. Returns `Ok(None)`, leaving the frame to
+    /// [`FrameReader::read`], when it does not fit, carries descriptors, or was
+    /// partly read by an earlier call.
+    pub(crate) fn read_into(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        buf: &mut [u8],
+    ) -> Result<Option<usize>, ReadError> {
+        if self.current.is_some() {
+            return Ok(None);
+        }
+        while self.end - self.start < HEADER_LEN {
+            let had = self.end - self.start;
+            if self.fill(sock, Deadline::NEVER)? == 0 {
+                return Err(if had == 0 {
+                    ReadError::Eof
+                } else {
+                    ReadError::Codec(CodecError::Truncated)
+                });
+            }
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        let header = parse_header(&h, max).map_err(ReadError::Codec)?;
+        if header.len > buf.len() as u64 || header.nfds > 0 {
+            return Ok(None);
+        }
+        self.start += HEADER_LEN;
+        let len = header.len as usize;
+        let take = len.min(self.end - self.start);
+        buf[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
+        self.start += take;
+        let mut got = take;
+        while got < len {
+            // Never past this frame, so no descriptor of a later frame is taken.
+            match sock::recv_some(sock, &mut buf[got..len], &mut self.fds, Deadline::NEVER)? {
+                0 => return Err(ReadError::Codec(CodecError::Truncated)),
+                n => got += n,
+            }
+        }
+        Ok(Some(len))
+    }
+
     /// Reads the next frame, waiting until `deadline`. Frames larger than `max`
     /// are refused from their header, before any allocation.
     pub(crate) fn read(
@@ -140,23 +186,19 @@ impl FrameReader {
             let take = (len - payload.len()).min(self.end - self.start);
             payload.extend_from_slice(&self.buf[self.start..self.start + take]);
             self.start += take;
-            // Large remainders go straight into the payload.
+            // Large remainders go straight into the payload's spare capacity (no
+            // zeroing), grown by at most 8 MiB at a time: a lying header costs
+            // nothing until the bytes arrive. No descriptor can arrive here (they
+            // ride on a frame's first bytes), so a plain recv is enough.
             while len - payload.len() >= DIRECT {
-                let have = payload.len();
-                let want = (len - have).min(8 << 20);
-                payload.resize(have + want, 0);
-                let r = sock::recv_some(sock, &mut payload[have..], &mut self.fds, deadline);
-                match r {
+                let want = (len - payload.len()).min(8 << 20);
+                match crate::sys::uninit::recv_append(sock, payload, want, deadline) {
                     Ok(0) => {
-                        payload.truncate(have);
                         self.current = None;
                         return Err(ReadError::Codec(CodecError::Truncated));
                     }
-                    Ok(n) => payload.truncate(have + n),
-                    Err(e) => {
-                        payload.truncate(have);
-                        return Err(e.into());
-                    }
+                    Ok(_) => {}
+                    Err(e) => return Err(e.into()),
                 }
             }
             if payload.len() < len {

@@ -155,10 +155,16 @@ impl<R> Process<R> {
     pub fn kill(&self) -> io::Result<()> {
         self.child.signal(proc::SIGKILL)
     }
+}
 
-    /// The descriptor that becomes readable when the child has ended.
-    pub(crate) fn ready_fd(&self) -> BorrowedFd<'_> {
+/// A process is ready for [`crate::wait`] once it has ended.
+impl<R> crate::Waitable for Process<R> {
+    fn wait_fd(&self) -> BorrowedFd<'_> {
         self.child.ready_fd()
+    }
+
+    fn ready_now(&self) -> bool {
+        !self.is_alive()
     }
 }
 

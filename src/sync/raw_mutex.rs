@@ -12,6 +12,8 @@
 //! never be moved afterwards (the glibc robust list links to its address).
 //! `lock`/`unlock` pairs are made by the same thread (a guard is `!Send`).
 #![allow(unsafe_code)]
+// The sync primitives moved to `robust_lock`; the queue's shared ring still uses this.
+#![allow(dead_code)]
 
 use std::cell::UnsafeCell;
 use std::io;
@@ -34,7 +36,8 @@ pub(crate) enum Locked {
 pub(crate) enum LockFail {
     /// The deadline passed (or, for `try_lock`, the lock was busy).
     WouldBlock,
-    /// Any other error from the C library.
+    /// Any other error from the C library (`EDEADLK` when the calling thread
+    /// already holds the mutex).
     Io(io::Error),
 }
 
@@ -70,6 +73,12 @@ impl RawMutex {
                 check(libc::pthread_mutexattr_setrobust(
                     attr.as_mut_ptr(),
                     libc::PTHREAD_MUTEX_ROBUST,
+                ))?;
+                // Error-checking: relocking by the owner returns EDEADLK instead of
+                // hanging forever (a robust NORMAL mutex self-deadlocks).
+                check(libc::pthread_mutexattr_settype(
+                    attr.as_mut_ptr(),
+                    libc::PTHREAD_MUTEX_ERRORCHECK,
                 ))?;
                 check(libc::pthread_mutex_init(
                     UnsafeCell::raw_get(std::ptr::addr_of!((*this).m)),

@@ -31,6 +31,26 @@ pub(crate) fn file_len(fd: BorrowedFd<'_>) -> io::Result<u64> {
     u64::try_from(st.st_size).map_err(|_| io::Error::other("negative file size"))
 }
 
+/// Frees the pages of `fd` in `[offset, offset + len)`: they read as zeros
+/// afterwards and cost no memory until touched again (every mapping sees it).
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Result<()> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    fallocate(
+        fd,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        offset,
+        len,
+    )?;
+    Ok(())
+}
+
+/// The memory actually allocated to the file behind `fd`, in bytes.
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn allocated_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = fstat(fd)?;
+    Ok(u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512))
+}
+
 /// A read-write `MAP_SHARED` mapping of a whole file.
 #[derive(Debug)]
 pub(crate) struct Mapping {

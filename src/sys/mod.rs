@@ -7,6 +7,11 @@
 pub(crate) mod futex;
 pub(crate) mod hook;
 pub(crate) mod image;
+pub(crate) mod listen;
 pub(crate) mod mem;
+pub(crate) mod named_shm;
+pub(crate) mod plain_fn;
 pub(crate) mod proc;
+pub(crate) mod robust;
 pub(crate) mod sock;
+pub(crate) mod uninit;

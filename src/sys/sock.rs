@@ -99,7 +99,19 @@ pub(crate) fn send_all(
         return Ok(());
     }
     let mut fds_pending = !fds.is_empty();
-    let mut space = vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len().max(1)))];
+    // Without a deadline the call may block in the kernel (one syscall instead of
+    // sendmsg + poll + sendmsg); with one, it must not.
+    let send_flags = if deadline == Deadline::NEVER {
+        SendFlags::NOSIGNAL
+    } else {
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT
+    };
+    // No allocation for the control buffer when there is nothing to attach.
+    let mut space = if fds.is_empty() {
+        Vec::new()
+    } else {
+        vec![MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(fds.len()))]
+    };
     // A zero-length message with no descriptors still "sends": nothing to do.
     while sent < total || fds_pending {
         // Skip what has gone out already.
@@ -117,12 +129,7 @@ pub(crate) fn send_all(
         if fds_pending && !control.push(SendAncillaryMessage::ScmRights(fds)) {
             return Err(io::Error::other("control buffer too small for descriptors"));
         }
-        match sendmsg(
-            sock,
-            &iov,
-            &mut control,
-            SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-        ) {
+        match sendmsg(sock, &iov, &mut control, send_flags) {
             Ok(n) => {
                 if n > 0 {
                     fds_pending = false;
@@ -151,15 +158,17 @@ pub(crate) fn recv_some(
     deadline: Deadline,
 ) -> io::Result<usize> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS_PER_MESSAGE))];
+    // Without a deadline the call may block in the kernel (one syscall instead of
+    // recvmsg + poll + recvmsg: it halves a ping-pong's syscalls); with one, it must not.
+    let flags = if deadline == Deadline::NEVER {
+        RecvFlags::CMSG_CLOEXEC
+    } else {
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC
+    };
     loop {
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [IoSliceMut::new(buf)];
-        match recvmsg(
-            sock,
-            &mut iov,
-            &mut control,
-            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-        ) {
+        match recvmsg(sock, &mut iov, &mut control, flags) {
             Ok(msg) => {
                 for m in control.drain() {
                     if let RecvAncillaryMessage::ScmRights(received) = m {

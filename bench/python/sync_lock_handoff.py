@@ -1,0 +1,37 @@
+"""Two processes hand a multiprocessing.Lock back and forth: each waits for its
+turn (a RawValue read under the lock) and passes it on, or releases the
+lock and yields the CPU when it is not its turn ("polite", the default), or
+re-takes the lock at once ("busy"). Usage: sync_lock_handoff.py [N] [polite|busy].
+Prints microseconds per handoff."""
+import os
+import sys
+import time
+from multiprocessing import Barrier, Lock, Process, RawValue
+
+
+def player(me, n, lock, turn, start, polite):
+    start.wait()
+    done = 0
+    while done < n:
+        with lock:
+            mine = turn.value == me
+            if mine:
+                turn.value = 1 - me
+                done += 1
+        if not mine and polite:
+            os.sched_yield()
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
+    polite = (sys.argv[2] if len(sys.argv) > 2 else "polite") == "polite"
+    lock, turn, start = Lock(), RawValue("i", 0), Barrier(3)
+    ps = [Process(target=player, args=(me, n, lock, turn, start, polite)) for me in (0, 1)]
+    for p in ps:
+        p.start()
+    start.wait()
+    t = time.perf_counter()
+    for p in ps:
+        p.join()
+    dt = time.perf_counter() - t
+    print(dt / (2 * n) * 1e6)

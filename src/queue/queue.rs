@@ -1,0 +1,257 @@
+//! `Queue<T>`: a multi-producer, multi-consumer FIFO in shared memory.
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{GetError, PutError, QueueError};
+use super::ring::Flavor;
+use super::typed::{Typed, DEFAULT_RING_BYTES};
+
+/// A process-safe FIFO queue in shared memory, for any serde type.
+///
+/// Any number of processes may put and get. Give the queue to a child as
+/// (part of) its argument, or send it over a `Connection`: every handle works
+/// on the same shared memory. Clones are cheap and share the queue too.
+///
+/// `put` encodes the item in the caller's thread (errors come back to the
+/// caller) and returns once the item is in shared memory: there is no feeder
+/// thread, so a producer may exit right after `put` without losing anything.
+/// Small items take no system call unless a process is asleep waiting.
+///
+/// # Crash safety
+///
+/// Any user of the queue may be killed (SIGKILL) at any point, even holding the
+/// queue's lock: the lock is a robust mutex and every change to the queue is
+/// committed through a redo log, so the next user repairs it and goes on. What
+/// can be lost is at most the one item the dead process was handling: the item
+/// a producer was putting (unless its put had committed), and the item a
+/// consumer had taken (once its get has committed; a consumer killed during
+/// the copy leaves the item in the queue).
+///
+/// # Memory
+///
+/// `Queue::new()` reserves 1 GiB of address space in a memfd; memory is used
+/// only as the queue fills, and freed pages are returned as it drains (the
+/// first 8 MiB stay resident). A single item may be up to 1 GiB (minus 8 bytes)
+/// once encoded; a larger one is refused with [`PutError::TooLarge`]. The
+/// queue's memory goes away with the last handle in any process.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Queue;
+///
+/// let q: Queue<String> = Queue::bounded(2)?;
+/// q.put("a".to_string())?;
+/// q.put("b".to_string())?;
+/// assert!(q.is_full());
+/// assert!(q.try_put("c".to_string()).unwrap_err().is_full());
+/// assert_eq!(q.get()?, "a");
+/// assert_eq!(q.len(), 1);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Differences from Python's multiprocessing
+///
+/// - `len`, `is_empty` and `is_full` are exact at the moment of the call
+///   (CPython's `qsize`/`empty`/`full` are approximate).
+/// - `put` is synchronous; encoding errors are returned, not printed by a
+///   feeder thread; there is no `join_thread`/`cancel_join_thread`.
+/// - `close` closes the queue for every process: later puts fail with
+///   `Closed`, gets return the items left and then fail with `Closed`.
+/// - A dead lock holder never wedges the queue.
+#[doc(alias = "multiprocessing.Queue")]
+pub struct Queue<T> {
+    inner: Typed<T>,
+}
+
+impl<T> Clone for Queue<T> {
+    fn clone(&self) -> Self {
+        Queue {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for Queue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
+    /// A queue with no item limit (see "Memory" above for the size of one item).
+    ///
+    /// # Errors
+    /// The memfd could not be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::new()?;
+    /// q.put(vec![1u32, 2, 3])?;
+    /// assert_eq!(q.get()?, vec![1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn new() -> Result<Queue<T>, QueueError> {
+        Ok(Queue {
+            inner: Typed::create(Flavor::Queue, 0, DEFAULT_RING_BYTES)?,
+        })
+    }
+
+    /// A queue holding at most `maxsize` items: `put` blocks while it is full.
+    ///
+    /// # Errors
+    /// `maxsize` is 0, or the memfd could not be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.try_put(2).unwrap_err().is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[doc(alias = "maxsize")]
+    pub fn bounded(maxsize: usize) -> Result<Queue<T>, QueueError> {
+        Queue::with_limits(Some(maxsize), DEFAULT_RING_BYTES)
+    }
+
+    /// A queue with an optional item limit and a byte budget: the encoded items
+    /// in the queue (plus 8 to 15 bytes each) never take more than `max_bytes`,
+    /// and `put` blocks while the next item does not fit.
+    ///
+    /// # Errors
+    /// `max_items` is `Some(0)`, or the memfd could not be created or mapped.
+    ///
+    /// # Examples
+    /// ```
+    /// let q = multiproc::Queue::with_limits(None, 1024)?;
+    /// assert!(q.put(vec![0u8; 4096]).unwrap_err().to_string().contains("can never fit"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_limits(max_items: Option<usize>, max_bytes: u64) -> Result<Queue<T>, QueueError> {
+        let max = check_max(max_items)?;
+        Ok(Queue {
+            inner: Typed::create(Flavor::Queue, max, max_bytes)?,
+        })
+    }
+
+    /// Puts `item` at the end, waiting while the queue is full.
+    ///
+    /// # Errors
+    /// [`PutError::Closed`], [`PutError::Encode`] (the item's `Serialize`
+    /// failed, or it holds a handle), [`PutError::TooLarge`]; the item comes back.
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.put(item)
+    }
+
+    /// [`put`](Queue::put), waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    /// As `put`, plus [`PutError::Timeout`].
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
+        self.inner.put_timeout(item, timeout)
+    }
+
+    /// [`put`](Queue::put) without waiting.
+    ///
+    /// # Errors
+    /// As `put`, plus [`PutError::Full`].
+    #[doc(alias = "put_nowait")]
+    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.try_put(item)
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    /// [`GetError::Closed`] once the queue is closed and empty;
+    /// [`GetError::Decode`] if the item is not a `T`.
+    pub fn get(&self) -> Result<T, GetError> {
+        self.inner.get()
+    }
+
+    /// [`get`](Queue::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As `get`, plus [`GetError::Timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.inner.get_timeout(timeout)
+    }
+
+    /// [`get`](Queue::get) without waiting.
+    ///
+    /// # Errors
+    /// As `get`, plus [`GetError::Empty`].
+    #[doc(alias = "get_nowait")]
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.inner.try_get()
+    }
+
+    /// The number of items in the queue, exact at the moment of the call.
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// True if the queue holds no item.
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// True if the queue holds its maximum number of items (never for an
+    /// unbounded queue; a byte budget can still make `put` wait).
+    #[doc(alias = "full")]
+    pub fn is_full(&self) -> bool {
+        self.inner.is_full()
+    }
+
+    /// The item limit, `None` for none.
+    pub fn maxsize(&self) -> Option<usize> {
+        self.inner.maxsize()
+    }
+
+    /// The largest encoded item this queue accepts, in bytes.
+    pub fn max_item_bytes(&self) -> u64 {
+        self.inner.max_item_bytes()
+    }
+
+    /// Closes the queue for every process: puts fail with `Closed` from now on;
+    /// gets return the items still queued, then fail with `Closed`. Wakes every
+    /// process waiting on the queue.
+    pub fn close(&self) {
+        self.inner.ring.close()
+    }
+
+    /// True once any process closed the queue.
+    pub fn is_closed(&self) -> bool {
+        self.inner.ring.is_closed()
+    }
+}
+
+pub(crate) fn check_max(max_items: Option<usize>) -> Result<u64, QueueError> {
+    match max_items {
+        None => Ok(0),
+        Some(0) => Err(QueueError::new(
+            "invalid queue size",
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "maxsize must be at least 1"),
+        )),
+        Some(n) => Ok(n as u64),
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Serialize for Queue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for Queue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Queue {
+            inner: Typed::deserialize(d, Flavor::Queue)?,
+        })
+    }
+}

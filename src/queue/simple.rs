@@ -1,0 +1,119 @@
+//! `SimpleQueue<T>`: the minimal queue (put, get, is_empty, close).
+
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::error::{GetError, PutError, QueueError};
+use super::ring::Flavor;
+use super::typed::{Typed, DEFAULT_RING_BYTES};
+
+/// A simplified unbounded queue: `put`, `get`, `is_empty`, `close`.
+///
+/// The same shared-memory queue as [`Queue`](crate::Queue) (same crash
+/// safety, same memory use), with CPython's `SimpleQueue` surface plus
+/// `try_get`/`get_timeout` so that no wait has to be unbounded.
+///
+/// # Examples
+///
+/// ```
+/// let q = multiproc::SimpleQueue::new()?;
+/// assert!(q.is_empty());
+/// q.put(("job".to_string(), 7u64))?;
+/// assert!(!q.is_empty());
+/// assert_eq!(q.get()?, ("job".to_string(), 7));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Differences from Python's multiprocessing
+///
+/// CPython's `SimpleQueue` is a pipe and a lock; a process killed holding the
+/// lock blocks every other user. Here the lock is robust.
+#[doc(alias = "multiprocessing.SimpleQueue")]
+pub struct SimpleQueue<T> {
+    inner: Typed<T>,
+}
+
+impl<T> Clone for SimpleQueue<T> {
+    fn clone(&self) -> Self {
+        SimpleQueue {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for SimpleQueue<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.inner.fmt(f)
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
+    /// A new, empty queue.
+    ///
+    /// # Errors
+    /// The memfd could not be created or mapped.
+    pub fn new() -> Result<SimpleQueue<T>, QueueError> {
+        Ok(SimpleQueue {
+            inner: Typed::create(Flavor::Simple, 0, DEFAULT_RING_BYTES)?,
+        })
+    }
+
+    /// Puts `item` at the end.
+    ///
+    /// # Errors
+    /// As [`Queue::put`](crate::Queue::put).
+    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
+        self.inner.put(item)
+    }
+
+    /// Takes the oldest item, waiting while the queue is empty.
+    ///
+    /// # Errors
+    /// As [`Queue::get`](crate::Queue::get).
+    pub fn get(&self) -> Result<T, GetError> {
+        self.inner.get()
+    }
+
+    /// [`get`](SimpleQueue::get), waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// As `get`, plus [`GetError::Timeout`].
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
+        self.inner.get_timeout(timeout)
+    }
+
+    /// [`get`](SimpleQueue::get) without waiting.
+    ///
+    /// # Errors
+    /// As `get`, plus [`GetError::Empty`].
+    pub fn try_get(&self) -> Result<T, GetError> {
+        self.inner.try_get()
+    }
+
+    /// True if the queue holds no item, exact at the moment of the call.
+    #[doc(alias = "empty")]
+    pub fn is_empty(&self) -> bool {
+        self.inner.len() == 0
+    }
+
+    /// Closes the queue for every process, as [`Queue::close`](crate::Queue::close).
+    pub fn close(&self) {
+        self.inner.ring.close()
+    }
+}
+
+impl<T: Serialize + DeserializeOwned + 'static> Serialize for SimpleQueue<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.inner.serialize(s)
+    }
+}
+
+impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for SimpleQueue<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(SimpleQueue {
+            inner: Typed::deserialize(d, Flavor::Simple)?,
+        })
+    }
+}

@@ -1,0 +1,229 @@
+//! The calling thread's id and its kernel robust-futex list, for the crate's own
+//! robust lock word (`sync::robust_lock`).
+//!
+//! The kernel keeps, per thread, a pointer to a user-space `robust_list_head`
+//! (registered by glibc for every thread). When a thread dies, the kernel walks
+//! that list and, for every entry whose futex word (at `entry + futex_offset`)
+//! holds the dying thread's id, sets `FUTEX_OWNER_DIED` and wakes a waiter. glibc
+//! threads its robust `pthread_mutex_t`s onto this list as a doubly linked list
+//! of `{prev, next}` pairs: every link points at an entry's `next` field, the
+//! entry's `prev` is 8 bytes below it, and the futex word 32 bytes below it
+//! (`futex_offset == -32`, checked at run time). A lock laid out the same way
+//! can be linked onto the same list with the same operations (`ENQUEUE_MUTEX` /
+//! `DEQUEUE_MUTEX` in glibc's `nptl/descr.h`), and the kernel then treats it
+//! exactly like a glibc robust mutex.
+//!
+//! # Safety
+//! - The list is private to its thread: only the owning thread (and the kernel,
+//!   when the thread dies) reads or writes it; [`ThreadList`] is `!Send`.
+//! - [`ThreadList::this_thread`] checks the registered head (`len == 24`,
+//!   `futex_offset == -32`) before any use, and refuses otherwise.
+//! - The callers of [`ThreadList::enqueue`]/[`ThreadList::dequeue`] promise that
+//!   `entry` is the address of the `next` field of a lock laid out as above, that
+//!   the memory stays mapped while the entry is on the list, and that enqueue and
+//!   dequeue alternate for each lock, from the thread that owns it.
+//! - The thread-id cache is reset in a fork child by a `pthread_atfork` handler
+//!   (the child's thread has a new id).
+#![allow(unsafe_code)]
+
+use std::cell::Cell;
+use std::io;
+use std::ptr;
+use std::sync::atomic::{compiler_fence, Ordering};
+use std::sync::Once;
+
+/// `entry + FUTEX_OFFSET` is the futex word of a list entry (glibc's layout).
+pub(crate) const FUTEX_OFFSET: isize = -32;
+/// Bytes between an entry's `prev` field and its `next` field.
+const PREV_ADJUST: usize = 8;
+
+thread_local! {
+    static TID: Cell<u32> = const { Cell::new(0) };
+    static HEAD: Cell<usize> = const { Cell::new(0) };
+}
+
+static ATFORK: Once = Once::new();
+
+extern "C" fn reset_in_child() {
+    // In the child of a fork only the forking thread exists, with a new id;
+    // its robust list head is at the same address but re-registered by glibc.
+    TID.with(|t| t.set(0));
+    HEAD.with(|h| h.set(0));
+}
+
+fn register_atfork() {
+    ATFORK.call_once(|| {
+        // SAFETY: registers a handler that only writes two thread-local cells
+        // (async-signal-safe); the function lives for the whole program.
+        unsafe {
+            libc::pthread_atfork(None, None, Some(reset_in_child));
+        }
+    });
+}
+
+/// The calling thread's kernel id (cached; correct after `fork`).
+#[inline(always)]
+pub(crate) fn current_tid() -> u32 {
+    let t = TID.with(Cell::get);
+    if t != 0 {
+        return t;
+    }
+    first_tid()
+}
+
+#[cold]
+#[inline(never)]
+fn first_tid() -> u32 {
+    register_atfork();
+    let t = rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs();
+    TID.with(|c| c.set(t));
+    t
+}
+
+/// The calling thread's robust list, as registered with the kernel.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ThreadList {
+    /// Address of the `robust_list_head` (its first field is `list.next`).
+    head: usize,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl ThreadList {
+    /// The calling thread's list (cached after the first call).
+    ///
+    /// # Errors
+    /// `Unsupported` when no list is registered or it does not have glibc's layout.
+    #[inline(always)]
+    pub(crate) fn this_thread() -> io::Result<ThreadList> {
+        let h = HEAD.with(Cell::get);
+        if h != 0 {
+            return Ok(ThreadList {
+                head: h,
+                _not_send: std::marker::PhantomData,
+            });
+        }
+        ThreadList::first_use()
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn first_use() -> io::Result<ThreadList> {
+        register_atfork();
+        let mut head: usize = 0;
+        let mut len: usize = 0;
+        // SAFETY: get_robust_list(0, ...) writes the calling thread's head
+        // pointer and its length into the two locals.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                0 as libc::c_long,
+                ptr::addr_of_mut!(head),
+                ptr::addr_of_mut!(len),
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let unsupported = |why: &str| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!("robust locks need glibc's robust futex list on this thread: {why}"),
+            )
+        };
+        if head == 0 || head % std::mem::align_of::<usize>() != 0 {
+            return Err(unsupported("no list registered"));
+        }
+        if len != 3 * std::mem::size_of::<usize>() {
+            return Err(unsupported("unexpected list head size"));
+        }
+        // SAFETY: the kernel gave us the live head of this thread's list, a
+        // `robust_list_head { next, futex_offset, list_op_pending }`.
+        let offset = unsafe { ptr::read_volatile((head + 8) as *const isize) };
+        if offset != FUTEX_OFFSET {
+            return Err(unsupported(
+                "unexpected futex offset (not glibc's pthread_mutex_t layout)",
+            ));
+        }
+        HEAD.with(|c| c.set(head));
+        Ok(ThreadList {
+            head,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// Announces that `entry` is about to be locked or unlocked, so that the
+    /// kernel also checks it if the thread dies in between.
+    #[inline(always)]
+    pub(crate) fn set_pending(self, entry: usize) {
+        // SAFETY: `head + 16` is `list_op_pending` of this thread's head (checked
+        // in `this_thread`); only this thread writes it.
+        unsafe { ptr::write_volatile((self.head + 16) as *mut usize, entry) };
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Clears the announcement.
+    #[inline(always)]
+    pub(crate) fn clear_pending(self) {
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: as in `set_pending`.
+        unsafe { ptr::write_volatile((self.head + 16) as *mut usize, 0) };
+    }
+
+    /// Links `entry` at the front of the list (glibc's `ENQUEUE_MUTEX_BOTH`, val 0).
+    ///
+    /// # Safety
+    /// See the module's contract: `entry` is the `next` field of a lock laid out
+    /// like glibc's robust mutex, owned by this thread, not on any list.
+    #[inline(always)]
+    pub(crate) unsafe fn enqueue(self, entry: usize) {
+        // SAFETY: every link of this thread's list points at a live entry's
+        // `next` field with its `prev` 8 bytes below (glibc's invariant, which
+        // we keep); `entry` is valid per the caller.
+        unsafe {
+            let first = ptr::read_volatile(self.head as *const usize);
+            ptr::write_volatile(((first & !1) - PREV_ADJUST) as *mut usize, entry);
+            ptr::write_volatile(entry as *mut usize, first);
+            ptr::write_volatile((entry - PREV_ADJUST) as *mut usize, self.head);
+            compiler_fence(Ordering::SeqCst);
+            ptr::write_volatile(self.head as *mut usize, entry);
+        }
+    }
+
+    /// Unlinks `entry` (glibc's `DEQUEUE_MUTEX`).
+    ///
+    /// # Safety
+    /// `entry` was linked by [`enqueue`](ThreadList::enqueue) on this thread's
+    /// list and is still mapped.
+    #[inline(always)]
+    pub(crate) unsafe fn dequeue(self, entry: usize) {
+        // SAFETY: as in `enqueue`; `entry`'s neighbours are live entries.
+        unsafe {
+            let next = ptr::read_volatile(entry as *const usize);
+            let prev = ptr::read_volatile((entry - PREV_ADJUST) as *const usize);
+            ptr::write_volatile(((next & !1) - PREV_ADJUST) as *mut usize, prev);
+            ptr::write_volatile((prev & !1) as *mut usize, next);
+            compiler_fence(Ordering::SeqCst);
+            ptr::write_volatile((entry - PREV_ADJUST) as *mut usize, 0);
+            ptr::write_volatile(entry as *mut usize, 0);
+        }
+    }
+}
+
+/// True when `tid` is a live thread of the calling process.
+pub(crate) fn is_own_thread(tid: u32) -> bool {
+    tid != 0 && std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
+/// False once thread `tid` has exited (or its process is a zombie); true
+/// while it runs, or when this cannot be told.
+pub(crate) fn thread_alive(tid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Err(e) => e.kind() != io::ErrorKind::NotFound,
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        ),
+    }
+}
