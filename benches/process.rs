@@ -107,9 +107,6 @@ fn main() {
         std::process::exit(0);
     }
     procspawn::init();
-    // SAFETY: every procspawn::spawn here runs a function of this executable
-    // (procspawn is built without its shared-library check).
-    unsafe { procspawn::assert_spawn_is_safe() };
 
     let reps = 5;
     let fork_n = n(100, 10);

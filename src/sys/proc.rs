@@ -274,22 +274,6 @@ pub(crate) fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize>
     }
 }
 
-/// Moves `fd` to the number `target` (dup2 + close of the old number).
-pub(crate) fn move_fd(fd: OwnedFd, target: i32) -> io::Result<OwnedFd> {
-    if fd.as_raw_fd() == target {
-        return Ok(fd);
-    }
-    // SAFETY: dup2 onto `target` in a freshly forked child, where `target`
-    // is reserved for this descriptor; the new descriptor is owned below.
-    let rc = unsafe { libc::dup2(fd.as_raw_fd(), target) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    drop(fd);
-    // SAFETY: `rc` is a descriptor dup2 just created and nothing else owns.
-    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(rc) })
-}
-
 /// Takes ownership of a descriptor inherited from the parent under a number
 /// passed in the environment, after checking that it is open.
 pub(crate) fn inherited_fd(raw: i32) -> io::Result<OwnedFd> {
