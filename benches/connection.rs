@@ -76,7 +76,7 @@ fn mp_pingpong(rounds: usize, typed: bool) -> f64 {
     .unwrap();
     pin(p.pid(), "0");
     let msg = *b"12345678";
-    let mut once = || {
+    let once = || {
         if typed {
             a.send(&0x1234_5678u64).unwrap();
             assert_eq!(a.recv::<u64>().unwrap(), 0x1234_5678);
@@ -231,7 +231,7 @@ fn ipc_pingpong(rounds: usize) -> f64 {
     let p = Process::spawn(name, ipc_echo).unwrap();
     pin(p.pid(), "0");
     let (tx, rx) = ipc_parent_setup(server);
-    let mut once = || {
+    let once = || {
         tx.send(Msg::Data(b"12345678".to_vec())).unwrap();
         match rx.recv().unwrap() {
             Msg::Data(m) => assert_eq!(m.len(), 8),

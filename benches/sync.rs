@@ -3,8 +3,6 @@
 //!
 //! `cargo bench --bench sync` (set MULTIPROC_BENCH_QUICK=1 for a tiny run).
 
-// The shared runner trips one clippy lint (reported to the lead; not this file's to fix).
-#[allow(clippy::double_ended_iterator_last)]
 mod common;
 
 use std::hint::black_box;

@@ -31,7 +31,8 @@ fn work((count, lock): (Value<i64>, Lock)) {
     let _ = count.store(n - 1);
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by the tour).
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let t = Instant::now();
     let lock = Lock::new()?;
     let count = Value::new(100i64)?;
@@ -49,4 +50,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     assert_eq!(left, 0);
     Ok(())
+}
+
+// `main` is unused when the tour includes this file as a module.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run()
 }

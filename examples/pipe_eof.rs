@@ -45,7 +45,8 @@ fn consumer((left, right): (Connection, Connection)) -> usize {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by the tour).
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let (left, right) = Pipe::new()?;
     // A quick one-process demo first, as in the seed.
     left.send(&"aaa".to_string())?;
@@ -59,4 +60,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let received = p.join()?;
     println!("the consumer saw EOF after {received} messages");
     Ok(())
+}
+
+// `main` is unused when the tour includes this file as a module.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run()
 }

@@ -41,7 +41,8 @@ fn producer((q, name, food, n): (JoinableQueue<String>, String, String, u32)) {
     q.join().expect("join the queue");
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the example (also called by the tour).
+pub fn run() -> Result<(), Box<dyn std::error::Error>> {
     let q: JoinableQueue<String> = JoinableQueue::new()?;
     let eaten: Queue<String> = Queue::new()?;
 
@@ -80,4 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         all.len()
     );
     Ok(())
+}
+
+// `main` is unused when the tour includes this file as a module.
+#[allow(dead_code)]
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    run()
 }

@@ -7,6 +7,18 @@ use std::time::{Duration, Instant};
 
 use multiproc::{Process, ProcessError, StartMethod};
 
+// The tour runs the seed's examples, each kept in its own example file.
+#[path = "lock_counter.rs"]
+mod lock_counter;
+#[path = "manager_counter.rs"]
+mod manager_counter;
+#[path = "pipe_eof.rs"]
+mod pipe_eof;
+#[path = "pool.rs"]
+mod pool;
+#[path = "producer_consumer.rs"]
+mod producer_consumer;
+
 fn section(title: &str) {
     println!("\n=== {title} ===");
 }
@@ -44,6 +56,22 @@ fn processes() -> Result<(), ProcessError> {
     Ok(())
 }
 
+/// What CPython's Pool cannot do: lose a worker and go on.
+fn failures_in_a_pool() -> Result<(), Box<dyn std::error::Error>> {
+    section("a pool that never hangs");
+    let pool = multiproc::Pool::new(2)?;
+    println!(
+        "a task that aborts: {}",
+        pool.apply(|()| -> u32 { std::process::abort() }, ()).unwrap_err()
+    );
+    println!(
+        "a task that panics: {}",
+        pool.apply(|()| -> u32 { panic!("bad input") }, ()).unwrap_err()
+    );
+    println!("the pool goes on: {:?}", pool.map(|x: u64| x * x, 1..=5)?);
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "multiproc tour: {} CPUs, parent pid {}",
@@ -51,6 +79,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::id()
     );
     processes()?;
+    section("producer and consumers over a JoinableQueue (examples/producer_consumer.rs)");
+    producer_consumer::run()?;
+    section("a Pipe until EOF (examples/pipe_eof.rs)");
+    pipe_eof::run()?;
+    section("100 processes decrement a shared Value under a Lock (examples/lock_counter.rs)");
+    lock_counter::run()?;
+    section("a manager dict shared by 100 processes, with a lock and with update_with (examples/manager_counter.rs)");
+    manager_counter::run()?;
+    section("Pool(5), 20 apply_async, close, join (examples/pool.rs)");
+    pool::run()?;
+    failures_in_a_pool()?;
     println!("\ntour finished");
     Ok(())
 }

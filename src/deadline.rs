@@ -30,15 +30,4 @@ impl Deadline {
     pub(crate) fn passed(self) -> bool {
         self.remaining() == Some(Duration::ZERO)
     }
-
-    /// Remaining time in milliseconds for `poll(2)`-style calls, rounded up, -1 for never.
-    pub(crate) fn poll_millis(self) -> i32 {
-        match self.remaining() {
-            None => -1,
-            Some(d) => {
-                let ms = d.as_nanos().div_ceil(1_000_000);
-                i32::try_from(ms).unwrap_or(i32::MAX)
-            }
-        }
-    }
 }

@@ -220,3 +220,79 @@ fn fork_child_gets_its_own_thread_identity() {
         .unwrap();
     assert_eq!(p.join_timeout(T).unwrap().as_deref(), Some("busy"));
 }
+
+#[test]
+fn rlock_holder_sigkilled_reports_owner_died_once() {
+    let l = RLock::new().unwrap();
+    let held = Event::new().unwrap();
+    let p = Process::spawn((l.clone(), held.clone()), |(l, held): (RLock, Event)| {
+        l.acquire().unwrap().leak();
+        l.acquire().unwrap().leak();
+        held.set();
+        std::thread::sleep(Duration::from_secs(60));
+    })
+    .unwrap();
+    assert!(held.wait_timeout(T));
+    assert!(matches!(l.try_acquire(), Err(LockError::WouldBlock)));
+    p.kill().unwrap();
+    let _ = p.join_timeout(T);
+    match l.acquire_timeout(T) {
+        Err(LockError::OwnerDied(g)) => {
+            assert_eq!(
+                l.held_count(),
+                1,
+                "the dead owner's recursion count is not inherited"
+            );
+            drop(g);
+        }
+        other => panic!("expected OwnerDied, got {other:?}"),
+    }
+    assert_eq!(l.held_count(), 0);
+    assert!(l.acquire_timeout(T).is_ok());
+}
+
+#[test]
+fn waiter_killed_while_waiting_for_a_hand_over_does_not_wedge_the_lock() {
+    // The parent holds the lock long enough for a waiting child to ask for a
+    // direct hand-over, kills the child, then releases: the lock may be handed
+    // to the dead child. The next acquirer must still get it (within the
+    // 250 ms liveness re-check), reported as OwnerDied if it was handed over.
+    let lock = Lock::new().unwrap();
+    let g = lock.acquire().unwrap();
+    let p = Process::spawn(lock.clone(), |l: Lock| l.acquire().map(drop).is_ok()).unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    p.kill().unwrap();
+    let _ = p.join_timeout(T);
+    drop(g);
+    let t = Instant::now();
+    let l2 = lock.clone();
+    let r = std::thread::spawn(move || match l2.acquire_timeout(Duration::from_secs(10)) {
+        Ok(_) => "clean",
+        Err(LockError::OwnerDied(_)) => "owner died",
+        Err(_) => "failed",
+    })
+    .join()
+    .unwrap();
+    eprintln!("next acquirer: {r} after {:?}", t.elapsed());
+    assert_ne!(r, "failed", "the lock is wedged");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert!(lock.acquire_timeout(T).is_ok());
+}
+
+#[test]
+fn handles_sent_over_a_connection_are_the_same_objects() {
+    let (a, b) = multiproc::Pipe::new().unwrap();
+    let p = Process::spawn(b, |b: multiproc::Connection| {
+        let (lock, v): (Lock, multiproc::Value<u32>) = b.recv_timeout(Duration::from_secs(20)).unwrap();
+        let busy = matches!(lock.try_acquire(), Err(LockError::WouldBlock));
+        v.store(7).unwrap();
+        busy
+    })
+    .unwrap();
+    let lock = Lock::new().unwrap();
+    let v = multiproc::Value::new(0u32).unwrap();
+    let _g = lock.acquire().unwrap();
+    a.send(&(lock.clone(), v.clone())).unwrap();
+    assert_eq!(p.join_timeout(T).unwrap(), Some(true));
+    assert_eq!(v.load().unwrap(), 7);
+}

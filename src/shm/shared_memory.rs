@@ -123,7 +123,8 @@ impl SharedMemory {
     ///
     /// # Errors
     /// `NotFound` if no such name exists (never created, or unlinked);
-    /// `InvalidInput` for an invalid name or an empty object.
+    /// `InvalidInput` for an invalid name or an empty object (one whose creator
+    /// has not sized it yet: `create` makes the name, then sizes it; retry).
     pub fn open(name: &str) -> io::Result<SharedMemory> {
         let fd = named_shm::open(name)?;
         Ok(SharedMemory {

@@ -45,11 +45,13 @@ pub(crate) struct BarrierState {
     has_action: AtomicU32,
     action: AtomicI64,
     build_id: AtomicU64,
+    /// Default timeout of `wait` in nanoseconds (0: none).
+    timeout_ns: AtomicU64,
 }
 
 // SAFETY: a RobustLock and atomics; initialised by `BarrierState::init`.
 unsafe impl SharedLayout for BarrierState {
-    const MAGIC: u64 = magic("multiproc.Barrier.v1");
+    const MAGIC: u64 = magic("multiproc.Barrier.v2");
 
     fn held_in_this_process(&self) -> bool {
         self.mutex.held_in_this_process()
@@ -62,7 +64,12 @@ type Outcome = Result<u32, BrokenBarrierError>;
 impl BarrierState {
     /// # Safety
     /// `this` is valid, aligned, writable memory for the state, not yet shared.
-    unsafe fn init(this: *mut BarrierState, parties: u32, action: Option<(i64, u64)>) -> io::Result<()> {
+    unsafe fn init(
+        this: *mut BarrierState,
+        parties: u32,
+        action: Option<(i64, u64)>,
+        timeout: Option<Duration>,
+    ) -> io::Result<()> {
         // SAFETY: forwarded from the caller; the atomics are written before any sharing.
         unsafe {
             use std::ptr::addr_of_mut;
@@ -77,6 +84,8 @@ impl BarrierState {
             let (off, build) = action.unwrap_or((0, 0));
             addr_of_mut!((*this).action).write(AtomicI64::new(off));
             addr_of_mut!((*this).build_id).write(AtomicU64::new(build));
+            let ns = timeout.map_or(0, |t| u64::try_from(t.as_nanos()).unwrap_or(u64::MAX).max(1));
+            addr_of_mut!((*this).timeout_ns).write(AtomicU64::new(ns));
             {
                 addr_of_mut!((*this).mutex).write(RobustLock::new());
                 Ok(())
@@ -255,7 +264,28 @@ impl Barrier {
     /// # Errors
     /// `InvalidInput` for zero parties; or the system refused the memory.
     pub fn new(parties: u32) -> io::Result<Barrier> {
-        Barrier::create(parties, None)
+        Barrier::builder(parties).build()
+    }
+
+    /// A builder for a barrier with an action and/or a default timeout
+    /// (Python's `Barrier(parties, action, timeout)`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// fn announce() {}
+    /// let b = Barrier::builder(1).action(announce).timeout(Duration::from_secs(5)).build()?;
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder(parties: u32) -> BarrierBuilder {
+        BarrierBuilder {
+            parties,
+            action: None,
+            timeout: None,
+        }
     }
 
     /// A barrier whose `action` runs once per round, in the last party to
@@ -264,11 +294,10 @@ impl Barrier {
     /// # Errors
     /// As [`new`](Barrier::new); also fails if this executable's image cannot be read.
     pub fn with_action(parties: u32, action: fn()) -> io::Result<Barrier> {
-        let build = crate::sys::image::Image::get()?.build_id;
-        Barrier::create(parties, Some((plain_fn_offset(action), build)))
+        Barrier::builder(parties).action(action).build()
     }
 
-    fn create(parties: u32, action: Option<(i64, u64)>) -> io::Result<Barrier> {
+    fn create(parties: u32, action: Option<(i64, u64)>, timeout: Option<Duration>) -> io::Result<Barrier> {
         if parties == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -277,7 +306,7 @@ impl Barrier {
         }
         // SAFETY: `create` hands `init` the fresh, unshared, final address.
         let shared = Shared::create("multiproc-barrier", 0, 1, |p| unsafe {
-            BarrierState::init(p, parties, action)
+            BarrierState::init(p, parties, action, timeout)
         })?;
         Ok(Barrier { shared })
     }
@@ -287,11 +316,19 @@ impl Barrier {
     }
 
     /// Waits for the other parties; returns this party's index in `0..parties`.
+    /// Waits at most the barrier's default timeout, if it was built with one.
     ///
     /// # Errors
-    /// [`BrokenBarrierError`] if the barrier is or becomes broken.
+    /// [`BrokenBarrierError`] if the barrier is or becomes broken (or the
+    /// default timeout passes).
     pub fn wait(&self) -> Result<u32, BrokenBarrierError> {
-        self.state().wait(Deadline::NEVER)
+        let ns = self.state().timeout_ns.load(Ordering::Relaxed);
+        let deadline = if ns == 0 {
+            Deadline::NEVER
+        } else {
+            Deadline::after(Duration::from_nanos(ns))
+        };
+        self.state().wait(deadline)
     }
 
     /// As [`wait`](Barrier::wait), at most `timeout`; when it passes the
@@ -333,6 +370,43 @@ impl Barrier {
     /// True while the barrier is broken.
     pub fn broken(&self) -> bool {
         self.state().broken.load(Ordering::Relaxed) != 0
+    }
+}
+
+/// Builds a [`Barrier`]: `Barrier::builder(parties).action(f).timeout(t).build()`.
+#[derive(Debug, Clone)]
+#[must_use = "call build() to create the barrier"]
+pub struct BarrierBuilder {
+    parties: u32,
+    action: Option<fn()>,
+    timeout: Option<Duration>,
+}
+
+impl BarrierBuilder {
+    /// The action run once per round by the last party to arrive, before any
+    /// party is released (a plain `fn()` of this executable).
+    pub fn action(mut self, action: fn()) -> Self {
+        self.action = Some(action);
+        self
+    }
+
+    /// The default timeout of [`Barrier::wait`] (Python's `timeout=`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Creates the barrier.
+    ///
+    /// # Errors
+    /// `InvalidInput` for zero parties; the system refused the memory; or this
+    /// executable's image cannot be read (with an action).
+    pub fn build(self) -> io::Result<Barrier> {
+        let action = match self.action {
+            None => None,
+            Some(f) => Some((plain_fn_offset(f), crate::sys::image::Image::get()?.build_id)),
+        };
+        Barrier::create(self.parties, action, self.timeout)
     }
 }
 
@@ -451,6 +525,18 @@ mod tests {
         b.abort();
         assert!(h.join().unwrap().is_err());
         assert_eq!(b.n_waiting(), 0);
+    }
+
+    #[test]
+    fn default_timeout_breaks_a_short_round() {
+        let b = Barrier::builder(2)
+            .timeout(Duration::from_millis(30))
+            .build()
+            .unwrap();
+        let t = std::time::Instant::now();
+        assert!(b.wait().unwrap_err().is_timeout());
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        assert!(b.broken());
     }
 
     #[test]

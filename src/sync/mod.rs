@@ -18,7 +18,7 @@ pub(crate) mod robust_lock;
 pub(crate) mod semaphore;
 pub(crate) mod shared;
 
-pub use barrier::{Barrier, BrokenBarrierError};
+pub use barrier::{Barrier, BarrierBuilder, BrokenBarrierError};
 pub use condition::{Condition, ConditionGuard};
 pub use error::{LockError, ReleaseError};
 pub use event::Event;

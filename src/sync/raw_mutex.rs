@@ -12,8 +12,6 @@
 //! never be moved afterwards (the glibc robust list links to its address).
 //! `lock`/`unlock` pairs are made by the same thread (a guard is `!Send`).
 #![allow(unsafe_code)]
-// The sync primitives moved to `robust_lock`; the queue's shared ring still uses this.
-#![allow(dead_code)]
 
 use std::cell::UnsafeCell;
 use std::io;

@@ -144,6 +144,18 @@ impl ThreadList {
                 "unexpected futex offset (not glibc's pthread_mutex_t layout)",
             ));
         }
+        // glibc's list is doubly linked: the first entry's `prev` (or, for an
+        // empty list, the `robust_prev` slot just below the head) points back
+        // at the head.
+        // SAFETY: the head is live (above); its first link points at a live
+        // entry's `next` field, or at the head itself, with a `prev` slot 8 bytes below.
+        let back = unsafe {
+            let first = ptr::read_volatile(head as *const usize);
+            ptr::read_volatile(((first & !1) - PREV_ADJUST) as *const usize)
+        };
+        if back & !1 != head {
+            return Err(unsupported("the list is not glibc's doubly linked list"));
+        }
         HEAD.with(|c| c.set(head));
         Ok(ThreadList {
             head,
