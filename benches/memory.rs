@@ -51,7 +51,9 @@ fn pool_map(workers: usize, n: u64) -> f64 {
     let out = pool.map(|x: u64| x * x, 0..n).expect("map");
     let secs = t.elapsed().as_secs_f64();
     assert_eq!(out.last(), Some(&((n - 1) * (n - 1))));
-    let peaks = pool.map_chunked(|_: u64| peak_rss_kib(), 0..4 * workers as u64, 1).expect("peaks");
+    let peaks = pool
+        .map_chunked(|_: u64| peak_rss_kib(), 0..4 * workers as u64, 1)
+        .expect("peaks");
     pool.close();
     assert!(pool.join_timeout(T).expect("join"), "pool did not stop");
     report_rss(peak_rss_kib(), peaks.into_iter().max().unwrap_or(0));
@@ -73,7 +75,9 @@ fn main() {
         reps,
         vec![
             Contender::new("multiproc Queue", || queue_1p1c(items, size)),
-            Contender::new("CPython Queue", || python("mem_queue.py", &[&items_s, &size_s, &maxsize_s])),
+            Contender::new("CPython Queue", || {
+                python("mem_queue.py", &[&items_s, &size_s, &maxsize_s])
+            }),
         ],
     );
     scenario(
