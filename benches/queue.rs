@@ -1,5 +1,5 @@
 //! Queues side by side: multiproc's shared-memory queues against CPython's
-//! `multiprocessing` queues and a raw shared-memory SPSC ring of `u64` with
+//! `multiprocessing` queues, ipc-channel's typed channel, and a raw shared-memory SPSC ring of `u64` with
 //! futex wake-up (the ceiling: no locking, no serialization).
 //!
 //! Run: `cargo bench --bench queue` (`MULTIPROC_BENCH_QUICK=1` for a smoke run).
@@ -92,8 +92,13 @@ fn produce_bytes((q, n, size): (Queue<Vec<u8>>, u64, usize)) {
     }
 }
 
-fn bytes_mb_s(n: u64, size: usize) -> f64 {
-    let q: Queue<Vec<u8>> = Queue::new().unwrap();
+/// `maxsize: None` lets the producer run ahead into fresh memory (page faults
+/// then dominate); `Some(64)` keeps the items in flight within warm pages.
+fn bytes_mb_s(n: u64, size: usize, maxsize: Option<usize>) -> f64 {
+    let q: Queue<Vec<u8>> = match maxsize {
+        Some(m) => Queue::bounded(m).unwrap(),
+        None => Queue::new().unwrap(),
+    };
     let t = Instant::now();
     let p = Process::spawn((q.clone(), n, size), produce_bytes).unwrap();
     let mut total = 0;
@@ -138,6 +143,29 @@ fn joinable(n: u64) -> f64 {
     assert!(q.join_timeout(T).unwrap());
     let secs = t.elapsed().as_secs_f64();
     p.join_timeout(T).unwrap().unwrap();
+    n as f64 / secs
+}
+
+fn ipc_produce((name, n): (String, u64)) {
+    let tx: ipc_channel::ipc::IpcSender<u64> = ipc_channel::ipc::IpcSender::connect(name).unwrap();
+    for i in 0..n {
+        tx.send(i).unwrap();
+    }
+}
+
+/// ipc-channel's typed channel (a Unix socket per channel), producer process -> parent.
+fn ipc_channel_1p1c(n: u64) -> f64 {
+    let (server, name) = ipc_channel::ipc::IpcOneShotServer::<u64>::new().unwrap();
+    let t = Instant::now();
+    let p = Process::spawn((name, n), ipc_produce).unwrap();
+    let (rx, first) = server.accept().unwrap();
+    let mut sum = first;
+    for _ in 1..n {
+        sum += rx.recv().unwrap();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    p.join_timeout(T).unwrap().unwrap();
+    assert_eq!(sum, n * (n - 1) / 2);
     n as f64 / secs
 }
 
@@ -295,6 +323,7 @@ fn main() {
             vec![
                 Contender::new("multiproc Queue", || one_to_one(items)),
                 Contender::new("raw SPSC shm ring + futex", || raw::run(items)),
+                Contender::new("ipc-channel", || ipc_channel_1p1c(items)),
                 Contender::new("CPython mp.Queue", || python("queue_1p1c.py", &[&ns])),
             ],
         );
@@ -336,9 +365,15 @@ fn main() {
             true,
             5,
             vec![
-                Contender::new("multiproc Queue<Vec<u8>>", || bytes_mb_s(blocks, size)),
+                Contender::new("multiproc Queue::bounded(64)", || {
+                    bytes_mb_s(blocks, size, Some(64))
+                }),
+                Contender::new("multiproc Queue::new()", || bytes_mb_s(blocks, size, None)),
                 Contender::new("memcpy, one core", || memcpy_mb_s(size)),
-                Contender::new("CPython mp.Queue (bytes)", || {
+                Contender::new("CPython mp.Queue(64) (bytes)", || {
+                    python("queue_bytes.py", &[&bs, &sz, "64"])
+                }),
+                Contender::new("CPython mp.Queue() (bytes)", || {
                     python("queue_bytes.py", &[&bs, &sz])
                 }),
             ],

@@ -10,6 +10,8 @@ use multiproc::{Process, ProcessError, StartMethod};
 // The tour runs the seed's examples, each kept in its own example file.
 #[path = "lock_counter.rs"]
 mod lock_counter;
+#[path = "manager_counter.rs"]
+mod manager_counter;
 #[path = "pipe_eof.rs"]
 mod pipe_eof;
 #[path = "pool.rs"]
@@ -83,6 +85,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     pipe_eof::run()?;
     section("100 processes decrement a shared Value under a Lock (examples/lock_counter.rs)");
     lock_counter::run()?;
+    section("a manager dict shared by 100 processes, with a lock and with update_with (examples/manager_counter.rs)");
+    manager_counter::run()?;
     section("Pool(5), 20 apply_async, close, join (examples/pool.rs)");
     pool::run()?;
     failures_in_a_pool()?;

@@ -113,6 +113,33 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! ## Managers
+//!
+//! A [`Manager`] is a server process holding dicts, lists, values, locks, events and
+//! queues, reached through typed proxies ([`Dict`], [`List`], [`ValueProxy`], ...)
+//! that any process can use, locally or over TCP with an authkey.
+//! [`Dict::update_with`] runs a read-modify-write on the server, atomically.
+//!
+//! ```
+//! use multiproc::{Dict, Manager, Process};
+//!
+//! let m = Manager::start()?;
+//! let d: Dict<String, i64> = m.dict()?;
+//! d.insert("count".to_string(), 10)?;
+//! let workers: Vec<_> = (0..10)
+//!     .map(|_| {
+//!         Process::spawn(d.clone(), |d: Dict<String, i64>| {
+//!             d.update_with(&"count".to_string(), |v: &mut i64| *v -= 1).unwrap();
+//!         })
+//!     })
+//!     .collect::<Result<_, _>>()?;
+//! for w in workers {
+//!     w.join()?;
+//! }
+//! assert_eq!(d.get(&"count".to_string())?, Some(0));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Pools
 //!
 //! A [`Pool`] runs tasks on worker processes and never hangs: a worker that dies
@@ -140,6 +167,7 @@
 //! | a private channel between two processes, or handles to pass | [`Pipe`] / [`Connection`] |
 //! | processes on other machines, or unrelated programs | [`Listener`] / [`Client`] |
 //! | shared counters and arrays of plain data | [`Value`] / [`Array`] with their lock |
+//! | shared maps and lists of any serde type, or state reached over the network | [`Manager`] |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
@@ -164,6 +192,10 @@ pub use codec::{CodecError, DEFAULT_MAX_FRAME};
 pub use connection::{
     wait, Address, AuthError, BufferTooShort, Client, ConnectError, Connection, Listener, Pipe, RecvError,
     SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
+};
+pub use manager::{
+    Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Proxy,
+    QueueProxy, ValueProxy,
 };
 pub use pool::{AsyncGetError, AsyncResult, Imap, ImapTimeout, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{

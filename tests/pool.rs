@@ -88,9 +88,17 @@ fn wait_gone(pid: u32) -> bool {
 }
 
 /// The pids of the workers that ran `n` tasks of `ms` each, all submitted at once.
+/// The pids of the pool's workers: rounds of `n` jobs of `ms` each until every
+/// worker has answered one (a worker still starting on a loaded machine may
+/// miss a round), for at most 30 s.
 fn worker_pids(pool: &Pool, n: usize, ms: u64) -> BTreeSet<u32> {
-    let results: Vec<_> = (0..n).map(|_| pool.apply_async(sleep_ms, ms)).collect();
-    results.into_iter().map(|r| get(r).unwrap()).collect()
+    let start = Instant::now();
+    let mut pids = BTreeSet::new();
+    while pids.len() < pool.processes() && start.elapsed() < LONG {
+        let results: Vec<_> = (0..n).map(|_| pool.apply_async(sleep_ms, ms)).collect();
+        pids.extend(results.into_iter().map(|r| get(r).unwrap()));
+    }
+    pids
 }
 
 fn close_join(pool: &Pool) {

@@ -63,6 +63,25 @@ fn consumer_killed_while_blocked_in_get() {
 }
 
 #[test]
+fn producer_killed_while_blocked_in_put() {
+    let q: Queue<Vec<u8>> = Queue::bounded(2).unwrap();
+    q.put(vec![1]).unwrap();
+    q.put(vec![2]).unwrap();
+    fn put_more(q: Queue<Vec<u8>>) {
+        q.put(vec![3]).unwrap();
+    }
+    let p = Process::spawn(q.clone(), put_more).unwrap();
+    std::thread::sleep(Duration::from_millis(150));
+    kill_and_reap(p);
+    assert_eq!(q.len(), 2);
+    assert_eq!(q.get_timeout(T).unwrap(), vec![1]);
+    q.put_timeout(vec![4], T).unwrap();
+    assert_eq!(q.get_timeout(T).unwrap(), vec![2]);
+    assert_eq!(q.get_timeout(T).unwrap(), vec![4]);
+    assert!(q.is_empty());
+}
+
+#[test]
 fn consumer_killed_mid_get_loses_at_most_its_item() {
     const N: u64 = 40;
     fn consume((q, done): (Queue<Vec<u8>>, Queue<u64>)) {

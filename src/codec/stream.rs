@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::codec::{parse_header, CodecError, Frame, Outgoing, HEADER_LEN};
+use crate::codec::{parse_header, CodecError, Frame, Header, Outgoing, HEADER_LEN};
 use crate::deadline::Deadline;
 use crate::sys::sock;
 
@@ -68,7 +68,7 @@ pub(crate) struct FrameReader {
     /// Descriptors received and not yet handed to a frame, in arrival order.
     fds: Vec<OwnedFd>,
     /// The frame being read: its header and the payload so far.
-    current: Option<(crate::codec::Header, Vec<u8>)>,
+    current: Option<(Header, Vec<u8>)>,
 }
 
 impl FrameReader {
@@ -101,6 +101,28 @@ impl FrameReader {
         Ok(n)
     }
 
+    /// Buffers and checks the next frame's header without consuming it.
+    fn peek_header(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Header, ReadError> {
+        while self.end - self.start < HEADER_LEN {
+            let had = self.end - self.start;
+            if self.fill(sock, deadline)? == 0 {
+                return Err(if had == 0 {
+                    ReadError::Eof
+                } else {
+                    ReadError::Codec(CodecError::Truncated)
+                });
+            }
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
+        parse_header(&h, max).map_err(ReadError::Codec)
+    }
+
     /// Reads the next frame's payload straight into `buf`, without a deadline,
     /// when it fits and carries no descriptors: no allocation, and no copy beyond
     /// the bytes already buffered. Returns `Ok(None)`, leaving the frame to
@@ -115,19 +137,7 @@ impl FrameReader {
         if self.current.is_some() {
             return Ok(None);
         }
-        while self.end - self.start < HEADER_LEN {
-            let had = self.end - self.start;
-            if self.fill(sock, Deadline::NEVER)? == 0 {
-                return Err(if had == 0 {
-                    ReadError::Eof
-                } else {
-                    ReadError::Codec(CodecError::Truncated)
-                });
-            }
-        }
-        let mut h = [0u8; HEADER_LEN];
-        h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-        let header = parse_header(&h, max).map_err(ReadError::Codec)?;
+        let header = self.peek_header(sock, max, Deadline::NEVER)?;
         if header.len > buf.len() as u64 || header.nfds > 0 {
             return Ok(None);
         }
@@ -157,19 +167,7 @@ impl FrameReader {
     ) -> Result<Frame, ReadError> {
         loop {
             if self.current.is_none() {
-                while self.end - self.start < HEADER_LEN {
-                    let had = self.end - self.start;
-                    if self.fill(sock, deadline)? == 0 {
-                        return Err(if had == 0 {
-                            ReadError::Eof
-                        } else {
-                            ReadError::Codec(CodecError::Truncated)
-                        });
-                    }
-                }
-                let mut h = [0u8; HEADER_LEN];
-                h.copy_from_slice(&self.buf[self.start..self.start + HEADER_LEN]);
-                let header = parse_header(&h, max).map_err(ReadError::Codec)?;
+                let header = self.peek_header(sock, max, deadline)?;
                 self.start += HEADER_LEN;
                 let len = usize::try_from(header.len)
                     .map_err(|_| ReadError::Codec(CodecError::TooLarge { len: header.len, max }))?;

@@ -34,7 +34,8 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 ///
 /// `Queue::new()` reserves 1 GiB of address space in a memfd; memory is used
 /// only as the queue fills, and freed pages are returned as it drains (the
-/// first 8 MiB stay resident). A single item may be up to 1 GiB (minus 8 bytes)
+/// first 32 MiB stay resident once used, so a busy queue does not pay page
+/// faults on every lap). A single item may be up to 1 GiB (minus 8 bytes)
 /// once encoded; a larger one is refused with [`PutError::TooLarge`]. The
 /// queue's memory goes away with the last handle in any process.
 ///
@@ -52,6 +53,28 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// assert_eq!(q.len(), 1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// Between processes: the child gets the queue as its argument.
+///
+/// ```
+/// use multiproc::{Process, Queue};
+/// use std::time::Duration;
+///
+/// fn worker(q: Queue<u64>) -> u64 {
+///     (0..10).map(|_| q.get_timeout(Duration::from_secs(30)).unwrap()).sum()
+/// }
+///
+/// let q: Queue<u64> = Queue::bounded(4)?;
+/// let p = Process::spawn(q.clone(), worker)?;
+/// for i in 0..10 {
+///     q.put(i)?; // waits while the child has not made room
+/// }
+/// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(45));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Dropping a handle never blocks and does not close the queue; the shared
+/// memory goes away with the last handle in any process.
 ///
 /// # Differences from Python's multiprocessing
 ///

@@ -47,6 +47,17 @@
 //!   corrupted header can never make us read or write outside the mapping.
 //! - Data bytes are read and written only while holding the mutex, at offsets
 //!   reduced modulo the local `cap`, with lengths checked against `cap`.
+//! - Memory is given back (`fallocate` punch) only for free space, under the
+//!   mutex; pages are faulted in ahead (`MADV_POPULATE_WRITE`) without it,
+//!   which never changes their contents.
+//!
+//! # Memory
+//!
+//! Fresh memfd pages cost a page fault each in every process that touches
+//! them, so the first `HOT` bytes stay resident once used, a queue that has
+//! grown past `AHEAD` MiB faults its pages in a few MiB ahead of the writes,
+//! and pages are given back when the queue empties (everything beyond `HOT`)
+//! or, while it is less than a quarter full, chunk by chunk behind the reads.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -65,15 +76,18 @@ pub(crate) const DATA_OFF: usize = 4096;
 /// "MPQUEUE1".
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 /// Layout version.
-const LAYOUT: u32 = 1;
+const LAYOUT: u32 = 2;
 /// Record header length.
 const REC_HDR: u64 = 8;
 /// Largest payload a record can describe.
 const MAX_LEN: u64 = (1 << 56) - 1;
 /// Freed memory is returned to the system in chunks of this size...
-const CHUNK: u64 = 2 << 20;
+const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
-const HOT: u64 = 8 << 20;
+const HOT: u64 = 32 << 20;
+const MIB: u64 = 1 << 20;
+/// How far ahead of the writes pages are faulted in, in MiB.
+const AHEAD: u64 = 8;
 /// Attempts at the mutex before sleeping on it.
 const SPIN: u32 = 200;
 /// Payloads up to this size are copied out without a heap allocation.
@@ -138,23 +152,33 @@ impl State {
     }
 }
 
-/// The shared header. Geometry fields are written once before sharing.
-#[repr(C)]
+/// The state and its redo log, together in one cache line.
+#[repr(C, align(64))]
+struct Hot {
+    state: State,
+    pending: State,
+}
+
+/// The shared header. The fields every operation touches share two cache
+/// lines (the mutex and the flags; the state); the geometry, written once
+/// before sharing and cached in each `Ring`, lies apart.
+#[repr(C, align(64))]
 struct Header {
-    magic: AtomicU64,
-    layout: AtomicU32,
-    flavor: AtomicU32,
-    cap: AtomicU64,
-    max_items: AtomicU64,
+    lock: RawMutex,
     closed: AtomicU32,
     pending_valid: AtomicU32,
     not_empty: AtomicU32,
     not_full: AtomicU32,
     all_done: AtomicU32,
-    _pad: AtomicU32,
-    state: State,
-    pending: State,
-    lock: RawMutex,
+    /// How far (in MiB from the ring's start) records were written since the
+    /// queue last emptied: what to give back then.
+    touched_mib: AtomicU32,
+    hot: Hot,
+    magic: AtomicU64,
+    layout: AtomicU32,
+    flavor: AtomicU32,
+    cap: AtomicU64,
+    max_items: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() <= DATA_OFF);
@@ -422,12 +446,12 @@ impl Ring {
 
     /// Items in the queue now (one atomic read of the committed count).
     pub(crate) fn len(&self) -> u64 {
-        self.h().state.count.load(Acquire)
+        self.h().hot.state.count.load(Acquire)
     }
 
     /// Items put and not yet marked done (joinable rings).
     pub(crate) fn unfinished(&self) -> u64 {
-        self.h().state.unfinished.load(Acquire)
+        self.h().hot.state.unfinished.load(Acquire)
     }
 
     /// True once `close` was called by any process.
@@ -465,36 +489,48 @@ impl Ring {
     fn repair(&self) {
         let h = self.h();
         if h.pending_valid.load(SeqCst) != 0 {
-            h.state.store(h.pending.load());
+            h.hot.state.store(h.hot.pending.load());
             h.pending_valid.store(0, SeqCst);
         }
-        // A committed state whose numbers disagree (impossible through the redo
-        // log, but shared memory is writable by every user) is reset to empty
-        // rather than trusted.
-        let s = h.state.load();
-        if s.tail < s.head || s.tail - s.head > self.cap || (s.count == 0) != (s.tail == s.head) {
-            self.commit(Snap {
-                head: 0,
-                tail: 0,
-                count: 0,
-                unfinished: s.unfinished,
-            });
-        }
+        self.state();
         for w in [&h.not_empty, &h.not_full, &h.all_done] {
             w.fetch_add(2, SeqCst);
             futex::wake_all(w);
         }
     }
 
+    /// The committed state (mutex held). A state whose numbers disagree
+    /// (impossible through the redo log, but the shared memory is writable by
+    /// every process holding the queue) is reset to empty rather than trusted,
+    /// so no arithmetic below can overflow or reach outside the ring.
+    fn state(&self) -> Snap {
+        let s = self.h().hot.state.load();
+        let ok = s.tail >= s.head
+            && s.tail - s.head <= self.cap
+            && (s.count == 0) == (s.tail == s.head)
+            && s.count <= (s.tail - s.head) / REC_HDR;
+        if ok {
+            return s;
+        }
+        let empty = Snap {
+            head: 0,
+            tail: 0,
+            count: 0,
+            unfinished: s.unfinished,
+        };
+        self.commit(empty);
+        empty
+    }
+
     /// Makes `new` the state, crash-atomically (mutex held).
     fn commit(&self, new: Snap) {
         let h = self.h();
-        h.pending.store(new);
+        h.hot.pending.store(new);
         // Release: `pending` is complete before it is marked valid, and the
         // state is complete before the log is cleared, for whoever locks next
         // (even after this process dies).
         h.pending_valid.store(1, Release);
-        h.state.store(new);
+        h.hot.state.store(new);
         h.pending_valid.store(0, Release);
     }
 
@@ -517,9 +553,43 @@ impl Ring {
         futex::wait(w, v, deadline)
     }
 
+    /// The offset in the data ring of logical position `pos` (positions go
+    /// back to 0 whenever the queue empties, so the division is rare).
+    fn phys(&self, pos: u64) -> u64 {
+        if pos < self.cap {
+            pos
+        } else {
+            pos % self.cap
+        }
+    }
+
+    /// Writes a record header word at logical position `pos` (mutex held).
+    fn write_word(&self, pos: u64, word: u64) {
+        let off = self.phys(pos);
+        // SAFETY: `pos` is a record start, a multiple of 8, and so is `cap`:
+        // the 8 bytes at `off < cap` are inside the ring and 8-aligned (the ring
+        // starts on a page); the mutex excludes other accesses to them.
+        unsafe {
+            self.data
+                .as_ptr()
+                .add(off as usize)
+                .cast::<u64>()
+                .write(word.to_le())
+        }
+    }
+
+    /// Reads the record header word at logical position `pos` (mutex held).
+    fn read_word(&self, pos: u64) -> u64 {
+        let off = self.phys(pos);
+        // SAFETY: as in `write_word`; the word was written before the commit
+        // that made it part of the queue (or is garbage from a corrupted state,
+        // which the caller checks).
+        u64::from_le(unsafe { self.data.as_ptr().add(off as usize).cast::<u64>().read() })
+    }
+
     /// Copies `src` into the ring at logical position `pos` (mutex held).
     fn write_at(&self, pos: u64, src: &[u8]) {
-        let off = pos % self.cap;
+        let off = self.phys(pos);
         let first = (self.cap - off).min(src.len() as u64) as usize;
         // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
         // `src.len() - first <= cap` (callers check the record fits), starts at 0:
@@ -527,20 +597,48 @@ impl Ring {
         // access to these free bytes; `src` is ordinary memory, not the ring.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.as_ptr().add(off as usize), first);
-            std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data.as_ptr(), src.len() - first);
+            if first < src.len() {
+                std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data.as_ptr(), src.len() - first);
+            }
         }
     }
 
     /// Copies from the ring at logical position `pos` into `dst` (mutex held).
     fn read_at(&self, pos: u64, dst: &mut [u8]) {
-        let off = pos % self.cap;
+        let off = self.phys(pos);
         let first = (self.cap - off).min(dst.len() as u64) as usize;
         // SAFETY: as in `write_at`, with the roles swapped; the record's bytes
         // are committed and only this mutex holder reads them.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), dst.as_mut_ptr(), first);
-            std::ptr::copy_nonoverlapping(self.data.as_ptr(), dst.as_mut_ptr().add(first), dst.len() - first);
+            if first < dst.len() {
+                std::ptr::copy_nonoverlapping(
+                    self.data.as_ptr(),
+                    dst.as_mut_ptr().add(first),
+                    dst.len() - first,
+                );
+            }
         }
+    }
+
+    /// Copies `len` bytes from the ring at logical position `pos` into a new
+    /// vector, without zeroing it first (mutex held; `len <= cap`).
+    fn read_vec(&self, pos: u64, len: usize) -> Vec<u8> {
+        let mut v = Vec::<u8>::with_capacity(len);
+        let off = self.phys(pos);
+        let first = (self.cap - off).min(len as u64) as usize;
+        // SAFETY: the ring side is as in `read_at` (`len <= cap`, checked by
+        // the caller against the committed record); the vector has capacity
+        // for `len` bytes, all of which the two copies initialise before
+        // `set_len`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), v.as_mut_ptr(), first);
+            if first < len {
+                std::ptr::copy_nonoverlapping(self.data.as_ptr(), v.as_mut_ptr().add(first), len - first);
+            }
+            v.set_len(len);
+        }
+        v
     }
 
     /// Appends a record, blocking as `block` says while the queue is full.
@@ -564,11 +662,11 @@ impl Ring {
             if self.is_closed() {
                 return Err(PutFail::Closed);
             }
-            let s = h.state.load();
+            let s = self.state();
             let used = s.tail - s.head;
             let room = self.max_items == 0 || s.count < self.max_items;
             if room && self.cap - used >= rec {
-                self.write_at(s.tail, &(((kind as u64) << 56) | len).to_le_bytes());
+                self.write_word(s.tail, ((kind as u64) << 56) | len);
                 self.write_at(s.tail + REC_HDR, payload);
                 let joinable = u64::from(self.flavor == Flavor::Joinable);
                 self.commit(Snap {
@@ -577,8 +675,24 @@ impl Ring {
                     count: s.count + 1,
                     unfinished: s.unfinished + joinable,
                 });
+                // Pages ahead of the writes are faulted in a few MiB at a time,
+                // after unlocking (fresh memfd pages otherwise cost a fault each).
+                let end = (self.phys(s.tail) + rec).min(self.cap).div_ceil(MIB);
+                let frontier = u64::from(h.touched_mib.load(Relaxed));
+                let mut populate = None;
+                if end >= AHEAD && end + AHEAD / 2 > frontier {
+                    // A queue that has grown past a few MiB: fault ahead.
+                    let to = (end + AHEAD).min(self.cap / MIB).max(frontier);
+                    h.touched_mib.store(to as u32, Relaxed);
+                    populate = Some((frontier.max(end), to));
+                } else if end > frontier {
+                    h.touched_mib.store(end as u32, Relaxed);
+                }
                 Ring::notify(&h.not_empty);
                 drop(g);
+                if let Some((from, to)) = populate {
+                    self.populate(from * MIB, to * MIB);
+                }
                 return Ok(());
             }
             let Block::Until(deadline) = block else {
@@ -603,11 +717,9 @@ impl Ring {
                 LockFail::WouldBlock => GetFail::Timeout,
                 LockFail::Io(e) => GetFail::Io(e),
             })?;
-            let s = h.state.load();
+            let s = self.state();
             if s.count > 0 {
-                let mut word = [0u8; 8];
-                self.read_at(s.head, &mut word);
-                let word = u64::from_le_bytes(word);
+                let word = self.read_word(s.head);
                 let (kind, len) = ((word >> 56) as u8, word & MAX_LEN);
                 let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
                 if rec > s.tail - s.head {
@@ -629,9 +741,7 @@ impl Ring {
                     self.read_at(s.head + REC_HDR, &mut b[..len as usize]);
                     Payload::Inline(b, len as usize)
                 } else {
-                    let mut v = vec![0u8; len as usize];
-                    self.read_at(s.head + REC_HDR, &mut v);
-                    Payload::Heap(v)
+                    Payload::Heap(self.read_vec(s.head + REC_HDR, len as usize))
                 };
                 let new = if s.count == 1 {
                     Snap {
@@ -670,14 +780,31 @@ impl Ring {
         }
     }
 
-    /// Returns to the system the chunks the logical range `[from, to)` just
-    /// freed, except the first `HOT` bytes and chunks still holding live data
-    /// of `now` (mutex held). Only memfd rings punch holes.
+    /// Gives memory back after a get that freed the logical range
+    /// `[from, to)` (mutex held; memfd rings only; the first `HOT` bytes stay):
+    /// - the queue is now empty: everything written beyond `HOT` since it last
+    ///   emptied, in one call;
+    /// - at least a quarter full: nothing (the pages will be written again
+    ///   within a lap; freeing them would only cost page faults);
+    /// - else the chunks the range freed that hold no live data.
     fn release(&self, from: u64, to: u64, now: Snap) {
         let Backing::Shared(seg) = &self.backing else {
             return;
         };
         if self.cap <= HOT {
+            return;
+        }
+        let fd = std::os::fd::AsFd::as_fd(seg.fd());
+        let h = self.h();
+        if now.count == 0 {
+            let touched = (u64::from(h.touched_mib.load(Relaxed)) * MIB).min(self.cap);
+            if touched > HOT {
+                let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + HOT, touched - HOT);
+                h.touched_mib.store((HOT / MIB) as u32, Relaxed);
+            }
+            return;
+        }
+        if now.tail - now.head >= self.cap / 4 {
             return;
         }
         let live = |c: u64| -> bool {
@@ -686,7 +813,7 @@ impl Ring {
                 return false;
             }
             let (cs, ce) = (c * CHUNK, ((c + 1) * CHUNK).min(self.cap));
-            let (hp, used) = (now.head % self.cap, now.tail - now.head);
+            let (hp, used) = (self.phys(now.head), now.tail - now.head);
             let inter = |a: u64, b: u64| a < ce && cs < b;
             if hp + used <= self.cap {
                 inter(hp, hp + used)
@@ -695,7 +822,7 @@ impl Ring {
             }
         };
         let nchunks = self.cap.div_ceil(CHUNK);
-        let start = from % self.cap;
+        let start = self.phys(from);
         let first = start / CHUNK;
         let last = (start + (to - from).max(1) - 1) / CHUNK;
         for i in 0..(last - first + 1).min(nchunks) {
@@ -704,19 +831,29 @@ impl Ring {
                 continue;
             }
             let len = CHUNK.min(self.cap - c * CHUNK);
-            let _ = crate::sys::mem::punch_hole(
-                std::os::fd::AsFd::as_fd(seg.fd()),
-                DATA_OFF as u64 + c * CHUNK,
-                len,
-            );
+            let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + c * CHUNK, len);
         }
+    }
+
+    /// Faults in the data pages `[from, to)` (offsets, MiB aligned) of a memfd
+    /// ring. Only allocates memory; any process may be using those bytes.
+    fn populate(&self, from: u64, to: u64) {
+        if !matches!(self.backing, Backing::Shared(_)) || from >= to || to > self.cap {
+            return;
+        }
+        // SAFETY: `from < to <= cap`, so the range is inside the data ring of
+        // our live mapping; `DATA_OFF` and `from` are multiples of the page
+        // size, and the mapping is page aligned.
+        let _ = unsafe {
+            crate::sys::mem::populate_write(self.data.as_ptr().add(from as usize), (to - from) as usize)
+        };
     }
 
     /// Marks one task done (joinable rings). `Ok(false)` if there was none.
     pub(crate) fn task_done(&self) -> io::Result<bool> {
         let h = self.h();
         let g = self.lock(Deadline::NEVER).map_err(lock_io)?;
-        let s = h.state.load();
+        let s = h.hot.state.load();
         if s.unfinished == 0 {
             return Ok(false);
         }
@@ -740,13 +877,13 @@ impl Ring {
                 Err(LockFail::WouldBlock) => return Ok(false),
                 Err(LockFail::Io(e)) => return Err(e),
             };
-            if h.state.unfinished.load(SeqCst) == 0 {
+            if h.hot.state.unfinished.load(SeqCst) == 0 {
                 return Ok(true);
             }
             let v = Ring::arm(&h.all_done);
             drop(g);
             if Ring::sleep(&h.all_done, v, deadline)? == Wake::TimedOut {
-                return Ok(h.state.unfinished.load(SeqCst) == 0);
+                return Ok(h.hot.state.unfinished.load(SeqCst) == 0);
             }
         }
     }
@@ -945,10 +1082,10 @@ mod tests {
         let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
         r.put(0, b"one", Block::No).unwrap();
         let h = r.h();
-        let s = h.state.load();
+        let s = h.hot.state.load();
         r.write_at(s.tail, &((3u64).to_le_bytes()));
         r.write_at(s.tail + 8, b"two");
-        h.pending.store(Snap {
+        h.hot.pending.store(Snap {
             tail: s.tail + 16,
             count: 2,
             ..s
@@ -971,7 +1108,7 @@ mod tests {
                 s.spawn(|| {
                     let h = r.h();
                     assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.state.load();
+                    let st = h.hot.state.load();
                     r.write_at(st.tail, &[0xff; 8]); // a half-written record header
                 });
             });
@@ -981,10 +1118,10 @@ mod tests {
                 s.spawn(|| {
                     let h = r.h();
                     assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.state.load();
+                    let st = h.hot.state.load();
                     r.write_at(st.tail, &(5u64.to_le_bytes()));
                     r.write_at(st.tail + 8, b"third");
-                    h.pending.store(Snap {
+                    h.hot.pending.store(Snap {
                         tail: st.tail + 16,
                         count: st.count + 1,
                         unfinished: st.unfinished + 1,
@@ -1004,6 +1141,24 @@ mod tests {
     }
 
     #[test]
+    fn a_garbled_state_is_reset_not_trusted() {
+        let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
+        r.put(0, b"x", Block::No).unwrap();
+        let h = r.h();
+        h.hot.state.head.store(500, Relaxed); // tail < head
+        assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        h.hot.state.tail.store(u64::MAX, Relaxed);
+        h.hot.state.count.store(3, Relaxed);
+        r.put(0, b"y", Block::No).unwrap();
+        assert_eq!(r.len(), 1);
+        // A record header claiming more than is queued.
+        r.write_at(0, &(4000u64).to_le_bytes());
+        assert!(matches!(r.get(Block::No), Err(GetFail::Io(_))));
+        r.put(0, b"z", Block::No).unwrap();
+        assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"z");
+    }
+
+    #[test]
     fn memory_is_returned_as_the_ring_cycles() {
         let r = Ring::create(Flavor::Queue, 0, 256 << 20).unwrap();
         let item = vec![7u8; 1 << 20];
@@ -1017,10 +1172,23 @@ mod tests {
         }
         let used = r.allocated_bytes();
         assert!(
-            used < 32 << 20,
+            used < 48 << 20,
             "{used} bytes still allocated after cycling 600 MiB through the ring"
         );
         assert!(used >= 4 << 20, "{used}: the live items must still be there");
+    }
+
+    #[test]
+    fn memory_is_returned_when_a_backlog_drains() {
+        let r = Ring::create(Flavor::Queue, 0, 256 << 20).unwrap();
+        let item = vec![7u8; 1 << 20];
+        for _ in 0..100 {
+            r.put(0, &item, Block::No).unwrap();
+        }
+        assert!(r.allocated_bytes() >= 100 << 20);
+        while r.get(Block::No).is_ok() {}
+        let used = r.allocated_bytes();
+        assert!(used <= 33 << 20, "{used} bytes still allocated once empty");
     }
 
     #[test]

@@ -192,7 +192,8 @@ impl Semaphore {
     /// Adds a unit and wakes one waiter.
     ///
     /// # Errors
-    /// [`ReleaseError::TooManyReleases`] if the count would pass `u32::MAX`.
+    /// [`ReleaseError::TooManyReleases`] if the count would pass `u32::MAX`, or,
+    /// for a [`BoundedSemaphore`], its initial value.
     pub fn release(&self) -> Result<(), ReleaseError> {
         self.state().release()
     }
@@ -218,7 +219,7 @@ impl Semaphore {
 #[doc(alias = "multiprocessing.BoundedSemaphore")]
 #[derive(Clone, Serialize, Deserialize)]
 pub struct BoundedSemaphore {
-    shared: Shared<SemState>,
+    inner: Semaphore,
 }
 
 impl fmt::Debug for BoundedSemaphore {
@@ -236,45 +237,21 @@ impl BoundedSemaphore {
     /// The system refused the memory.
     pub fn new(value: u32) -> io::Result<BoundedSemaphore> {
         Ok(BoundedSemaphore {
-            shared: create(value, value)?,
+            inner: Semaphore {
+                shared: create(value, value)?,
+            },
         })
     }
+}
 
-    fn state(&self) -> &SemState {
-        self.shared.get()
-    }
+/// A `BoundedSemaphore` is a [`Semaphore`] (as in Python, where it is a
+/// subclass) whose [`release`](Semaphore::release) fails with
+/// [`ReleaseError::TooManyReleases`] once the count is back at its initial value.
+impl std::ops::Deref for BoundedSemaphore {
+    type Target = Semaphore;
 
-    /// Takes a unit, waiting as long as needed.
-    pub fn acquire(&self) -> SemaphoreGuard<'_> {
-        self.state().acquire(Deadline::NEVER);
-        SemaphoreGuard { state: self.state() }
-    }
-
-    /// Takes a unit if one is available now.
-    pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
-        self.state()
-            .try_take()
-            .then(|| SemaphoreGuard { state: self.state() })
-    }
-
-    /// Takes a unit, waiting at most `timeout`; `None` if the timeout passed.
-    pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
-        self.state()
-            .acquire(Deadline::after(timeout))
-            .then(|| SemaphoreGuard { state: self.state() })
-    }
-
-    /// Adds a unit and wakes one waiter.
-    ///
-    /// # Errors
-    /// [`ReleaseError::TooManyReleases`] if the count is already at its initial value.
-    pub fn release(&self) -> Result<(), ReleaseError> {
-        self.state().release()
-    }
-
-    /// The number of available units (a snapshot).
-    pub fn get_value(&self) -> u32 {
-        self.state().value()
+    fn deref(&self) -> &Semaphore {
+        &self.inner
     }
 }
 

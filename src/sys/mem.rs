@@ -44,6 +44,20 @@ pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: u64, len: u64) -> io::Resul
     Ok(())
 }
 
+/// Faults in `[ptr, ptr + len)` of a shared mapping as if written (allocating
+/// the pages) in one call, instead of one page fault per page later.
+/// Contents are unchanged.
+///
+/// # Safety
+/// `ptr` is page aligned and the range lies inside a live read-write mapping
+/// of this process.
+pub(crate) unsafe fn populate_write(ptr: *mut u8, len: usize) -> io::Result<()> {
+    use rustix::mm::{madvise, Advice};
+    // SAFETY: per the caller's contract; MADV_POPULATE_WRITE writes nothing.
+    unsafe { madvise(ptr.cast::<c_void>(), len, Advice::LinuxPopulateWrite)? };
+    Ok(())
+}
+
 /// The memory actually allocated to the file behind `fd`, in bytes.
 #[cfg_attr(not(test), allow(dead_code))]
 pub(crate) fn allocated_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {

@@ -149,7 +149,19 @@ pub(crate) fn die_with_parent(expected_parent: u32) -> io::Result<()> {
 
 /// The number of threads of the calling process (from `/proc/self/stat`).
 pub(crate) fn thread_count() -> io::Result<usize> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    use std::io::Read;
+    // One read into a stack buffer (the line is well under 1 KiB): this runs
+    // before every `Fork` and every fork of the fork server.
+    let mut buf = [0u8; 1024];
+    let mut f = std::fs::File::open("/proc/self/stat")?;
+    let mut len = 0;
+    while len < buf.len() {
+        match f.read(&mut buf[len..])? {
+            0 => break,
+            n => len += n,
+        }
+    }
+    let stat = std::str::from_utf8(&buf[..len]).map_err(io::Error::other)?;
     // Field 20; the command name (field 2) may hold spaces, so count after ')'.
     let rest = stat
         .rsplit_once(')')

@@ -1,0 +1,440 @@
+//! The client side: how a proxy reaches its server.
+//!
+//! An [`Endpoint`] is one process's way to one server: a pool of connections,
+//! each used by one call at a time (so threads never interleave requests), and a
+//! way to make more. For a local manager, new connections are Unix socketpair
+//! ends that the server hands out over a dedicated control connection; for a
+//! remote one, they come from connecting again with the key.
+//!
+//! No connection crosses a fork: every endpoint remembers the process that made
+//! it and refuses to be used from another. A proxy given to a child (as an
+//! argument or over a `Connection`) serialises as a fresh connection of its own,
+//! and the child builds its own endpoint (one per server per process).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::codec::stream::write_frame;
+use crate::codec::{self, CodecError, Outgoing};
+use crate::connection::{Address, Client, ConnectError, Connection, RecvError};
+use crate::deadline::Deadline;
+use crate::manager::error::ManagerError;
+use crate::manager::protocol::{Fault, Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use crate::manager::server::WireAddr;
+
+/// How long a call waits for the server unless told otherwise.
+pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How new connections are made.
+#[derive(Debug)]
+pub(crate) enum Route {
+    /// Ask the server over the control connection.
+    Local(Mutex<Option<Connection>>),
+    /// Connect again to this address with this key.
+    Remote { addr: WireAddr, authkey: Vec<u8> },
+}
+
+/// One process's access to one manager server.
+#[derive(Debug)]
+pub(crate) struct Endpoint {
+    pub(crate) info: ServerInfo,
+    route: Route,
+    /// The process that made this endpoint: connections are never used elsewhere.
+    pid: u32,
+    idle: Mutex<Vec<Connection>>,
+    /// Call timeout in milliseconds, `u64::MAX` for none.
+    timeout_ms: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Endpoints of this process, by server token, so that proxies of one server
+/// received separately share connections.
+static ENDPOINTS: Mutex<Vec<(u64, Weak<Endpoint>)>> = Mutex::new(Vec::new());
+
+pub(crate) fn registered(token: u64) -> Option<Arc<Endpoint>> {
+    let pid = std::process::id();
+    let mut list = lock(&ENDPOINTS);
+    list.retain(|(_, w)| w.strong_count() > 0);
+    list.iter()
+        .filter(|(t, _)| *t == token)
+        .filter_map(|(_, w)| w.upgrade())
+        .find(|e| e.pid == pid)
+}
+
+fn register(ep: &Arc<Endpoint>) {
+    lock(&ENDPOINTS).push((ep.info.token, Arc::downgrade(ep)));
+}
+
+/// Maps a receive failure on a call to the caller's error.
+fn recv_error(e: RecvError) -> ManagerError {
+    match e {
+        RecvError::Eof => ManagerError::ManagerGone,
+        RecvError::Timeout => ManagerError::Timeout,
+        // The server died mid-reply.
+        RecvError::Codec(CodecError::Truncated) => ManagerError::ManagerGone,
+        RecvError::Codec(c) => ManagerError::Codec(c),
+        RecvError::Io(e) if is_gone(&e) => ManagerError::ManagerGone,
+        RecvError::Io(e) => ManagerError::Io(e),
+        other => ManagerError::Refused(other.to_string()),
+    }
+}
+
+fn is_gone(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | ConnectionRefused | NotFound | UnexpectedEof
+    )
+}
+
+fn connect_error(e: ConnectError) -> ManagerError {
+    match e {
+        ConnectError::Io(e) if is_gone(&e) => ManagerError::ManagerGone,
+        ConnectError::Timeout => ManagerError::Timeout,
+        e => ManagerError::Connect(e),
+    }
+}
+
+/// Sends `req` on `conn` and waits for the reply until `deadline`.
+pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+    roundtrip_frame(conn, &codec::encode(req, false)?, deadline)
+}
+
+/// [`roundtrip`] with the request already encoded.
+fn roundtrip_frame(conn: &Connection, out: &Outgoing<'_>, deadline: Deadline) -> Result<Reply, ManagerError> {
+    write_frame(conn.fd(), out, deadline).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            ManagerError::Timeout
+        } else if is_gone(&e) {
+            ManagerError::ManagerGone
+        } else {
+            ManagerError::Io(e)
+        }
+    })?;
+    let reply = match deadline.remaining() {
+        None => conn.recv::<Reply>(),
+        Some(left) => conn.recv_timeout::<Reply>(left),
+    };
+    reply.map_err(recv_error)
+}
+
+impl Endpoint {
+    /// An endpoint over the owner's control connection (a local server).
+    pub(crate) fn local(info: ServerInfo, control: Connection) -> Arc<Endpoint> {
+        let ep = Arc::new(Endpoint {
+            info,
+            route: Route::Local(Mutex::new(Some(control))),
+            pid: std::process::id(),
+            idle: Mutex::new(Vec::new()),
+            timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+        });
+        register(&ep);
+        ep
+    }
+
+    /// Connects to a remote server and greets it.
+    pub(crate) fn remote(
+        addr: &Address,
+        authkey: &[u8],
+        timeout: Duration,
+    ) -> Result<Arc<Endpoint>, ManagerError> {
+        let conn = Client::connect_timeout(addr.clone(), Some(authkey), timeout).map_err(connect_error)?;
+        let info = match roundtrip(
+            &conn,
+            &Request::Hello {
+                version: PROTOCOL_VERSION,
+            },
+            Deadline::after(timeout),
+        )? {
+            Reply::Info(i) => i,
+            Reply::Fault(f) => return Err(f.into()),
+            other => return Err(unexpected(&other)),
+        };
+        if let Some(ep) = registered(info.token) {
+            // This process reaches that server already (perhaps as its owner):
+            // share that way, and close this connection.
+            return Ok(ep);
+        }
+        let ep = Arc::new(Endpoint {
+            info,
+            route: Route::Remote {
+                addr: WireAddr::from(addr),
+                authkey: authkey.to_vec(),
+            },
+            pid: std::process::id(),
+            idle: Mutex::new(vec![conn]),
+            timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+        });
+        register(&ep);
+        Ok(ep)
+    }
+
+    /// The call timeout in force.
+    pub(crate) fn call_timeout(&self) -> Option<Duration> {
+        match self.timeout_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    pub(crate) fn set_call_timeout(&self, t: Option<Duration>) {
+        let ms = t.map_or(u64::MAX, |d| d.as_millis().min(u64::MAX as u128 - 1) as u64);
+        self.timeout_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The deadline of an ordinary (non-blocking) call made now.
+    pub(crate) fn deadline(&self) -> Deadline {
+        Deadline::from_timeout(self.call_timeout())
+    }
+
+    /// The deadline of a call that may wait `wait` on the server: that, plus the call timeout.
+    pub(crate) fn deadline_after(&self, wait: Option<Duration>) -> Deadline {
+        match (wait, self.call_timeout()) {
+            (Some(w), Some(t)) => Deadline::after(w.saturating_add(t)),
+            _ => Deadline::NEVER,
+        }
+    }
+
+    fn check_process(&self) -> Result<(), ManagerError> {
+        if std::process::id() != self.pid {
+            return Err(ManagerError::Refused(
+                "this proxy was inherited through fork (StartMethod::Fork) and its connections belong to \
+                 the parent: give proxies to children started with ForkServer or Spawn, or connect to a \
+                 served manager (Manager::serve / Manager::connect) in the child"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A new connection to the server.
+    fn connect(&self) -> Result<Connection, ManagerError> {
+        match &self.route {
+            Route::Local(_) => self.new_local(1)?.pop().ok_or(ManagerError::ManagerGone),
+            Route::Remote { addr, authkey } => {
+                let t = self
+                    .call_timeout()
+                    .unwrap_or(crate::connection::DEFAULT_CONNECT_TIMEOUT);
+                Client::connect_timeout(Address::from(addr), Some(authkey), t).map_err(connect_error)
+            }
+        }
+    }
+
+    /// `count` new connections from a local server, asked for on the control connection.
+    fn new_local(&self, count: u8) -> Result<Vec<Connection>, ManagerError> {
+        let Route::Local(control) = &self.route else {
+            return Err(ManagerError::Refused(
+                "a remote manager hands out no connections".into(),
+            ));
+        };
+        let mut control = lock(control);
+        if control.is_none() {
+            // The control connection failed (a timeout): any healthy
+            // connection of the pool can take its place.
+            *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
+        }
+        let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
+        match roundtrip(c, &Request::NewConnection { count }, self.deadline()) {
+            Ok(Reply::Conns(conns)) if conns.len() == usize::from(count) => Ok(conns),
+            Ok(Reply::Fault(f)) => Err(f.into()),
+            Ok(other) => Err(unexpected(&other)),
+            Err(e) => {
+                // A control connection that failed is out of step: drop it.
+                *control = None;
+                Err(e)
+            }
+        }
+    }
+
+    /// A connection for one call (or one held lock), from the pool or new.
+    pub(crate) fn lease(&self) -> Result<Lease<'_>, ManagerError> {
+        self.check_process()?;
+        let pooled = lock(&self.idle).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        Ok(Lease {
+            ep: self,
+            conn: Some(conn),
+        })
+    }
+
+    fn give_back(&self, conn: Connection) {
+        lock(&self.idle).push(conn);
+    }
+
+    /// One request, one reply, with the call timeout.
+    pub(crate) fn call(&self, req: &Request) -> Result<Reply, ManagerError> {
+        self.call_deadline(req, self.deadline())
+    }
+
+    /// [`call`](Endpoint::call) with its own deadline.
+    pub(crate) fn call_deadline(&self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+        self.lease()?.call(req, deadline)
+    }
+
+    /// Drops every pooled connection (and the control one): later calls fail with `ManagerGone`
+    /// for a local server.
+    pub(crate) fn disconnect(&self) {
+        lock(&self.idle).clear();
+        if let Route::Local(c) = &self.route {
+            *lock(c) = None;
+        }
+    }
+}
+
+/// A connection checked out of an endpoint's pool; goes back on drop unless a
+/// call on it failed (then it may be out of step and is closed).
+pub(crate) struct Lease<'a> {
+    ep: &'a Endpoint,
+    conn: Option<Connection>,
+}
+
+impl<'a> Lease<'a> {
+    /// The endpoint this connection belongs to.
+    pub(crate) fn endpoint(&self) -> &'a Endpoint {
+        self.ep
+    }
+
+    /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
+    pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+        settle(&mut self.conn, req, deadline, self.ep.info.max_request)
+    }
+}
+
+/// One round trip on `slot`'s connection; a fault reply is an `Err`. A
+/// connection that may be out of step afterwards (timeout, broken, refused by
+/// the server) is closed: `slot` becomes `None`.
+fn settle(
+    slot: &mut Option<Connection>,
+    req: &Request,
+    deadline: Deadline,
+    max: u64,
+) -> Result<Reply, ManagerError> {
+    let conn = slot.as_ref().ok_or(ManagerError::ManagerGone)?;
+    let out = codec::encode(req, false)?;
+    let len = out.payload.len() as u64;
+    if len > max {
+        // The server would refuse it from its header and close the connection.
+        return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
+    }
+    match roundtrip_frame(conn, &out, deadline) {
+        Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
+            // The server closes a connection whose stream it could not read.
+            *slot = None;
+            Err(f.into())
+        }
+        Ok(Reply::Fault(f)) => Err(f.into()),
+        Ok(r) => Ok(r),
+        Err(e @ ManagerError::Codec(CodecError::Encode(_))) => Err(e),
+        Err(e) => {
+            *slot = None;
+            Err(e)
+        }
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if std::process::id() == self.ep.pid {
+                self.ep.give_back(c);
+            }
+        }
+    }
+}
+
+pub(crate) fn unexpected(r: &Reply) -> ManagerError {
+    ManagerError::Refused(format!("unexpected reply from the manager: {r:?}"))
+}
+
+/// How an endpoint travels to another process.
+#[derive(Serialize, Deserialize)]
+enum EndpointWire {
+    /// Fresh connections: the receiver's control connection and a first working one.
+    Local {
+        info: ServerInfo,
+        control: Box<Connection>,
+        first: Box<Connection>,
+    },
+    /// The address and key to connect with.
+    Remote {
+        info: ServerInfo,
+        addr: WireAddr,
+        authkey: Vec<u8>,
+    },
+}
+
+/// `Arc<Endpoint>` with the wire format of a proxy's way to its server.
+#[derive(Debug, Clone)]
+pub(crate) struct EndpointRef(pub(crate) Arc<Endpoint>);
+
+impl Serialize for EndpointRef {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let ep = &self.0;
+        let wire = match &ep.route {
+            Route::Local(_) => {
+                // Two connections: the receiver's control connection and its
+                // first working one (no round trip before its first call).
+                let mut fresh = ep.check_process().and_then(|()| ep.new_local(2)).map_err(|e| {
+                    crate::codec::handles::fail(format!("cannot pass a manager proxy: {e}"), S::Error::custom)
+                })?;
+                let (Some(first), Some(control)) = (fresh.pop(), fresh.pop()) else {
+                    return Err(S::Error::custom("the manager handed out no connection"));
+                };
+                EndpointWire::Local {
+                    info: ep.info,
+                    control: Box::new(control),
+                    first: Box::new(first),
+                }
+            }
+            Route::Remote { addr, authkey } => EndpointWire::Remote {
+                info: ep.info,
+                addr: addr.clone(),
+                authkey: authkey.clone(),
+            },
+        };
+        wire.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for EndpointRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let wire = EndpointWire::deserialize(d)?;
+        let (info, route, idle) = match wire {
+            EndpointWire::Local { info, control, first } => {
+                (info, Route::Local(Mutex::new(Some(*control))), vec![*first])
+            }
+            EndpointWire::Remote { info, addr, authkey } => {
+                (info, Route::Remote { addr, authkey }, Vec::new())
+            }
+        };
+        if let Some(ep) = registered(info.token) {
+            // This process reaches that server already: keep the working
+            // connection if its pool is empty (it is this process's own), drop the rest.
+            let mut pool = lock(&ep.idle);
+            if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
+                pool.extend(idle);
+            }
+            drop(pool);
+            return Ok(EndpointRef(ep));
+        }
+        let ep = Arc::new(Endpoint {
+            info,
+            route,
+            pid: std::process::id(),
+            idle: Mutex::new(idle),
+            timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+        });
+        register(&ep);
+        Ok(EndpointRef(ep))
+    }
+}

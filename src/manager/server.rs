@@ -1,0 +1,810 @@
+//! The server: a process holding the objects, with a thread per client
+//! connection.
+//!
+//! Objects are opaque encoded bytes in a table behind one lock; blocking
+//! operations (a lock's acquire, a queue's get, an event's wait) wait on one
+//! condition variable in slices, checking between slices that their client is
+//! still connected. A connection that ends releases the locks it held.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rustix::event::PollFlags;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{self, CodecError};
+use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
+use crate::deadline::Deadline;
+use crate::manager::protocol::{
+    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
+};
+use crate::manager::update::{run_update, this_build, UpdateFailure};
+use crate::sys::sock::poll_one;
+
+/// An [`Address`] as it travels to the server process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum WireAddr {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+    Host(String),
+}
+
+impl From<&Address> for WireAddr {
+    fn from(a: &Address) -> Self {
+        match a {
+            Address::Unix(p) => WireAddr::Unix(p.clone()),
+            Address::Tcp(s) => WireAddr::Tcp(*s),
+            Address::Host(h) => WireAddr::Host(h.clone()),
+            #[allow(unreachable_patterns)]
+            other => WireAddr::Host(other.to_string()),
+        }
+    }
+}
+
+impl From<&WireAddr> for Address {
+    fn from(a: &WireAddr) -> Self {
+        match a {
+            WireAddr::Unix(p) => Address::Unix(p.clone()),
+            WireAddr::Tcp(s) => Address::Tcp(*s),
+            WireAddr::Host(h) => Address::Host(h.clone()),
+        }
+    }
+}
+
+/// What the server process is started with.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ServerArgs {
+    /// The owner's first connection: the server reports [`Ready`] on it, then
+    /// serves it like any other.
+    pub(crate) seed: Connection,
+    /// Where to listen for remote clients, and their key.
+    pub(crate) listen: Option<(WireAddr, Vec<u8>)>,
+    pub(crate) max_request: u64,
+}
+
+/// The server's first message on the seed connection.
+pub(crate) type Ready = Result<(ServerInfo, Option<WireAddr>), String>;
+
+/// Threads accepting (and authenticating) remote clients.
+const ACCEPTORS: usize = 4;
+/// How long a remote client has to authenticate.
+const HANDSHAKE: Duration = Duration::from_secs(2);
+
+/// Waiting slices: how often a blocked operation checks that its client is alive.
+const SLICE: Duration = Duration::from_millis(100);
+
+enum Obj {
+    Dict(HashMap<Vec<u8>, Vec<u8>>),
+    List(Vec<Vec<u8>>),
+    Value(Vec<u8>),
+    Lock(Option<u64>),
+    Event(bool),
+    Queue {
+        items: VecDeque<Vec<u8>>,
+        max: Option<u64>,
+    },
+}
+
+impl Obj {
+    fn kind(&self) -> ObjKind {
+        match self {
+            Obj::Dict(_) => ObjKind::Dict,
+            Obj::List(_) => ObjKind::List,
+            Obj::Value(_) => ObjKind::Value,
+            Obj::Lock(_) => ObjKind::Lock,
+            Obj::Event(_) => ObjKind::Event,
+            Obj::Queue { .. } => ObjKind::Queue,
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: HashMap<u64, Obj>,
+    names: HashMap<String, u64>,
+    next_id: u64,
+}
+
+struct Server {
+    state: Mutex<State>,
+    changed: Condvar,
+    info: ServerInfo,
+    max_request: u64,
+    next_conn: AtomicU64,
+    stop: Mutex<mpsc::Sender<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn random_token() -> u64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        // Unique enough within one machine: it only tells managers apart.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return t ^ u64::from(std::process::id()) << 32;
+    }
+    u64::from_le_bytes(b)
+}
+
+/// The server process's function. Returns when a client asks it to shut down.
+pub(crate) fn server_main(args: ServerArgs) {
+    let ServerArgs {
+        seed,
+        listen,
+        max_request,
+    } = args;
+    let info = ServerInfo {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        build_id: this_build(),
+        token: random_token(),
+        max_request,
+    };
+    let listener = match &listen {
+        Some((addr, key)) => match Listener::bind(Address::from(addr), Some(key)) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let ready: Ready = Err(format!("cannot listen on {}: {e}", Address::from(addr)));
+                let _ = seed.send(&ready);
+                return;
+            }
+        },
+        None => None,
+    };
+    let bound = listener.as_ref().map(|l| WireAddr::from(&l.address()));
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let srv = Arc::new(Server {
+        state: Mutex::new(State::default()),
+        changed: Condvar::new(),
+        info,
+        max_request,
+        next_conn: AtomicU64::new(1),
+        stop: Mutex::new(stop_tx),
+    });
+    let ready: Ready = Ok((info, bound.clone()));
+    if seed.send(&ready).is_err() {
+        return;
+    }
+    spawn_conn(
+        &srv,
+        seed,
+        Origin {
+            tcp: false,
+            remote: false,
+        },
+    );
+    if let Some(mut l) = listener {
+        let origin = Origin {
+            tcp: !matches!(bound, Some(WireAddr::Unix(_))),
+            remote: true,
+        };
+        // The listener authenticates each client inside `accept`: several
+        // acceptors and a short handshake keep a silent client from stalling
+        // the others.
+        l.set_handshake_timeout(HANDSHAKE);
+        let l = Arc::new(l);
+        for _ in 0..ACCEPTORS {
+            let (srv, l) = (srv.clone(), l.clone());
+            let _ = std::thread::Builder::new()
+                .name("manager-accept".into())
+                .spawn(move || accept_loop(&srv, &l, origin));
+        }
+    }
+    let _ = stop_rx.recv();
+    // The process exits without running destructors: remove the socket file here.
+    if let Some(WireAddr::Unix(path)) = &bound {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Where a connection came from.
+#[derive(Debug, Clone, Copy)]
+struct Origin {
+    /// Over TCP: no descriptor can travel.
+    tcp: bool,
+    /// From the listener (a remote client), or made for one: not the owner.
+    remote: bool,
+}
+
+fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
+    loop {
+        match l.accept() {
+            Ok(c) => spawn_conn(srv, c, origin),
+            // This client failed the handshake; serve the next one.
+            Err(ConnectError::Auth(_)) | Err(ConnectError::Timeout) => {}
+            // Out of descriptors or the like: do not spin.
+            Err(ConnectError::Io(_)) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
+    let srv = srv.clone();
+    let _ = std::thread::Builder::new()
+        .name("manager-conn".into())
+        .spawn(move || serve_conn(&srv, &conn, origin));
+}
+
+fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
+    conn.set_max_frame(srv.max_request);
+    let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let payload = match conn.recv_bytes() {
+            Ok(p) => p,
+            Err(RecvError::Codec(e @ (CodecError::TooLarge { .. } | CodecError::BadHeader(_)))) => {
+                // The stream is unusable past a refused header: say why, then close.
+                let _ = conn.send(&Reply::Fault(Fault::Malformed(e.to_string())));
+                break;
+            }
+            Err(_) => break,
+        };
+        let req = match codec::decode_value::<Request>(&payload, Vec::new()) {
+            Ok(r) => r,
+            Err(e) => {
+                if conn.send(&Reply::Fault(Fault::Malformed(e.to_string()))).is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
+        let reply = srv.handle(me, conn, origin, req);
+        match conn.send(&reply) {
+            Ok(()) => {}
+            Err(SendError::Codec(e)) => {
+                if conn.send(&Reply::Fault(Fault::Malformed(e.to_string()))).is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+        if shutdown {
+            let _ = lock(&srv.stop).send(());
+        }
+    }
+    srv.release_all(me);
+}
+
+/// True if the client has closed its end (or sent something while it should be
+/// waiting for our reply): a blocked operation for it can be abandoned.
+fn client_gone(conn: &Connection) -> bool {
+    poll_one(
+        conn.fd(),
+        PollFlags::IN | PollFlags::RDHUP,
+        Deadline::after(Duration::ZERO),
+    )
+    .unwrap_or(true)
+}
+
+fn norm_index(index: i64, len: usize) -> Option<usize> {
+    let len_i = i64::try_from(len).ok()?;
+    let i = if index < 0 {
+        index.checked_add(len_i)?
+    } else {
+        index
+    };
+    (0..len_i).contains(&i).then_some(i as usize)
+}
+
+fn out_of_range(index: i64, len: usize) -> Fault {
+    Fault::IndexOutOfRange {
+        index,
+        len: len as u64,
+    }
+}
+
+fn deadline_ms(ms: Option<u64>) -> Deadline {
+    Deadline::from_timeout(ms.map(Duration::from_millis))
+}
+
+impl Server {
+    fn handle(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
+        match req {
+            Request::Hello { version } => {
+                if version == PROTOCOL_VERSION {
+                    Reply::Info(self.info)
+                } else {
+                    Reply::Fault(Fault::Unsupported(format!(
+                        "the manager speaks protocol {PROTOCOL_VERSION}, the client {version}"
+                    )))
+                }
+            }
+            Request::Create { kind, init } => self.create(kind, init),
+            Request::Call { id, kind, op } => match self.call(me, conn, id, kind, op) {
+                Ok(r) => r,
+                Err(f) => Reply::Fault(f),
+            },
+            Request::Register { name, id } => {
+                let mut st = lock(&self.state);
+                if !st.objects.contains_key(&id) {
+                    return Reply::Fault(Fault::NoSuchObject(id));
+                }
+                st.names.insert(name, id);
+                Reply::Unit
+            }
+            Request::Lookup { name } => {
+                let st = lock(&self.state);
+                match st
+                    .names
+                    .get(&name)
+                    .and_then(|id| st.objects.get(id).map(|o| (*id, o.kind())))
+                {
+                    Some((id, kind)) => Reply::Found(id, kind),
+                    None => Reply::Fault(Fault::NameNotFound(name)),
+                }
+            }
+            Request::NewConnection { count } => {
+                if origin.tcp {
+                    return Reply::Fault(Fault::Unsupported(
+                        "new connections over TCP come from connecting again, not from the server".into(),
+                    ));
+                }
+                if !(1..=MAX_NEW_CONNECTIONS).contains(&count) {
+                    return Reply::Fault(Fault::Malformed(format!(
+                        "{count} connections asked for, 1 to {MAX_NEW_CONNECTIONS} allowed"
+                    )));
+                }
+                let mut conns = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    match Pipe::new() {
+                        Ok((ours, theirs)) => {
+                            // A connection made for a remote client is remote too.
+                            spawn_conn(
+                                self,
+                                ours,
+                                Origin {
+                                    tcp: false,
+                                    remote: origin.remote,
+                                },
+                            );
+                            conns.push(theirs);
+                        }
+                        Err(e) => {
+                            return Reply::Fault(Fault::Unsupported(format!("cannot make a connection: {e}")))
+                        }
+                    }
+                }
+                Reply::Conns(conns)
+            }
+            Request::Shutdown if origin.remote => Reply::Fault(Fault::Unsupported(
+                "only the process that started the manager can shut it down".into(),
+            )),
+            Request::Shutdown => Reply::Unit,
+        }
+    }
+
+    fn create(&self, kind: ObjKind, init: Bytes) -> Reply {
+        let obj = match kind {
+            ObjKind::Dict => Obj::Dict(HashMap::new()),
+            ObjKind::List => match codec::decode_value::<Vec<Bytes>>(&init.0, Vec::new()) {
+                Ok(v) => Obj::List(v.into_iter().map(|b| b.0).collect()),
+                Err(e) => return Reply::Fault(Fault::Malformed(e.to_string())),
+            },
+            ObjKind::Value => Obj::Value(init.0),
+            ObjKind::Lock => Obj::Lock(None),
+            ObjKind::Event => Obj::Event(false),
+            ObjKind::Queue => match codec::decode_value::<Option<u64>>(&init.0, Vec::new()) {
+                Ok(max) => Obj::Queue {
+                    items: VecDeque::new(),
+                    max,
+                },
+                Err(e) => return Reply::Fault(Fault::Malformed(e.to_string())),
+            },
+        };
+        let mut st = lock(&self.state);
+        st.next_id += 1;
+        let id = st.next_id;
+        st.objects.insert(id, obj);
+        Reply::Id(id)
+    }
+
+    fn release_all(&self, me: u64) {
+        let mut st = lock(&self.state);
+        let mut released = false;
+        for obj in st.objects.values_mut() {
+            if let Obj::Lock(holder) = obj {
+                if *holder == Some(me) {
+                    *holder = None;
+                    released = true;
+                }
+            }
+        }
+        if released {
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits until `ready` gives a value, the deadline passes, or the client leaves.
+    fn wait_for<T>(
+        &self,
+        conn: &Connection,
+        mut st: MutexGuard<'_, State>,
+        deadline: Deadline,
+        mut ready: impl FnMut(&mut State) -> Result<Option<T>, Fault>,
+    ) -> Result<T, Fault> {
+        loop {
+            if let Some(t) = ready(&mut st)? {
+                return Ok(t);
+            }
+            let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
+            if slice.is_zero() {
+                return Err(Fault::TimedOut);
+            }
+            st = self
+                .changed
+                .wait_timeout(st, slice)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            if client_gone(conn) {
+                return Err(Fault::TimedOut);
+            }
+        }
+    }
+
+    fn call(&self, me: u64, conn: &Connection, id: u64, kind: ObjKind, op: Op) -> Result<Reply, Fault> {
+        let mut st = lock(&self.state);
+        let obj = get_obj(&mut st, id, kind)?;
+        match op {
+            Op::Len => Ok(Reply::Len(match obj {
+                Obj::Dict(d) => d.len(),
+                Obj::List(l) => l.len(),
+                Obj::Queue { items, .. } => items.len(),
+                _ => return Err(unsupported("len", kind)),
+            } as u64)),
+            Op::Clear => {
+                match obj {
+                    Obj::Dict(d) => d.clear(),
+                    Obj::List(l) => l.clear(),
+                    Obj::Queue { items, .. } => {
+                        items.clear();
+                        self.changed.notify_all();
+                    }
+                    _ => return Err(unsupported("clear", kind)),
+                }
+                Ok(Reply::Unit)
+            }
+            Op::Update {
+                slot,
+                build_id,
+                entry,
+            } => {
+                let target: &mut Vec<u8> = match (obj, slot) {
+                    (Obj::Dict(d), Slot::Key(k)) => d.get_mut(&k.0).ok_or(Fault::KeyNotFound)?,
+                    (Obj::List(l), Slot::Index(i)) => {
+                        let len = l.len();
+                        let i = norm_index(i, len).ok_or_else(|| out_of_range(i, len))?;
+                        &mut l[i]
+                    }
+                    (Obj::Value(v), Slot::Whole) => v,
+                    _ => return Err(unsupported("this update", kind)),
+                };
+                match run_update(build_id, entry, target.clone()) {
+                    Err(why) => Err(Fault::Refused(why)),
+                    Ok(Err(UpdateFailure::Panicked(m))) => Err(Fault::Panicked(m)),
+                    Ok(Err(UpdateFailure::Codec(m))) => Err(Fault::Malformed(m)),
+                    Ok(Ok(new)) => {
+                        *target = new.clone();
+                        Ok(Reply::Value(Some(Bytes(new))))
+                    }
+                }
+            }
+            Op::DictInsert(k, v) => Ok(Reply::Value(dict(obj)?.insert(k.0, v.0).map(Bytes))),
+            Op::DictGet(k) => Ok(Reply::Value(dict(obj)?.get(&k.0).cloned().map(Bytes))),
+            Op::DictRemove(k) => Ok(Reply::Value(dict(obj)?.remove(&k.0).map(Bytes))),
+            Op::DictContains(k) => Ok(Reply::Bool(dict(obj)?.contains_key(&k.0))),
+            Op::DictKeys => Ok(Reply::Values(dict(obj)?.keys().cloned().map(Bytes).collect())),
+            Op::DictValues => Ok(Reply::Values(dict(obj)?.values().cloned().map(Bytes).collect())),
+            Op::DictItems => Ok(Reply::Items(
+                dict(obj)?
+                    .iter()
+                    .map(|(k, v)| (Bytes(k.clone()), Bytes(v.clone())))
+                    .collect(),
+            )),
+            Op::DictUpdate(pairs) => {
+                let d = dict(obj)?;
+                d.extend(pairs.into_iter().map(|(k, v)| (k.0, v.0)));
+                Ok(Reply::Unit)
+            }
+            Op::DictSetDefault(k, v) => Ok(Reply::Value(Some(Bytes(
+                dict(obj)?.entry(k.0).or_insert(v.0).clone(),
+            )))),
+            Op::ListPush(v) => {
+                list(obj)?.push(v.0);
+                Ok(Reply::Unit)
+            }
+            Op::ListPop => Ok(Reply::Value(list(obj)?.pop().map(Bytes))),
+            Op::ListGet(i) => {
+                let l = list(obj)?;
+                let at = norm_index(i, l.len()).ok_or_else(|| out_of_range(i, l.len()))?;
+                Ok(Reply::Value(Some(Bytes(l[at].clone()))))
+            }
+            Op::ListSet(i, v) => {
+                let l = list(obj)?;
+                let at = norm_index(i, l.len()).ok_or_else(|| out_of_range(i, l.len()))?;
+                Ok(Reply::Value(Some(Bytes(std::mem::replace(&mut l[at], v.0)))))
+            }
+            Op::ListInsert(i, v) => {
+                let l = list(obj)?;
+                let at = if i == l.len() as i64 {
+                    l.len()
+                } else {
+                    norm_index(i, l.len()).ok_or_else(|| out_of_range(i, l.len()))?
+                };
+                l.insert(at, v.0);
+                Ok(Reply::Unit)
+            }
+            Op::ListRemove(i) => {
+                let l = list(obj)?;
+                let at = norm_index(i, l.len()).ok_or_else(|| out_of_range(i, l.len()))?;
+                Ok(Reply::Value(Some(Bytes(l.remove(at)))))
+            }
+            Op::ListExtend(vs) => {
+                list(obj)?.extend(vs.into_iter().map(|b| b.0));
+                Ok(Reply::Unit)
+            }
+            Op::ListItems => Ok(Reply::Values(list(obj)?.iter().cloned().map(Bytes).collect())),
+            Op::ValueGet => match obj {
+                Obj::Value(v) => Ok(Reply::Value(Some(Bytes(v.clone())))),
+                _ => Err(unsupported("get", kind)),
+            },
+            Op::ValueSet(new) => match obj {
+                Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
+                _ => Err(unsupported("set", kind)),
+            },
+            Op::LockAcquire(ms) => self
+                .wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
+                    Obj::Lock(h @ None) => {
+                        *h = Some(me);
+                        Ok(Some(()))
+                    }
+                    _ => Ok(None),
+                })
+                .map(|()| Reply::Unit),
+            Op::LockRelease => match obj {
+                Obj::Lock(h) if *h == Some(me) => {
+                    *h = None;
+                    self.changed.notify_all();
+                    Ok(Reply::Unit)
+                }
+                _ => Err(Fault::NotOwner),
+            },
+            Op::EventSet => match obj {
+                Obj::Event(e) => {
+                    *e = true;
+                    self.changed.notify_all();
+                    Ok(Reply::Unit)
+                }
+                _ => Err(unsupported("set", kind)),
+            },
+            Op::EventClear => match obj {
+                Obj::Event(e) => {
+                    *e = false;
+                    Ok(Reply::Unit)
+                }
+                _ => Err(unsupported("clear", kind)),
+            },
+            Op::EventIsSet => match obj {
+                Obj::Event(e) => Ok(Reply::Bool(*e)),
+                _ => Err(unsupported("is_set", kind)),
+            },
+            Op::EventWait(ms) => {
+                let r = self.wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
+                    Obj::Event(true) => Ok(Some(())),
+                    _ => Ok(None),
+                });
+                match r {
+                    Ok(()) => Ok(Reply::Bool(true)),
+                    Err(Fault::TimedOut) => Ok(Reply::Bool(false)),
+                    Err(f) => Err(f),
+                }
+            }
+            Op::QueuePut(v, ms) => {
+                let mut item = Some(v.0);
+                let r = self.wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
+                    Obj::Queue { items, max } => {
+                        if max.is_some_and(|m| items.len() as u64 >= m) {
+                            return Ok(None);
+                        }
+                        items.extend(item.take());
+                        Ok(Some(()))
+                    }
+                    _ => Err(unsupported("put", kind)),
+                });
+                match r {
+                    Ok(()) => {
+                        self.changed.notify_all();
+                        Ok(Reply::Unit)
+                    }
+                    Err(Fault::TimedOut) => Err(Fault::Full),
+                    Err(f) => Err(f),
+                }
+            }
+            Op::QueueGet(ms) => {
+                let r = self.wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
+                    Obj::Queue { items, .. } => Ok(items.pop_front()),
+                    _ => Err(unsupported("get", kind)),
+                });
+                match r {
+                    Ok(v) => {
+                        self.changed.notify_all();
+                        Ok(Reply::Value(Some(Bytes(v))))
+                    }
+                    Err(Fault::TimedOut) => Err(Fault::Empty),
+                    Err(f) => Err(f),
+                }
+            }
+        }
+    }
+}
+
+fn get_obj(st: &mut State, id: u64, kind: ObjKind) -> Result<&mut Obj, Fault> {
+    let obj = st.objects.get_mut(&id).ok_or(Fault::NoSuchObject(id))?;
+    if obj.kind() != kind {
+        return Err(Fault::WrongKind {
+            id,
+            expected: kind,
+            actual: obj.kind(),
+        });
+    }
+    Ok(obj)
+}
+
+fn unsupported(what: &str, kind: ObjKind) -> Fault {
+    Fault::Unsupported(format!("{what} does not apply to a {kind}"))
+}
+
+fn dict(obj: &mut Obj) -> Result<&mut HashMap<Vec<u8>, Vec<u8>>, Fault> {
+    match obj {
+        Obj::Dict(d) => Ok(d),
+        o => Err(unsupported("a dict operation", o.kind())),
+    }
+}
+
+fn list(obj: &mut Obj) -> Result<&mut Vec<Vec<u8>>, Fault> {
+    match obj {
+        Obj::List(l) => Ok(l),
+        o => Err(unsupported("a list operation", o.kind())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::Client;
+    use crate::manager::endpoint::roundtrip;
+    use crate::manager::error::ManagerError;
+
+    fn call(c: &Connection, req: Request) -> Reply {
+        roundtrip(c, &req, Deadline::after(Duration::from_secs(20))).unwrap()
+    }
+
+    /// A server in a thread of this process, listening on a Unix path.
+    fn server() -> (Connection, std::path::PathBuf, std::thread::JoinHandle<()>) {
+        let dir = std::env::temp_dir().join(format!("mp-mgr-unit-{}-{}", std::process::id(), random_token()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        let (ours, theirs) = Pipe::new().unwrap();
+        let args = ServerArgs {
+            seed: theirs,
+            listen: Some((WireAddr::Unix(path.clone()), b"k".to_vec())),
+            max_request: 1 << 16,
+        };
+        let t = std::thread::spawn(move || server_main(args));
+        let ready: Ready = ours.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert!(ready.is_ok());
+        (ours, path, t)
+    }
+
+    #[test]
+    fn faults_are_replies_and_the_server_goes_on() {
+        let (owner, path, t) = server();
+        let c = Client::connect_timeout(path.clone(), Some(b"k"), Duration::from_secs(20)).unwrap();
+        // Bytes that are no request.
+        c.send_bytes(b"\xff\xff\xff garbage").unwrap();
+        assert!(matches!(
+            c.recv_timeout::<Reply>(Duration::from_secs(20)).unwrap(),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        // The same connection still works.
+        assert!(matches!(
+            call(
+                &c,
+                Request::Hello {
+                    version: PROTOCOL_VERSION
+                }
+            ),
+            Reply::Info(_)
+        ));
+        assert!(matches!(
+            call(&c, Request::Hello { version: 999 }),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        // Unknown object, wrong kind.
+        let op = |id, kind| Request::Call {
+            id,
+            kind,
+            op: Op::Len,
+        };
+        assert!(matches!(
+            call(&c, op(12345, ObjKind::Dict)),
+            Reply::Fault(Fault::NoSuchObject(12345))
+        ));
+        let Reply::Id(id) = call(
+            &c,
+            Request::Create {
+                kind: ObjKind::List,
+                init: Bytes(vec![0]),
+            },
+        ) else {
+            panic!("no id")
+        };
+        assert!(matches!(
+            call(&c, op(id, ObjKind::Dict)),
+            Reply::Fault(Fault::WrongKind { .. })
+        ));
+        assert!(matches!(call(&c, op(id, ObjKind::List)), Reply::Len(0)));
+        // A malformed initial value is refused.
+        let bad = Request::Create {
+            kind: ObjKind::Queue,
+            init: Bytes(vec![9, 9, 9]),
+        };
+        assert!(matches!(call(&c, bad), Reply::Fault(Fault::Malformed(_))));
+        // A remote client can neither get descriptors over TCP nor stop the server.
+        assert!(matches!(
+            call(&c, Request::Shutdown),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        // A connection handed to a remote client is remote too.
+        assert!(matches!(
+            call(&c, Request::NewConnection { count: 0 }),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        assert!(matches!(
+            call(&c, Request::NewConnection { count: 200 }),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        let Reply::Conns(mut conns) = call(&c, Request::NewConnection { count: 1 }) else {
+            panic!("no connection")
+        };
+        let c2 = conns.pop().unwrap();
+        assert!(matches!(
+            call(&c2, Request::Shutdown),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        assert!(matches!(call(&c2, op(id, ObjKind::List)), Reply::Len(0)));
+        // An oversized request: refused from its header, that connection closed.
+        let big = Request::Call {
+            id,
+            kind: ObjKind::List,
+            op: Op::ListPush(Bytes(vec![0; 1 << 17])),
+        };
+        // (The reply may be lost to the reset of a connection closed with unread data.)
+        let r = roundtrip(&c2, &big, Deadline::after(Duration::from_secs(20)));
+        assert!(
+            matches!(
+                r,
+                Ok(Reply::Fault(Fault::Malformed(_))) | Err(ManagerError::ManagerGone)
+            ),
+            "{r:?}"
+        );
+        let after = c2.recv_timeout::<Reply>(Duration::from_secs(20));
+        assert!(
+            matches!(after, Err(RecvError::Eof) | Err(RecvError::Io(_))),
+            "{after:?}"
+        );
+        assert!(matches!(call(&c, op(id, ObjKind::List)), Reply::Len(0)));
+        // The owner can.
+        assert!(matches!(call(&owner, Request::Shutdown), Reply::Unit));
+        t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}

@@ -1,0 +1,354 @@
+//! Synchronisation objects held by a manager: [`LockProxy`], [`EventProxy`],
+//! [`QueueProxy`].
+//!
+//! They block on the server, not in shared memory: slower than the
+//! shared-memory primitives, but reachable from any process that can reach the
+//! manager, remote ones included.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::manager::endpoint::Lease;
+use crate::manager::error::ManagerError;
+use crate::manager::protocol::{ObjKind, Op, Request};
+use crate::manager::proxy::{self, enc, proxy_common, Core};
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A lock held by a [`Manager`](crate::Manager)'s server (Python's `Manager().Lock()`).
+///
+/// The lock belongs to the connection that acquired it, and the server releases
+/// it when that connection ends: a holder that dies (even by SIGKILL) never
+/// wedges the others. [`acquire`](LockProxy::acquire) returns a guard that
+/// releases on drop.
+///
+/// # Examples
+///
+/// ```
+/// let m = multiproc::Manager::start()?;
+/// let (lock, d) = (m.lock()?, m.dict::<String, i64>()?);
+/// d.insert("count".into(), 1)?;
+/// {
+///     let _g = lock.acquire()?;
+///     let n = d.get("count")?.unwrap_or(0);
+///     d.insert("count".into(), n - 1)?;
+/// } // released here
+/// assert!(lock.try_acquire()?.is_some());
+/// # Ok::<(), multiproc::ManagerError>(())
+/// ```
+///
+/// # Differences from Python's multiprocessing
+///
+/// Guard-based; a dead holder's lock is released by the server (Python's
+/// manager lock stays held forever).
+#[doc(alias = "Lock")]
+#[doc(alias = "AcquirerProxy")]
+pub struct LockProxy {
+    core: Core,
+    _t: PhantomData<()>,
+}
+
+proxy_common!(LockProxy, ObjKind::Lock);
+
+/// Holds a [`LockProxy`]'s lock; releases it on drop.
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockProxyGuard<'a> {
+    lease: Option<Lease<'a>>,
+    id: u64,
+}
+
+impl fmt::Debug for LockProxyGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockProxyGuard").field("id", &self.id).finish()
+    }
+}
+
+impl LockProxyGuard<'_> {
+    /// Releases the lock now, reporting whether the server could be told.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`] if the server is gone (the lock died with it).
+    pub fn release(mut self) -> Result<(), ManagerError> {
+        self.release_inner()
+    }
+
+    fn release_inner(&mut self) -> Result<(), ManagerError> {
+        let Some(mut lease) = self.lease.take() else {
+            return Ok(());
+        };
+        let req = Request::Call {
+            id: self.id,
+            kind: ObjKind::Lock,
+            op: Op::LockRelease,
+        };
+        let deadline = lease.endpoint().deadline();
+        proxy::unit(lease.call(&req, deadline)?)
+    }
+}
+
+impl Drop for LockProxyGuard<'_> {
+    fn drop(&mut self) {
+        let _ = self.release_inner();
+    }
+}
+
+impl LockProxy {
+    fn acquire_inner(&self, wait: Option<Duration>) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
+        let ep = &self.core.ep.0;
+        let mut lease = ep.lease()?;
+        let req = Request::Call {
+            id: self.core.id,
+            kind: ObjKind::Lock,
+            op: Op::LockAcquire(wait.map(ms)),
+        };
+        match lease.call(&req, ep.deadline_after(wait)) {
+            Ok(r) => {
+                proxy::unit(r)?;
+                Ok(Some(LockProxyGuard {
+                    lease: Some(lease),
+                    id: self.core.id,
+                }))
+            }
+            Err(ManagerError::Timeout) if wait.is_some() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the lock and takes it.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`] if the server is gone.
+    pub fn acquire(&self) -> Result<LockProxyGuard<'_>, ManagerError> {
+        self.acquire_inner(None)?.ok_or(ManagerError::Timeout)
+    }
+
+    /// Takes the lock if it is free now.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](LockProxy::acquire).
+    pub fn try_acquire(&self) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
+        self.acquire_inner(Some(Duration::ZERO))
+    }
+
+    /// Waits at most `timeout` for the lock: `Ok(None)` if it stayed taken.
+    ///
+    /// # Errors
+    ///
+    /// As [`acquire`](LockProxy::acquire).
+    pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
+        self.acquire_inner(Some(timeout))
+    }
+}
+
+/// An event held by a [`Manager`](crate::Manager)'s server (Python's `Manager().Event()`).
+///
+/// # Examples
+///
+/// ```
+/// use std::time::Duration;
+/// let m = multiproc::Manager::start()?;
+/// let e = m.event()?;
+/// assert!(!e.wait_timeout(Duration::from_millis(10))?);
+/// e.set()?;
+/// assert!(e.is_set()? && e.wait_timeout(Duration::from_secs(5))?);
+/// # Ok::<(), multiproc::ManagerError>(())
+/// ```
+#[doc(alias = "Event")]
+pub struct EventProxy {
+    core: Core,
+    _t: PhantomData<()>,
+}
+
+proxy_common!(EventProxy, ObjKind::Event);
+
+impl EventProxy {
+    fn op(&self, op: Op) -> Result<crate::manager::protocol::Reply, ManagerError> {
+        self.core.op(ObjKind::Event, op)
+    }
+
+    /// Sets the flag and wakes every waiter.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`] if the server is gone, [`ManagerError::Timeout`].
+    pub fn set(&self) -> Result<(), ManagerError> {
+        proxy::unit(self.op(Op::EventSet)?)
+    }
+
+    /// Clears the flag.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](EventProxy::set).
+    pub fn clear(&self) -> Result<(), ManagerError> {
+        proxy::unit(self.op(Op::EventClear)?)
+    }
+
+    /// True if the flag is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](EventProxy::set).
+    pub fn is_set(&self) -> Result<bool, ManagerError> {
+        proxy::boolean(self.op(Op::EventIsSet)?)
+    }
+
+    fn wait_inner(&self, wait: Option<Duration>) -> Result<bool, ManagerError> {
+        let ep = &self.core.ep.0;
+        let req = Request::Call {
+            id: self.core.id,
+            kind: ObjKind::Event,
+            op: Op::EventWait(wait.map(ms)),
+        };
+        proxy::boolean(ep.lease()?.call(&req, ep.deadline_after(wait))?)
+    }
+
+    /// Waits until the flag is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](EventProxy::set).
+    pub fn wait(&self) -> Result<(), ManagerError> {
+        self.wait_inner(None).map(|_| ())
+    }
+
+    /// Waits at most `timeout` for the flag: `true` if it is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`set`](EventProxy::set).
+    pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, ManagerError> {
+        self.wait_inner(Some(timeout))
+    }
+}
+
+/// A FIFO queue held by a [`Manager`](crate::Manager)'s server (Python's
+/// `Manager().Queue()`), reachable by remote clients too.
+///
+/// # Examples
+///
+/// ```
+/// let m = multiproc::Manager::start()?;
+/// let q = m.queue::<String>()?;
+/// q.put("job".to_string())?;
+/// assert_eq!(q.len()?, 1);
+/// assert_eq!(q.get()?, "job");
+/// assert!(matches!(q.try_get(), Err(multiproc::ManagerError::Empty)));
+/// # Ok::<(), multiproc::ManagerError>(())
+/// ```
+///
+/// # Differences from Python's multiprocessing
+///
+/// For processes of one program, the shared-memory queue is much faster; this
+/// one is for remote clients and for symmetry with Python's manager.
+#[doc(alias = "Queue")]
+pub struct QueueProxy<T> {
+    core: Core,
+    _t: PhantomData<fn() -> T>,
+}
+
+proxy_common!(QueueProxy<T>, ObjKind::Queue);
+
+impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
+    fn put_inner(&self, item: &T, wait: Option<Duration>) -> Result<(), ManagerError> {
+        let ep = &self.core.ep.0;
+        let req = Request::Call {
+            id: self.core.id,
+            kind: ObjKind::Queue,
+            op: Op::QueuePut(enc(item)?, wait.map(ms)),
+        };
+        proxy::unit(ep.lease()?.call(&req, ep.deadline_after(wait))?)
+    }
+
+    fn get_inner(&self, wait: Option<Duration>) -> Result<T, ManagerError> {
+        let ep = &self.core.ep.0;
+        let req = Request::Call {
+            id: self.core.id,
+            kind: ObjKind::Queue,
+            op: Op::QueueGet(wait.map(ms)),
+        };
+        proxy::value(ep.lease()?.call(&req, ep.deadline_after(wait))?)
+    }
+
+    /// Appends `item`, waiting for room in a bounded queue.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`], [`ManagerError::Codec`] (nothing sent).
+    pub fn put(&self, item: T) -> Result<(), ManagerError> {
+        self.put_inner(&item, None)
+    }
+
+    /// Appends `item` if there is room now.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Full`]; otherwise as [`put`](QueueProxy::put).
+    pub fn try_put(&self, item: T) -> Result<(), ManagerError> {
+        self.put_inner(&item, Some(Duration::ZERO))
+    }
+
+    /// Appends `item`, waiting at most `timeout` for room.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Full`] after the timeout; otherwise as [`put`](QueueProxy::put).
+    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), ManagerError> {
+        self.put_inner(&item, Some(timeout))
+    }
+
+    /// Takes the oldest item, waiting for one.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`]; [`ManagerError::Codec`] if the item is not a `T`.
+    pub fn get(&self) -> Result<T, ManagerError> {
+        self.get_inner(None)
+    }
+
+    /// Takes the oldest item if there is one now.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Empty`]; otherwise as [`get`](QueueProxy::get).
+    pub fn try_get(&self) -> Result<T, ManagerError> {
+        self.get_inner(Some(Duration::ZERO))
+    }
+
+    /// Takes the oldest item, waiting at most `timeout` for one.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::Empty`] after the timeout; otherwise as [`get`](QueueProxy::get).
+    pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
+        self.get_inner(Some(timeout))
+    }
+
+    /// The number of items now.
+    ///
+    /// # Errors
+    ///
+    /// [`ManagerError::ManagerGone`], [`ManagerError::Timeout`].
+    #[doc(alias = "qsize")]
+    pub fn len(&self) -> Result<usize, ManagerError> {
+        proxy::len(self.core.op(ObjKind::Queue, Op::Len)?)
+    }
+
+    /// True if the queue holds no item now.
+    ///
+    /// # Errors
+    ///
+    /// As [`len`](QueueProxy::len).
+    pub fn is_empty(&self) -> Result<bool, ManagerError> {
+        Ok(self.len()? == 0)
+    }
+}
