@@ -101,8 +101,7 @@ fn num(x: Option<f64>) -> String {
 
 fn kib(x: Option<f64>) -> String {
     match x {
-        Some(k) if k >= 10.0 * 1024.0 => format!("{:.1} MiB", k / 1024.0),
-        Some(k) => format!("{k:.0} KiB"),
+        Some(k) => format!("{:.1} MiB", k / 1024.0),
         None => "".into(),
     }
 }
