@@ -3,14 +3,7 @@
 //! futex wake-up (the ceiling: no locking, no serialization).
 //!
 //! Run: `cargo bench --bench queue` (`MULTIPROC_BENCH_QUICK=1` for a smoke run).
-//!
-//! # Safety
-//! The raw ring baseline (module `raw`) is the only unsafe code here: an
-//! anonymous `MAP_SHARED` mapping created before `fork`, used by exactly one
-//! producer (the child) and one consumer (the parent) through atomics; slots
-//! are written only by the producer before it publishes `tail` (Release) and
-//! read only by the consumer after it observes `tail` (Acquire).
-#![allow(unsafe_code)]
+//! The raw ring is `common::raw::shm_ring_msgs_s`, shared with `benches/limits.rs`.
 
 mod common;
 
@@ -169,141 +162,6 @@ fn ipc_channel_1p1c(n: u64) -> f64 {
     n as f64 / secs
 }
 
-/// The ceiling: a single-producer single-consumer ring of raw u64 in shared
-/// memory, futex wake-up only when the other side sleeps.
-mod raw {
-    use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-    use std::time::Instant;
-
-    const CAP: u64 = 1 << 16;
-
-    #[repr(C, align(64))]
-    struct Pad<T>(T);
-
-    #[repr(C)]
-    struct Ring {
-        head: Pad<AtomicU64>,
-        tail: Pad<AtomicU64>,
-        consumer_sleeps: Pad<AtomicU32>,
-        producer_sleeps: Pad<AtomicU32>,
-        slots: [AtomicU64; CAP as usize],
-    }
-
-    fn futex_wait(w: &AtomicU32, v: u32) {
-        // SAFETY: FUTEX_WAIT on a valid, aligned u32 in a shared mapping; no timeout.
-        unsafe {
-            libc::syscall(
-                libc::SYS_futex,
-                w.as_ptr(),
-                libc::FUTEX_WAIT,
-                v,
-                std::ptr::null::<libc::timespec>(),
-            );
-        }
-    }
-
-    fn futex_wake(w: &AtomicU32) {
-        // SAFETY: FUTEX_WAKE on a valid, aligned u32 in a shared mapping.
-        unsafe {
-            libc::syscall(libc::SYS_futex, w.as_ptr(), libc::FUTEX_WAKE, i32::MAX);
-        }
-    }
-
-    fn push(r: &Ring, v: u64, tail: &mut u64) {
-        loop {
-            if *tail - r.head.0.load(Acquire) < CAP {
-                break;
-            }
-            r.producer_sleeps.0.store(1, SeqCst);
-            if *tail - r.head.0.load(SeqCst) < CAP {
-                r.producer_sleeps.0.store(0, SeqCst);
-                break;
-            }
-            futex_wait(&r.producer_sleeps.0, 1);
-            r.producer_sleeps.0.store(0, SeqCst);
-        }
-        r.slots[(*tail % CAP) as usize].store(v, Relaxed);
-        *tail += 1;
-        r.tail.0.store(*tail, SeqCst);
-        if r.consumer_sleeps.0.load(SeqCst) != 0 {
-            r.consumer_sleeps.0.store(0, SeqCst);
-            futex_wake(&r.consumer_sleeps.0);
-        }
-    }
-
-    fn pop(r: &Ring, head: &mut u64) -> u64 {
-        loop {
-            if r.tail.0.load(Acquire) != *head {
-                break;
-            }
-            r.consumer_sleeps.0.store(1, SeqCst);
-            if r.tail.0.load(SeqCst) != *head {
-                r.consumer_sleeps.0.store(0, SeqCst);
-                break;
-            }
-            futex_wait(&r.consumer_sleeps.0, 1);
-            r.consumer_sleeps.0.store(0, SeqCst);
-        }
-        let v = r.slots[(*head % CAP) as usize].load(Relaxed);
-        *head += 1;
-        r.head.0.store(*head, SeqCst);
-        if r.producer_sleeps.0.load(SeqCst) != 0 {
-            r.producer_sleeps.0.store(0, SeqCst);
-            futex_wake(&r.producer_sleeps.0);
-        }
-        v
-    }
-
-    /// Items per second through the raw ring, producer in a forked child.
-    pub fn run(n: u64) -> f64 {
-        let len = std::mem::size_of::<Ring>();
-        // SAFETY: a fresh anonymous shared mapping (zeroed: a valid Ring of
-        // atomics), unmapped below after the child has exited.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(p, libc::MAP_FAILED);
-        // SAFETY: the mapping holds a zeroed Ring and outlives every use below.
-        let r = unsafe { &*(p as *const Ring) };
-        let t = Instant::now();
-        // SAFETY: the child only touches atomics in the shared mapping and the
-        // futex syscall, then `_exit`s: nothing that another thread of the
-        // parent could have left locked.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0);
-        if pid == 0 {
-            let mut tail = 0;
-            for i in 0..n {
-                push(r, i, &mut tail);
-            }
-            // SAFETY: ends the forked child without running the parent's atexit code.
-            unsafe { libc::_exit(0) };
-        }
-        let mut head = 0;
-        let mut sum = 0u64;
-        for _ in 0..n {
-            sum = sum.wrapping_add(pop(r, &mut head));
-        }
-        let secs = t.elapsed().as_secs_f64();
-        let mut status = 0;
-        // SAFETY: waits for our own child.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        // SAFETY: unmaps the mapping made above; `r` is not used afterwards.
-        unsafe { libc::munmap(p, len) };
-        assert_eq!(sum, n * (n - 1) / 2);
-        n as f64 / secs
-    }
-}
-
-/// `QUEUE_BENCH_ONLY=1p1c,bytes` runs only the named scenarios
-/// (1p1c, simple, 2p2c, bytes, joinable).
 fn wanted(name: &str) -> bool {
     match std::env::var("QUEUE_BENCH_ONLY") {
         Ok(list) => list.split(',').any(|w| w.trim() == name),
@@ -322,7 +180,7 @@ fn main() {
             5,
             vec![
                 Contender::new("multiproc Queue", || one_to_one(items)),
-                Contender::new("raw SPSC shm ring + futex", || raw::run(items)),
+                Contender::new("raw SPSC shm ring + futex", || common::raw::shm_ring_msgs_s(items)),
                 Contender::new("ipc-channel", || ipc_channel_1p1c(items)),
                 Contender::new("CPython mp.Queue", || python("queue_1p1c.py", &[&ns])),
             ],

@@ -208,3 +208,8 @@ pub use sync::{
     Barrier, BarrierBuilder, BoundedSemaphore, BrokenBarrierError, Condition, ConditionGuard, Event, Lock,
     LockError, LockGuard, RLock, RLockGuard, ReleaseError, Semaphore, SemaphoreGuard,
 };
+
+/// The README's examples, run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,12 +1,13 @@
 //! `JoinableQueue<T>`: a [`Queue`](crate::Queue) that counts unfinished tasks.
 
+use std::ops::Deref;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::error::{GetError, PutError, QueueError, TaskDoneError};
-use super::queue::check_max;
+use super::error::{QueueError, TaskDoneError};
+use super::queue::{check_max, Queue};
 use super::ring::Flavor;
 use super::typed::{Typed, DEFAULT_RING_BYTES};
 use crate::deadline::Deadline;
@@ -42,38 +43,59 @@ use crate::deadline::Deadline;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
+/// A `JoinableQueue<T>` is a [`Queue<T>`](crate::Queue) (it dereferences to
+/// one, as Python's class derives from `Queue`): every method of `Queue` works
+/// on it. [`close`](crate::Queue::close) does not wake joiners: `join` still
+/// waits for the tasks.
+///
 /// # Differences from Python's multiprocessing
 ///
 /// As for [`Queue`](crate::Queue); `task_done` called too many times returns
 /// [`TaskDoneError::TooManyCalls`] instead of raising `ValueError`.
 #[doc(alias = "multiprocessing.JoinableQueue")]
 pub struct JoinableQueue<T> {
-    inner: Typed<T>,
+    queue: Queue<T>,
 }
 
 impl<T> Clone for JoinableQueue<T> {
     fn clone(&self) -> Self {
         JoinableQueue {
-            inner: self.inner.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
 
 impl<T> std::fmt::Debug for JoinableQueue<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.inner.fmt(f)
+        self.queue.inner.fmt(f)
+    }
+}
+
+impl<T> Deref for JoinableQueue<T> {
+    type Target = Queue<T>;
+
+    fn deref(&self) -> &Queue<T> {
+        &self.queue
     }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
+    fn from_typed(inner: Typed<T>) -> JoinableQueue<T> {
+        JoinableQueue {
+            queue: Queue { inner },
+        }
+    }
+
     /// A joinable queue with no item limit.
     ///
     /// # Errors
     /// The memfd could not be created or mapped.
     pub fn new() -> Result<JoinableQueue<T>, QueueError> {
-        Ok(JoinableQueue {
-            inner: Typed::create(Flavor::Joinable, 0, DEFAULT_RING_BYTES)?,
-        })
+        Ok(JoinableQueue::from_typed(Typed::create(
+            Flavor::Joinable,
+            0,
+            DEFAULT_RING_BYTES,
+        )?))
     }
 
     /// A joinable queue holding at most `maxsize` items.
@@ -91,60 +113,11 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// `max_items` is `Some(0)`, or the memfd could not be created or mapped.
     pub fn with_limits(max_items: Option<usize>, max_bytes: u64) -> Result<JoinableQueue<T>, QueueError> {
         let max = check_max(max_items)?;
-        Ok(JoinableQueue {
-            inner: Typed::create(Flavor::Joinable, max, max_bytes)?,
-        })
-    }
-
-    /// Puts `item` at the end (one more unfinished task), waiting while full.
-    ///
-    /// # Errors
-    /// As [`Queue::put`](crate::Queue::put).
-    pub fn put(&self, item: T) -> Result<(), PutError<T>> {
-        self.inner.put(item)
-    }
-
-    /// [`put`](JoinableQueue::put), waiting at most `timeout` for room.
-    ///
-    /// # Errors
-    /// As `put`, plus [`PutError::Timeout`].
-    pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
-        self.inner.put_timeout(item, timeout)
-    }
-
-    /// [`put`](JoinableQueue::put) without waiting.
-    ///
-    /// # Errors
-    /// As `put`, plus [`PutError::Full`].
-    #[doc(alias = "put_nowait")]
-    pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
-        self.inner.try_put(item)
-    }
-
-    /// Takes the oldest item, waiting while the queue is empty. Call
-    /// [`task_done`](JoinableQueue::task_done) once it is processed.
-    ///
-    /// # Errors
-    /// As [`Queue::get`](crate::Queue::get).
-    pub fn get(&self) -> Result<T, GetError> {
-        self.inner.get()
-    }
-
-    /// [`get`](JoinableQueue::get), waiting at most `timeout`.
-    ///
-    /// # Errors
-    /// As `get`, plus [`GetError::Timeout`].
-    pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
-        self.inner.get_timeout(timeout)
-    }
-
-    /// [`get`](JoinableQueue::get) without waiting.
-    ///
-    /// # Errors
-    /// As `get`, plus [`GetError::Empty`].
-    #[doc(alias = "get_nowait")]
-    pub fn try_get(&self) -> Result<T, GetError> {
-        self.inner.try_get()
+        Ok(JoinableQueue::from_typed(Typed::create(
+            Flavor::Joinable,
+            max,
+            max_bytes,
+        )?))
     }
 
     /// Marks one task done; wakes the joiners when none is left.
@@ -152,7 +125,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// # Errors
     /// [`TaskDoneError::TooManyCalls`] if every item put is already done.
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
-        self.inner.task_done()
+        self.queue.inner.task_done()
     }
 
     /// Waits until every item put has had its `task_done`.
@@ -160,7 +133,7 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// # Errors
     /// The operating system refused a lock or futex operation.
     pub fn join(&self) -> Result<(), QueueError> {
-        self.inner.join_deadline(Deadline::NEVER).map(|_| ())
+        self.queue.inner.join_deadline(Deadline::NEVER).map(|_| ())
     }
 
     /// [`join`](JoinableQueue::join), waiting at most `timeout`: `Ok(true)` if
@@ -169,59 +142,26 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// # Errors
     /// As `join`.
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool, QueueError> {
-        self.inner.join_deadline(Deadline::after(timeout))
+        self.queue.inner.join_deadline(Deadline::after(timeout))
     }
 
     /// Items put and not yet marked done, exact at the moment of the call.
     pub fn unfinished_tasks(&self) -> usize {
-        usize::try_from(self.inner.ring.unfinished()).unwrap_or(usize::MAX)
-    }
-
-    /// The number of items in the queue, exact at the moment of the call.
-    #[doc(alias = "qsize")]
-    pub fn len(&self) -> usize {
-        self.inner.len()
-    }
-
-    /// True if the queue holds no item.
-    #[doc(alias = "empty")]
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// True if the queue holds its maximum number of items.
-    #[doc(alias = "full")]
-    pub fn is_full(&self) -> bool {
-        self.inner.is_full()
-    }
-
-    /// The item limit, `None` for none.
-    pub fn maxsize(&self) -> Option<usize> {
-        self.inner.maxsize()
-    }
-
-    /// Closes the queue for every process, as [`Queue::close`](crate::Queue::close).
-    /// Joiners are not woken: `join` still waits for the tasks.
-    pub fn close(&self) {
-        self.inner.ring.close()
-    }
-
-    /// True once any process closed the queue.
-    pub fn is_closed(&self) -> bool {
-        self.inner.ring.is_closed()
+        usize::try_from(self.queue.inner.ring.unfinished()).unwrap_or(usize::MAX)
     }
 }
 
 impl<T: Serialize + DeserializeOwned + 'static> Serialize for JoinableQueue<T> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.inner.serialize(s)
+        self.queue.inner.serialize(s)
     }
 }
 
 impl<'de, T: Serialize + DeserializeOwned + 'static> Deserialize<'de> for JoinableQueue<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(JoinableQueue {
-            inner: Typed::deserialize(d, Flavor::Joinable)?,
-        })
+        Ok(JoinableQueue::from_typed(Typed::deserialize(
+            d,
+            Flavor::Joinable,
+        )?))
     }
 }

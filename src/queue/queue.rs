@@ -87,7 +87,7 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// - A dead lock holder never wedges the queue.
 #[doc(alias = "multiprocessing.Queue")]
 pub struct Queue<T> {
-    inner: Typed<T>,
+    pub(super) inner: Typed<T>,
 }
 
 impl<T> Clone for Queue<T> {
