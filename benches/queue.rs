@@ -180,7 +180,9 @@ fn main() {
             5,
             vec![
                 Contender::new("multiproc Queue", || one_to_one(items)),
-                Contender::new("raw SPSC shm ring + futex", || common::raw::shm_ring_msgs_s(items)),
+                Contender::new("raw SPSC shm ring + futex", || {
+                    common::raw::shm_ring_msgs_s(items)
+                }),
                 Contender::new("ipc-channel", || ipc_channel_1p1c(items)),
                 Contender::new("CPython mp.Queue", || python("queue_1p1c.py", &[&ns])),
             ],
