@@ -170,7 +170,7 @@ fn wanted(name: &str) -> bool {
 }
 
 fn main() {
-    let items = n(1_000_000, 10_000) as u64;
+    let items = n(500_000, 10_000) as u64;
     let ns = items.to_string();
     if wanted("1p1c") {
         scenario(
@@ -239,7 +239,7 @@ fn main() {
             ],
         );
     }
-    let jobs = n(1_000_000, 10_000) as u64;
+    let jobs = n(500_000, 10_000) as u64;
     let js = jobs.to_string();
     if wanted("joinable") {
         scenario(

@@ -101,8 +101,7 @@ fn num(x: Option<f64>) -> String {
 
 fn kib(x: Option<f64>) -> String {
     match x {
-        Some(k) if k >= 10.0 * 1024.0 => format!("{:.1} MiB", k / 1024.0),
-        Some(k) => format!("{k:.0} KiB"),
+        Some(k) => format!("{:.1} MiB", k / 1024.0),
         None => "".into(),
     }
 }
@@ -181,9 +180,11 @@ fn markdown(scenarios: &[Scenario], svg_link: &str) -> String {
          do not edit by hand.\n"
     );
     if let Some(secs) = env("MULTIPROC_BENCH_REPORT_SECONDS") {
-        let build = env("MULTIPROC_BENCH_REPORT_BUILD_SECONDS")
-            .map(|b| format!(" (of which {b} s compiling the bench targets)"))
-            .unwrap_or_default();
+        let build = match env("MULTIPROC_BENCH_REPORT_BUILD_SECONDS").and_then(|b| b.parse::<u64>().ok()) {
+            Some(b) if b >= 2 => format!(" (of which {b} s compiling the bench targets)"),
+            Some(_) => " (the bench targets were already compiled)".to_string(),
+            None => String::new(),
+        };
         let _ = writeln!(md, "The whole run took {secs} s{build}.\n");
     }
     let _ = writeln!(md, "| machine | |\n| --- | --- |");
