@@ -72,9 +72,45 @@ impl Child {
         }
     }
 
+    /// Readable once the child has ended (its pidfd), status known or not.
+    pub(crate) fn exit_fd(&self) -> BorrowedFd<'_> {
+        self.pidfd.as_fd()
+    }
+
     /// The exit status if it is already known here (no system call).
     pub(crate) fn known_status(&self) -> Option<ExitStatus> {
         *self.status.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True once the child has ended (its pidfd is readable), even if a fork
+    /// server has not told us its status yet. No waiting.
+    pub(crate) fn has_exited(&self) -> bool {
+        self.known_status().is_some()
+            || sock::poll_one(
+                self.pidfd.as_fd(),
+                PollFlags::IN,
+                Deadline::after(std::time::Duration::ZERO),
+            )
+            .unwrap_or(false)
+    }
+
+    /// Waits until the child has ended (not for its status): `Ok(false)` if
+    /// `deadline` passed first.
+    pub(crate) fn wait_exited(&self, deadline: Deadline) -> io::Result<bool> {
+        if self.known_status().is_some() {
+            return Ok(true);
+        }
+        sock::poll_one(self.pidfd.as_fd(), PollFlags::IN, deadline)
+    }
+
+    /// The exit status: at once if known, else without waiting for a running
+    /// child, and for an ended one as long as its fork server takes to report.
+    pub(crate) fn status_if_exited(&self) -> io::Result<Option<ExitStatus>> {
+        match self.try_status()? {
+            Some(s) => Ok(Some(s)),
+            None if self.has_exited() => self.wait_status(Deadline::after(std::time::Duration::from_secs(5))),
+            None => Ok(None),
+        }
     }
 
     /// The exit status if the child has ended, without waiting.

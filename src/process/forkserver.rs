@@ -161,6 +161,9 @@ struct Served {
 /// the program, single-threaded. Never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
     let me = proc::current_pid();
+    // Read the executable's mappings once here, so that every forked child
+    // inherits them instead of parsing /proc/self/maps again.
+    let _ = crate::sys::image::Image::get();
     let mut reader = FrameReader::new();
     let mut children: Vec<Served> = Vec::new();
     loop {

@@ -128,14 +128,14 @@ impl<R> Process<R> {
     /// # Ok::<(), multiproc::ProcessError>(())
     /// ```
     pub fn is_alive(&self) -> bool {
-        matches!(self.child.try_status(), Ok(None))
+        !self.child.has_exited()
     }
 
     /// How the child ended, or `None` while it runs. Python's `exitcode` is
     /// [`ExitStatus::exitcode`].
     #[doc(alias = "exitcode")]
     pub fn exit_status(&self) -> Option<ExitStatus> {
-        self.child.try_status().ok().flatten()
+        self.child.status_if_exited().ok().flatten()
     }
 
     /// Asks the child to stop with SIGTERM (Python's `terminate`). Never hits
@@ -160,7 +160,7 @@ impl<R> Process<R> {
 /// A process is ready for [`crate::wait`] once it has ended.
 impl<R> crate::Waitable for Process<R> {
     fn wait_fd(&self) -> BorrowedFd<'_> {
-        self.child.ready_fd()
+        self.child.exit_fd()
     }
 
     fn ready_now(&self) -> bool {
@@ -227,26 +227,42 @@ impl<R: DeserializeOwned + Any> Process<R> {
                 Err(e) => return Err(ProcessError::Codec(e)),
             }
         }
+        let spoke = match &conn.outcome {
+            Some(Outcome::Returned(_)) => true,
+            Some(Outcome::Report(r)) => !matches!(r, Report::Returned),
+            Some(Outcome::Nothing) | None => false,
+        };
+        if spoke {
+            // What the child said is the answer once it has exited; a fork
+            // server child's status follows from the server a little later.
+            if !self.child.wait_exited(deadline)? {
+                return Ok(None);
+            }
+            conn.taken = true;
+            return match conn.outcome.take() {
+                Some(Outcome::Returned(frame)) => Ok(Some(codec::decode::<R>(frame)?)),
+                Some(Outcome::Report(Report::Panicked(message))) => Err(ProcessError::Panicked { message }),
+                Some(Outcome::Report(Report::Refused(why))) => Err(ProcessError::Handshake(why)),
+                Some(Outcome::Report(Report::BadResult(why))) => {
+                    Err(ProcessError::Codec(CodecError::Encode(why)))
+                }
+                Some(Outcome::Report(Report::Returned)) | Some(Outcome::Nothing) | None => Err(
+                    ProcessError::Io(io::Error::other("internal: no outcome to report")),
+                ),
+            };
+        }
+        // It said nothing (or announced a result and died before sending it):
+        // its exit status is the answer.
         let Some(status) = self.child.wait_status(deadline)? else {
             return Ok(None);
         };
         conn.taken = true;
-        match conn.outcome.take() {
-            Some(Outcome::Returned(frame)) => Ok(Some(codec::decode::<R>(frame)?)),
-            Some(Outcome::Report(Report::Panicked(message))) => Err(ProcessError::Panicked { message }),
-            Some(Outcome::Report(Report::Refused(why))) => Err(ProcessError::Handshake(why)),
-            Some(Outcome::Report(Report::BadResult(why))) => {
-                Err(ProcessError::Codec(CodecError::Encode(why)))
-            }
-            // A report that announced a result, without the result: killed mid-send.
-            Some(Outcome::Report(Report::Returned)) | Some(Outcome::Nothing) | None => {
-                Err(if status.signal().is_some() {
-                    ProcessError::Signaled(status)
-                } else {
-                    ProcessError::Exited(status)
-                })
-            }
-        }
+        conn.outcome = None;
+        Err(if status.signal().is_some() {
+            ProcessError::Signaled(status)
+        } else {
+            ProcessError::Exited(status)
+        })
     }
 
     /// The next frame from the child.
