@@ -94,15 +94,6 @@ impl Child {
             .unwrap_or(false)
     }
 
-    /// Waits until the child has ended (not for its status): `Ok(false)` if
-    /// `deadline` passed first.
-    pub(crate) fn wait_exited(&self, deadline: Deadline) -> io::Result<bool> {
-        if self.known_status().is_some() {
-            return Ok(true);
-        }
-        sock::poll_one(self.pidfd.as_fd(), PollFlags::IN, deadline)
-    }
-
     /// The exit status: at once if known, else without waiting for a running
     /// child, and for an ended one as long as its fork server takes to report.
     pub(crate) fn status_if_exited(&self) -> io::Result<Option<ExitStatus>> {

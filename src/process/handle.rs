@@ -227,42 +227,29 @@ impl<R: DeserializeOwned + Any> Process<R> {
                 Err(e) => return Err(ProcessError::Codec(e)),
             }
         }
-        let spoke = match &conn.outcome {
-            Some(Outcome::Returned(_)) => true,
-            Some(Outcome::Report(r)) => !matches!(r, Report::Returned),
-            Some(Outcome::Nothing) | None => false,
-        };
-        if spoke {
-            // What the child said is the answer once it has exited; a fork
-            // server child's status follows from the server a little later.
-            if !self.child.wait_exited(deadline)? {
-                return Ok(None);
-            }
-            conn.taken = true;
-            return match conn.outcome.take() {
-                Some(Outcome::Returned(frame)) => Ok(Some(codec::decode::<R>(frame)?)),
-                Some(Outcome::Report(Report::Panicked(message))) => Err(ProcessError::Panicked { message }),
-                Some(Outcome::Report(Report::Refused(why))) => Err(ProcessError::Handshake(why)),
-                Some(Outcome::Report(Report::BadResult(why))) => {
-                    Err(ProcessError::Codec(CodecError::Encode(why)))
-                }
-                Some(Outcome::Report(Report::Returned)) | Some(Outcome::Nothing) | None => Err(
-                    ProcessError::Io(io::Error::other("internal: no outcome to report")),
-                ),
-            };
-        }
-        // It said nothing (or announced a result and died before sending it):
-        // its exit status is the answer.
+        // The answer comes once the child has ended and been reaped, so that
+        // no zombie is left when `join` returns.
         let Some(status) = self.child.wait_status(deadline)? else {
             return Ok(None);
         };
         conn.taken = true;
-        conn.outcome = None;
-        Err(if status.signal().is_some() {
-            ProcessError::Signaled(status)
-        } else {
-            ProcessError::Exited(status)
-        })
+        match conn.outcome.take() {
+            Some(Outcome::Returned(frame)) => Ok(Some(codec::decode::<R>(frame)?)),
+            Some(Outcome::Report(Report::Panicked(message))) => Err(ProcessError::Panicked { message }),
+            Some(Outcome::Report(Report::Refused(why))) => Err(ProcessError::Handshake(why)),
+            Some(Outcome::Report(Report::BadResult(why))) => {
+                Err(ProcessError::Codec(CodecError::Encode(why)))
+            }
+            // Silent, or a report that announced a result and died before
+            // sending it: the exit status is the answer.
+            Some(Outcome::Report(Report::Returned)) | Some(Outcome::Nothing) | None => {
+                Err(if status.signal().is_some() {
+                    ProcessError::Signaled(status)
+                } else {
+                    ProcessError::Exited(status)
+                })
+            }
+        }
     }
 
     /// The next frame from the child.
