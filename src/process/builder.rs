@@ -34,6 +34,12 @@ use crate::sys::sock;
 /// runs before `main` takes over in re-executed copies, so no `init()` call is
 /// needed, under `cargo test`, nextest and doctests too.
 ///
+/// A `ForkServer` child is a copy of the fork server, not of the caller: it
+/// sees the environment variables and working directory the program had when
+/// the server started (on the first `ForkServer` spawn), as in Python. A
+/// `Spawn` child gets the caller's current environment and directory; a `Fork`
+/// child is a copy of the caller.
+///
 /// # Differences from Python's multiprocessing
 /// Python's `fork` forks a multi-threaded parent anyway (and children may
 /// deadlock on a lock held by a thread that does not exist in them); here
