@@ -85,14 +85,7 @@ fn mp_pingpong(rounds: usize, typed: bool) -> f64 {
             assert_eq!(a.recv_bytes().unwrap().len(), 8);
         }
     };
-    for _ in 0..100 {
-        once();
-    }
-    let t = Instant::now();
-    for _ in 0..rounds {
-        once();
-    }
-    let us = t.elapsed().as_secs_f64() / rounds as f64 * 1e6;
+    let us = round_trip_us(rounds, once);
     drop(a);
     p.join_timeout(JOIN).unwrap();
     us
@@ -238,14 +231,7 @@ fn ipc_pingpong(rounds: usize) -> f64 {
             Msg::Hello(_) => panic!(),
         }
     };
-    for _ in 0..100 {
-        once();
-    }
-    let t = Instant::now();
-    for _ in 0..rounds {
-        once();
-    }
-    let us = t.elapsed().as_secs_f64() / rounds as f64 * 1e6;
+    let us = round_trip_us(rounds, once);
     tx.send(Msg::Data(Vec::new())).unwrap();
     p.join_timeout(JOIN).unwrap();
     us
@@ -330,4 +316,16 @@ fn main() {
             }),
         ],
     );
+}
+
+/// Microseconds per call of `once`, after 100 untimed warm-up calls.
+fn round_trip_us(rounds: usize, mut once: impl FnMut()) -> f64 {
+    for _ in 0..100 {
+        once();
+    }
+    let t = Instant::now();
+    for _ in 0..rounds {
+        once();
+    }
+    t.elapsed().as_secs_f64() / rounds as f64 * 1e6
 }

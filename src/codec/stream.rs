@@ -293,23 +293,19 @@ mod tests {
 
     #[test]
     fn truncated_frame_is_an_error() {
-        let (a, b) = pair();
-        raw_send(&a, &header(Kind::Value, 100, 0));
-        raw_send(&a, &[1, 2, 3]);
-        drop(a);
-        let mut r = FrameReader::new();
-        assert!(matches!(
-            r.read(b.as_fd(), 1 << 20, soon()),
-            Err(ReadError::Codec(CodecError::Truncated))
-        ));
-        let (a, b) = pair();
-        raw_send(&a, &[1, 2, 3]);
-        drop(a);
-        let mut r = FrameReader::new();
-        assert!(matches!(
-            r.read(b.as_fd(), 1 << 20, soon()),
-            Err(ReadError::Codec(CodecError::Truncated))
-        ));
+        // Cut inside the payload, and inside the header.
+        let mut in_payload = header(Kind::Value, 100, 0).to_vec();
+        in_payload.extend_from_slice(&[1, 2, 3]);
+        for bytes in [&in_payload[..], &[1, 2, 3][..]] {
+            let (a, b) = pair();
+            raw_send(&a, bytes);
+            drop(a);
+            let mut r = FrameReader::new();
+            assert!(matches!(
+                r.read(b.as_fd(), 1 << 20, soon()),
+                Err(ReadError::Codec(CodecError::Truncated))
+            ));
+        }
     }
 
     #[test]
