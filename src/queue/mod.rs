@@ -2,7 +2,8 @@
 //! [`JoinableQueue`].
 //!
 //! All three are the same mechanism: a byte ring in a memfd ([`ring`]), with
-//! one robust process-shared mutex and futex words to sleep on, under a typed
+//! two robust process-shared locks (one per side: producers, consumers) and
+//! futex words to sleep on, under a typed
 //! layer that encodes items in the caller's thread ([`typed`]).
 //!
 //! Which one should I use? [`Queue`] for producer/consumer work, bounded with

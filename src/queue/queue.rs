@@ -22,9 +22,10 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 ///
 /// # Crash safety
 ///
-/// Any user of the queue may be killed (SIGKILL) at any point, even holding the
-/// queue's lock: the lock is a robust mutex and every change to the queue is
-/// committed through a redo log, so the next user repairs it and goes on. What
+/// Any user of the queue may be killed (SIGKILL) at any point, even holding one
+/// of the queue's two locks (producers' side, consumers' side): they are robust
+/// locks and every change to the queue is committed through a redo log, so the
+/// next user repairs it and goes on. What
 /// can be lost is at most the one item the dead process was handling: the item
 /// a producer was putting (unless its put had committed), and the item a
 /// consumer had taken (once its get has committed; a consumer killed during
@@ -35,7 +36,8 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// `Queue::new()` reserves 1 GiB of address space in a memfd; memory is used
 /// only as the queue fills, and freed pages are returned as it drains (the
 /// first 32 MiB stay resident once used, so a busy queue does not pay page
-/// faults on every lap). A single item may be up to 1 GiB (minus 8 bytes)
+/// faults on every lap; a queue that keeps draining reuses its first 256 KiB).
+/// A single item may be up to 1 GiB (minus 8 bytes)
 /// once encoded; a larger one is refused with [`PutError::TooLarge`]. The
 /// queue's memory goes away with the last handle in any process.
 ///

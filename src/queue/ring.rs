@@ -1,74 +1,108 @@
 //! The shared-memory ring behind every queue: a byte ring of length-prefixed
-//! records, guarded by one robust process-shared mutex, with futex words to
-//! sleep on (not empty / not full / all tasks done).
+//! records with two robust process-shared locks, one for the producers' side
+//! and one for the consumers' side, and futex words to sleep on (not empty /
+//! not full / all tasks done).
 //!
 //! # Layout
 //!
 //! | offset | what |
 //! | --- | --- |
-//! | 0 | [`Header`]: magic, geometry, state, redo log, futex words, the mutex |
+//! | 0 | [`Header`]: the producers' side, the consumers' side, the shared words, the geometry |
 //! | [`DATA_OFF`] | the data ring, `cap` bytes (a multiple of 8) |
 //!
-//! A record is an 8-byte word `(kind << 56) | len` followed by `len` payload
-//! bytes, padded to a multiple of 8. Positions `head`/`tail` are byte offsets
-//! that grow monotonically (taken modulo `cap`) and go back to 0 whenever the
-//! queue becomes empty, so a queue that drains keeps reusing its first pages.
+//! A record is an 8-byte word `PUBLISHED | (kind << 56) | len` followed by
+//! `len` payload bytes, padded to a multiple of 8. Positions are logical byte
+//! offsets that only grow; position `p` lives at byte `(p - base) % cap` of
+//! the data ring, and `base` moves up to the current position whenever a
+//! consumer finds the queue empty far from the start, so that a queue that
+//! keeps draining keeps reusing its first (warm, cached) pages.
+//!
+//! # Two sides
+//!
+//! Producers hold the producer lock and own `tail`, the count of puts and a
+//! cached view of the consumers' progress; consumers hold the consumer lock
+//! and own `head`, the count of takes and (joinable queues) of tasks done.
+//! Neither side writes the other's cache lines, so one producer and one
+//! consumer run in parallel as in a single-producer single-consumer ring: the
+//! consumer learns that a record is there from its header word alone (a
+//! release store, the last write of a put), and the word after the last
+//! record is always 0 (a put writes the next zero word before it publishes
+//! its own), so a zero word at `head` means "empty". A producer reads the
+//! consumers' `head` and count of takes only when its cached copies say the
+//! ring is full. `len` is `puts - takes`, read consistently. A put is
+//! counted just before its header word is published, so that a consumer never
+//! sees more takes than puts (nor `task_done` more calls than puts): for that
+//! instant, `len` counts an item that a concurrent get does not see yet.
 //!
 //! # Crash safety
 //!
-//! Every change of the state (`head`, `tail`, `count`, `unfinished`) is made
-//! under the mutex and committed through a one-entry redo log: the new state is
-//! written to `pending`, `pending_valid` set, the state copied, `pending_valid`
-//! cleared. Record bytes are written (or read) *before* the commit. So a process
-//! that dies holding the mutex leaves either the old state (its half-written
-//! record lies in free space and is ignored; a half-read record stays in the
-//! queue) or a complete `pending` that the next locker, told `OwnerDied` by the
-//! robust mutex, rolls forward. The repair also wakes every sleeper, in case the
-//! dead process died between a commit and its wake-up call.
+//! Each side changes its state `(position, count)` through a one-entry redo
+//! log: the old and new state are written to `pending`, `pending_valid` set,
+//! the state written, `pending_valid` cleared. A process that dies holding a
+//! side's lock leaves either the old state or a complete log, which the next
+//! locker (told `OwnerDied` by the robust lock) applies:
+//! - producers: the record is kept if its header word was published (the
+//!   consumers may already see it), dropped otherwise (its bytes lie in free
+//!   space and are ignored);
+//! - consumers: the record was copied out before the log was written, so the
+//!   log is rolled forward (the item is lost with the dead process: at most
+//!   the one it was taking); a consumer that dies before leaves it queued.
+//!
+//! The repair also wakes every sleeper. A waiter never sleeps more than
+//! [`RECHECK`] at a time, so a process killed between publishing and waking
+//! costs the sleepers at most that delay, never a hang.
 //!
 //! # Sleeping
 //!
 //! Each futex word holds a sequence number (bits 1..) and a "sleepers" bit
-//! (bit 0). A waiter sets the bit under the mutex, unlocks and sleeps while the
-//! word is unchanged; a notifier (under the mutex) bumps the word and calls
-//! `FUTEX_WAKE` only if the bit was set, so the fast path makes no syscall. A
-//! waiter killed in its sleep costs at most one needless wake-up.
+//! (bit 0). A waiter sets the bit, re-checks its condition after a full fence
+//! and sleeps while the word is unchanged; the other side, after a full fence
+//! following its progress, bumps the word and calls `FUTEX_WAKE` only if the
+//! bit is set, so the fast path makes no syscall.
 //!
 //! # Safety
 //!
 //! A [`Ring`] holds a pointer to a [`Header`] and to `cap` data bytes inside a
 //! mapping that it keeps alive (a [`Segment`] or a private allocation). The
 //! contract that makes the accesses sound:
-//! - The header is initialised in place (mutex included) by [`Ring::create`]
-//!   before the ring is shared, and never moved.
-//! - Every header field that changes after creation is an atomic or the
-//!   mutex; the geometry (`cap`, `max_items`, `kind`) is read once at attach,
+//! - The header is all-zero (a valid, unlocked state, locks included) and
+//!   its geometry is written by [`Ring::create`] before the ring is shared; it
+//!   is never moved.
+//! - Every header field that changes after creation is an atomic or a lock;
+//!   the geometry (`cap`, `max_items`, `flavor`) is read once at attach,
 //!   validated against the mapping's length, and kept in the `Ring`, so a
-//!   corrupted header can never make us read or write outside the mapping.
-//! - Data bytes are read and written only while holding the mutex, at offsets
-//!   reduced modulo the local `cap`, with lengths checked against `cap`.
-//! - Memory is given back (`fallocate` punch) only for free space, under the
-//!   mutex; pages are faulted in ahead (`MADV_POPULATE_WRITE`) without it,
-//!   which never changes their contents.
+//!   corrupted header can never make us read or write outside the mapping:
+//!   every offset is reduced modulo the local `cap` and every length checked
+//!   against it.
+//! - Free data bytes are written only under the producer lock, record bytes
+//!   read only under the consumer lock after their header word was observed
+//!   (acquire) and before `head` moves past them (release).
+//! - Memory is given back (`fallocate` punch) only for bytes that are free and
+//!   that no producer can be writing: with both locks held; pages are faulted
+//!   in ahead (`MADV_POPULATE_WRITE`) without them, which never changes their
+//!   contents.
 //!
 //! # Memory
 //!
 //! Fresh memfd pages cost a page fault each in every process that touches
 //! them, so the first `HOT` bytes stay resident once used, a queue that has
 //! grown past `AHEAD` MiB faults its pages in a few MiB ahead of the writes,
-//! and pages are given back when the queue empties (everything beyond `HOT`)
-//! or, while it is less than a quarter full, chunk by chunk behind the reads.
+//! and pages beyond `HOT` are given back when the queue empties, or chunk by
+//! chunk behind the reads while it is less than a quarter full.
 #![allow(unsafe_code)]
 
+use std::borrow::Cow;
 use std::io;
 use std::ptr::NonNull;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release, SeqCst};
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::deadline::Deadline;
 use crate::shm::segment::Segment;
-use crate::sync::raw_mutex::{LockFail, Locked, RawMutex};
+use crate::sync::raw_mutex::{LockFail, Locked};
+use crate::sync::robust_lock::RobustLock;
 use crate::sys::futex::{self, Wake};
 
 /// Where the data ring starts (the header fits in one page).
@@ -76,9 +110,11 @@ pub(crate) const DATA_OFF: usize = 4096;
 /// "MPQUEUE1".
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 /// Layout version.
-const LAYOUT: u32 = 2;
-/// Record header length.
+const LAYOUT: u32 = 3;
+/// Record header length (and the zero word that ends the records).
 const REC_HDR: u64 = 8;
+/// Set in every published record header word (so that it is never 0).
+const PUBLISHED: u64 = 1 << 63;
 /// Largest payload a record can describe.
 const MAX_LEN: u64 = (1 << 56) - 1;
 /// Freed memory is returned to the system in chunks of this size...
@@ -88,10 +124,15 @@ const HOT: u64 = 32 << 20;
 const MIB: u64 = 1 << 20;
 /// How far ahead of the writes pages are faulted in, in MiB.
 const AHEAD: u64 = 8;
-/// Attempts at the mutex before sleeping on it.
-const SPIN: u32 = 200;
-/// Payloads up to this size are copied out without a heap allocation.
-pub(crate) const INLINE: usize = 64;
+/// A consumer that finds the queue empty this far from `base` moves `base`
+/// up, so the next records start again at the beginning of the ring.
+const REWIND: u64 = 256 << 10;
+/// The longest a waiter sleeps before it re-checks the queue by itself.
+const RECHECK: Duration = Duration::from_millis(200);
+/// Payloads up to this size are decoded in place, under the consumer lock;
+/// longer ones are copied out and decoded after unlocking, so that consumers
+/// decode in parallel.
+const IN_PLACE: u64 = 4096;
 
 /// Which queue type a ring belongs to (checked when a handle is received).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,64 +157,78 @@ impl Flavor {
     }
 }
 
-#[repr(C)]
-#[derive(Default)]
-/// The queue's state. Read and written under the mutex only (which orders
-/// the accesses), except `count`/`unfinished` read alone by `len`.
-struct State {
-    head: AtomicU64,
-    tail: AtomicU64,
-    count: AtomicU64,
-    unfinished: AtomicU64,
-}
-
+/// One side's committed state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Snap {
-    head: u64,
-    tail: u64,
+    /// `tail` (producers) or `head` (consumers).
+    pos: u64,
+    /// Puts (producers) or takes (consumers).
     count: u64,
-    unfinished: u64,
 }
 
-impl State {
+/// One side of the ring: its lock, its state, the state's redo log, and
+/// fields only this side's lock holder touches. 128-byte aligned, so that the
+/// two sides never share a cache line (nor an adjacent-line prefetch pair).
+#[repr(C, align(128))]
+#[derive(Default)]
+struct Side {
+    lock: RobustLock,
+    pos: AtomicU64,
+    count: AtomicU64,
+    pending_valid: AtomicU32,
+    /// Producers: how far (in MiB from the ring's start) records were written
+    /// since `base` last moved: what to give back then.
+    touched_mib: AtomicU32,
+    pending_old: AtomicU64,
+    pending_pos: AtomicU64,
+    pending_count: AtomicU64,
+    /// Producers: the consumers' `head` as last read. Consumers: tasks done.
+    seen_pos: AtomicU64,
+    /// Producers: the consumers' takes as last read.
+    seen_count: AtomicU64,
+}
+
+impl Side {
     fn load(&self) -> Snap {
         Snap {
-            head: self.head.load(Relaxed),
-            tail: self.tail.load(Relaxed),
+            pos: self.pos.load(Relaxed),
             count: self.count.load(Relaxed),
-            unfinished: self.unfinished.load(Relaxed),
         }
     }
-    fn store(&self, s: Snap) {
-        self.head.store(s.head, Relaxed);
-        self.tail.store(s.tail, Relaxed);
-        self.count.store(s.count, Relaxed);
-        self.unfinished.store(s.unfinished, Relaxed);
+
+    /// Makes `new` this side's state, crash-atomically (lock held).
+    fn commit(&self, old: u64, new: Snap) {
+        self.pending_old.store(old, Relaxed);
+        self.pending_pos.store(new.pos, Relaxed);
+        self.pending_count.store(new.count, Relaxed);
+        // Release: the log is complete before it is marked valid, and the
+        // state before the log is cleared, for whoever locks next (even after
+        // this process dies).
+        self.pending_valid.store(1, Release);
+        self.pos.store(new.pos, Release);
+        self.count.store(new.count, Release);
+        self.pending_valid.store(0, Release);
     }
 }
 
-/// The state and its redo log, together in one cache line.
-#[repr(C, align(64))]
-struct Hot {
-    state: State,
-    pending: State,
-}
-
-/// The shared header. The fields every operation touches share two cache
-/// lines (the mutex and the flags; the state); the geometry, written once
-/// before sharing and cached in each `Ring`, lies apart.
-#[repr(C, align(64))]
-struct Header {
-    lock: RawMutex,
+/// Words both sides read on every operation and write rarely.
+#[repr(C, align(128))]
+#[derive(Default)]
+struct Common {
+    /// Logical position of data byte 0.
+    base: AtomicU64,
     closed: AtomicU32,
-    pending_valid: AtomicU32,
     not_empty: AtomicU32,
     not_full: AtomicU32,
     all_done: AtomicU32,
-    /// How far (in MiB from the ring's start) records were written since the
-    /// queue last emptied: what to give back then.
-    touched_mib: AtomicU32,
-    hot: Hot,
+}
+
+/// The shared header.
+#[repr(C, align(128))]
+struct Header {
+    prod: Side,
+    cons: Side,
+    common: Common,
     magic: AtomicU64,
     layout: AtomicU32,
     flavor: AtomicU32,
@@ -212,30 +267,11 @@ impl Drop for PrivateMem {
     }
 }
 
-/// A payload copied out of the ring.
-#[derive(Debug)]
-pub(crate) enum Payload {
-    /// Short payloads, without a heap allocation.
-    Inline([u8; INLINE], usize),
-    /// Longer ones.
-    Heap(Vec<u8>),
-}
-
-impl Payload {
-    /// The bytes.
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            Payload::Inline(b, n) => &b[..*n],
-            Payload::Heap(v) => v,
-        }
-    }
-    /// The bytes as an owned vector.
-    pub(crate) fn into_vec(self) -> Vec<u8> {
-        match self {
-            Payload::Inline(b, n) => b[..n].to_vec(),
-            Payload::Heap(v) => v,
-        }
-    }
+/// A record taken by `get_with`: already handed to `f` (in place), or copied
+/// out for `f`.
+enum Taken<R, F> {
+    InPlace(std::thread::Result<R>),
+    Copied(Vec<u8>, F),
 }
 
 /// Why a put failed.
@@ -288,7 +324,7 @@ pub(crate) struct Ring {
 }
 
 // SAFETY: the pointers point into `backing`, which the ring keeps alive; all
-// shared accesses go through atomics or under the process-shared mutex.
+// shared accesses go through atomics or under the process-shared locks.
 unsafe impl Send for Ring {}
 // SAFETY: as above.
 unsafe impl Sync for Ring {}
@@ -297,8 +333,8 @@ fn align8(n: u64) -> Option<u64> {
     n.checked_add(7).map(|n| n & !7)
 }
 
-/// A held mutex; unlocks on drop.
-struct Guard<'a>(&'a RawMutex);
+/// A held lock; unlocks on drop.
+struct Guard<'a>(&'a RobustLock);
 
 impl Drop for Guard<'_> {
     fn drop(&mut self) {
@@ -306,11 +342,36 @@ impl Drop for Guard<'_> {
     }
 }
 
+/// Whether a record fits (producer lock held).
+enum Room {
+    Fits,
+    Full,
+    /// The two sides' positions disagree: the shared memory was written
+    /// outside the protocol.
+    Corrupt,
+}
+
+/// `a - b` for two counters read consistently: `a` is read before and after
+/// `b` until it did not move, so the difference held at the moment `b` was
+/// read. Gives up (and answers from the last reads) after a few tries.
+fn consistent_diff(a: &AtomicU64, b: &AtomicU64) -> u64 {
+    let mut x = a.load(Acquire);
+    for _ in 0..64 {
+        let y = b.load(Acquire);
+        let x2 = a.load(Acquire);
+        if x2 == x {
+            return x.saturating_sub(y);
+        }
+        x = x2;
+    }
+    x.saturating_sub(b.load(Acquire))
+}
+
 impl Ring {
-    /// A new ring of `cap` data bytes (rounded up to 8) in a fresh memfd.
-    /// `max_items == 0` means no item limit.
-    pub(crate) fn create(flavor: Flavor, max_items: u64, cap: u64) -> io::Result<Ring> {
-        let cap = align8(cap.max(64)).ok_or_else(|| io::Error::other("ring too large"))?;
+    /// A new ring for `bytes` bytes of records (rounded up to 8) in a fresh
+    /// memfd. `max_items == 0` means no item limit.
+    pub(crate) fn create(flavor: Flavor, max_items: u64, bytes: u64) -> io::Result<Ring> {
+        let cap = Ring::cap_for(bytes)?;
         let total = usize::try_from(cap)
             .ok()
             .and_then(|c| c.checked_add(DATA_OFF))
@@ -321,10 +382,18 @@ impl Ring {
         unsafe { Ring::init(Backing::Shared(seg), flavor, max_items, cap) }
     }
 
+    /// The data ring's size for a budget of `bytes`: one more word for the
+    /// zero word that follows the last record.
+    fn cap_for(bytes: u64) -> io::Result<u64> {
+        align8(bytes.max(64))
+            .and_then(|c| c.checked_add(REC_HDR))
+            .ok_or_else(|| io::Error::other("ring too large"))
+    }
+
     /// A new ring in ordinary memory (for tests over threads).
     #[cfg(test)]
-    pub(crate) fn private(flavor: Flavor, max_items: u64, cap: u64) -> io::Result<Ring> {
-        let cap = align8(cap.max(64)).ok_or_else(|| io::Error::other("ring too large"))?;
+    pub(crate) fn private(flavor: Flavor, max_items: u64, bytes: u64) -> io::Result<Ring> {
+        let cap = Ring::cap_for(bytes)?;
         let total = DATA_OFF + cap as usize;
         let layout = std::alloc::Layout::from_size_align(total, 4096).map_err(io::Error::other)?;
         // SAFETY: the layout has a non-zero size.
@@ -335,7 +404,7 @@ impl Ring {
         unsafe { Ring::init(Backing::Private(mem), flavor, max_items, cap) }
     }
 
-    fn base(backing: &Backing) -> (*mut u8, usize) {
+    fn base_of(backing: &Backing) -> (*mut u8, usize) {
         match backing {
             Backing::Shared(s) => (s.as_ptr(), s.len()),
             Backing::Private(m) => (m.ptr.as_ptr(), m.layout.size()),
@@ -346,19 +415,15 @@ impl Ring {
     /// `backing` is zero-filled, at least `DATA_OFF + cap` bytes, page aligned,
     /// and used by no one else yet.
     unsafe fn init(backing: Backing, flavor: Flavor, max_items: u64, cap: u64) -> io::Result<Ring> {
-        let (base, _) = Ring::base(&backing);
-        let hdr = base.cast::<Header>();
-        // SAFETY: per the contract, `hdr` is valid, aligned and unshared; zeroed
-        // memory is a valid `Header` apart from the mutex, initialised in place.
-        unsafe {
-            RawMutex::init(std::ptr::addr_of_mut!((*hdr).lock))?;
-            let h = &*hdr;
-            h.layout.store(LAYOUT, SeqCst);
-            h.flavor.store(flavor as u32, SeqCst);
-            h.cap.store(cap, SeqCst);
-            h.max_items.store(max_items, SeqCst);
-            h.magic.store(MAGIC, SeqCst);
-        }
+        let (base, _) = Ring::base_of(&backing);
+        // SAFETY: per the contract, the header is valid, aligned and unshared;
+        // all-zero bytes are a valid `Header` (atomics and unlocked locks).
+        let h = unsafe { &*base.cast::<Header>() };
+        h.layout.store(LAYOUT, SeqCst);
+        h.flavor.store(flavor as u32, SeqCst);
+        h.cap.store(cap, SeqCst);
+        h.max_items.store(max_items, SeqCst);
+        h.magic.store(MAGIC, SeqCst);
         Ring::attach_backing(backing, Some(flavor))
     }
 
@@ -369,13 +434,13 @@ impl Ring {
     }
 
     fn attach_backing(backing: Backing, want: Option<Flavor>) -> io::Result<Ring> {
-        let (base, len) = Ring::base(&backing);
+        let (base, len) = Ring::base_of(&backing);
         let bad = |m: String| io::Error::new(io::ErrorKind::InvalidData, m);
-        if len < DATA_OFF + 64 || (base as usize) % 4096 != 0 {
+        if len < DATA_OFF + 72 || (base as usize) % 4096 != 0 {
             return Err(bad(format!("a {len}-byte segment cannot hold a queue")));
         }
         // SAFETY: the mapping is at least DATA_OFF bytes and page aligned, so a
-        // Header fits at its start; all its fields are atomics or the mutex.
+        // Header fits at its start; all its fields are atomics or locks.
         let h = unsafe { &*base.cast::<Header>() };
         if h.magic.load(SeqCst) != MAGIC || h.layout.load(SeqCst) != LAYOUT {
             return Err(bad(
@@ -392,7 +457,7 @@ impl Ring {
             }
         }
         let cap = h.cap.load(SeqCst);
-        if cap % 8 != 0 || cap < 64 || cap > (len - DATA_OFF) as u64 {
+        if cap % 8 != 0 || cap < 72 || cap > (len - DATA_OFF) as u64 {
             return Err(bad(format!(
                 "queue capacity {cap} does not fit its {len}-byte segment"
             )));
@@ -417,7 +482,7 @@ impl Ring {
 
     fn h(&self) -> &Header {
         // SAFETY: the header was initialised before the ring was shared and
-        // lives as long as `backing`; shared fields are atomics or the mutex.
+        // lives as long as `backing`; shared fields are atomics or locks.
         unsafe { self.hdr.as_ref() }
     }
 
@@ -439,162 +504,156 @@ impl Ring {
         self.max_items
     }
 
-    /// The largest payload a single item can have in this ring.
+    /// The largest payload a single item can have in this ring: the ring less
+    /// the record's header word and the zero word after it.
     pub(crate) fn max_payload(&self) -> u64 {
-        (self.cap - REC_HDR).min(MAX_LEN)
+        (self.cap - 2 * REC_HDR).min(MAX_LEN)
     }
 
-    /// Items in the queue now (one atomic read of the committed count).
+    /// Items in the queue now: puts less takes, read consistently.
     pub(crate) fn len(&self) -> u64 {
-        self.h().hot.state.count.load(Acquire)
+        let h = self.h();
+        consistent_diff(&h.prod.count, &h.cons.count)
     }
 
     /// Items put and not yet marked done (joinable rings).
     pub(crate) fn unfinished(&self) -> u64 {
-        self.h().hot.state.unfinished.load(Acquire)
+        let h = self.h();
+        consistent_diff(&h.prod.count, &h.cons.seen_pos)
     }
 
     /// True once `close` was called by any process.
     pub(crate) fn is_closed(&self) -> bool {
-        self.h().closed.load(SeqCst) != 0
+        self.h().common.closed.load(SeqCst) != 0
     }
 
-    fn lock(&self, deadline: Deadline) -> Result<Guard<'_>, LockFail> {
+    /// Locks the producers' side, repairing it if its last owner died.
+    fn lock_prod(&self, deadline: Deadline) -> Result<Guard<'_>, LockFail> {
+        let p = &self.h().prod;
+        if p.lock.lock(deadline)? == Locked::OwnerDied {
+            self.repair_prod();
+        }
+        Ok(Guard(&p.lock))
+    }
+
+    /// Locks the consumers' side, repairing it if its last owner died.
+    fn lock_cons(&self, deadline: Deadline) -> Result<Guard<'_>, LockFail> {
+        let c = &self.h().cons;
+        if c.lock.lock(deadline)? == Locked::OwnerDied {
+            self.repair_cons();
+        }
+        Ok(Guard(&c.lock))
+    }
+
+    /// Called with the producer lock held after its owner died.
+    fn repair_prod(&self) {
         let h = self.h();
-        // The mutex is held for a copy only: spin briefly before sleeping in
-        // the kernel (a futex sleep and wake-up across CPUs costs far more).
-        let mut got = None;
-        for _ in 0..SPIN {
-            match h.lock.try_lock() {
-                Ok(l) => {
-                    got = Some(l);
-                    break;
-                }
-                Err(LockFail::WouldBlock) => std::hint::spin_loop(),
-                Err(e) => return Err(e),
+        let p = &h.prod;
+        if p.pending_valid.load(Acquire) != 0 {
+            let old = p.pending_old.load(Relaxed);
+            let new = Snap {
+                pos: p.pending_pos.load(Relaxed),
+                count: p.pending_count.load(Relaxed),
+            };
+            let base = h.common.base.load(Acquire);
+            if self.slot(base, old).load(Acquire) != 0 {
+                // Published: the consumers may have it already. Keep it.
+                p.pos.store(new.pos, Release);
+                p.count.store(new.count, Release);
+            } else {
+                // Never published: its bytes lie in free space.
+                p.pos.store(old, Release);
+                p.count.store(new.count.wrapping_sub(1), Release);
             }
+            p.pending_valid.store(0, Release);
         }
-        let locked = match got {
-            Some(l) => l,
-            None => h.lock.lock(deadline)?,
-        };
-        match locked {
-            Locked::Clean => {}
-            Locked::OwnerDied => self.repair(),
-        }
-        Ok(Guard(&h.lock))
+        Ring::wake_everyone(h);
     }
 
-    /// Called with the mutex held after its owner died.
-    fn repair(&self) {
+    /// Called with the consumer lock held after its owner died.
+    fn repair_cons(&self) {
         let h = self.h();
-        if h.pending_valid.load(SeqCst) != 0 {
-            h.hot.state.store(h.hot.pending.load());
-            h.pending_valid.store(0, SeqCst);
+        let c = &h.cons;
+        if c.pending_valid.load(Acquire) != 0 {
+            // The record was copied out before the log was written: the item
+            // went with the dead process. Roll forward.
+            c.pos.store(c.pending_pos.load(Relaxed), Release);
+            c.count.store(c.pending_count.load(Relaxed), Release);
+            c.pending_valid.store(0, Release);
         }
-        self.state();
-        for w in [&h.not_empty, &h.not_full, &h.all_done] {
+        Ring::wake_everyone(h);
+    }
+
+    /// Wakes every sleeper, in case a dead process made progress and died
+    /// before waking them.
+    fn wake_everyone(h: &Header) {
+        for w in [&h.common.not_empty, &h.common.not_full, &h.common.all_done] {
             w.fetch_add(2, SeqCst);
             futex::wake_all(w);
         }
     }
 
-    /// The committed state (mutex held). A state whose numbers disagree
-    /// (impossible through the redo log, but the shared memory is writable by
-    /// every process holding the queue) is reset to empty rather than trusted,
-    /// so no arithmetic below can overflow or reach outside the ring.
-    fn state(&self) -> Snap {
-        let s = self.h().hot.state.load();
-        let ok = s.tail >= s.head
-            && s.tail - s.head <= self.cap
-            && (s.count == 0) == (s.tail == s.head)
-            && s.count <= (s.tail - s.head) / REC_HDR;
-        if ok {
-            return s;
-        }
-        let empty = Snap {
-            head: 0,
-            tail: 0,
-            count: 0,
-            unfinished: s.unfinished,
-        };
-        self.commit(empty);
-        empty
-    }
-
-    /// Makes `new` the state, crash-atomically (mutex held).
-    fn commit(&self, new: Snap) {
-        let h = self.h();
-        h.hot.pending.store(new);
-        // Release: `pending` is complete before it is marked valid, and the
-        // state is complete before the log is cleared, for whoever locks next
-        // (even after this process dies).
-        h.pending_valid.store(1, Release);
-        h.hot.state.store(new);
-        h.pending_valid.store(0, Release);
-    }
-
-    /// Wakes the sleepers on `w` if any (mutex held).
+    /// Wakes the sleepers on `w` if any. The caller made its progress visible
+    /// and then issued a `SeqCst` fence.
     fn notify(w: &AtomicU32) {
-        // Waiters set the bit under the mutex we hold: a relaxed read sees it.
-        let cur = w.load(Relaxed);
-        if cur & 1 != 0 {
+        if w.load(Relaxed) & 1 != 0 {
             let _ = w.fetch_update(SeqCst, SeqCst, |v| Some((v & !1).wrapping_add(2)));
             futex::wake_all(w);
         }
     }
 
-    /// Announces a sleeper on `w` (mutex held); returns the value to wait on.
+    /// Announces a sleeper on `w`; returns the value to wait on. The caller
+    /// then re-checks its condition before sleeping.
     fn arm(w: &AtomicU32) -> u32 {
-        w.fetch_or(1, SeqCst) | 1
+        let v = w.fetch_or(1, SeqCst) | 1;
+        fence(SeqCst);
+        v
     }
 
-    fn sleep(w: &AtomicU32, v: u32, deadline: Deadline) -> io::Result<Wake> {
-        futex::wait(w, v, deadline)
+    /// Sleeps on `w` while it holds `v`, at most until `deadline` and at most
+    /// [`RECHECK`]. `Ok(true)` once the deadline has passed.
+    fn sleep(w: &AtomicU32, v: u32, deadline: Deadline) -> io::Result<bool> {
+        let nap = match deadline.remaining() {
+            Some(left) if left < RECHECK => deadline,
+            _ => Deadline::after(RECHECK),
+        };
+        match futex::wait(w, v, nap)? {
+            Wake::Retry => Ok(false),
+            Wake::TimedOut => Ok(deadline.passed()),
+        }
     }
 
-    /// The offset in the data ring of logical position `pos` (positions go
-    /// back to 0 whenever the queue empties, so the division is rare).
-    fn phys(&self, pos: u64) -> u64 {
-        if pos < self.cap {
-            pos
+    /// The offset in the data ring of logical position `pos` (`pos - base`
+    /// stays below `cap` unless the queue laps without ever emptying, so the
+    /// division is rare). Always `< cap`, whatever the inputs.
+    fn phys(&self, base: u64, pos: u64) -> u64 {
+        let off = pos.wrapping_sub(base);
+        if off < self.cap {
+            off
         } else {
-            pos % self.cap
+            off % self.cap
         }
     }
 
-    /// Writes a record header word at logical position `pos` (mutex held).
-    fn write_word(&self, pos: u64, word: u64) {
-        let off = self.phys(pos);
-        // SAFETY: `pos` is a record start, a multiple of 8, and so is `cap`:
-        // the 8 bytes at `off < cap` are inside the ring and 8-aligned (the ring
-        // starts on a page); the mutex excludes other accesses to them.
-        unsafe {
-            self.data
-                .as_ptr()
-                .add(off as usize)
-                .cast::<u64>()
-                .write(word.to_le())
-        }
+    /// The record header word at logical position `pos`.
+    fn slot(&self, base: u64, pos: u64) -> &AtomicU64 {
+        // Positions are record starts: multiples of 8 apart from `base`.
+        let off = self.phys(base, pos) & !7;
+        // SAFETY: `off` is a multiple of 8 below `cap`, itself a multiple of 8:
+        // the 8 bytes are inside the data ring, which starts on a page, so the
+        // pointer is aligned for an AtomicU64; the ring outlives `&self`.
+        unsafe { &*self.data.as_ptr().add(off as usize).cast::<AtomicU64>() }
     }
 
-    /// Reads the record header word at logical position `pos` (mutex held).
-    fn read_word(&self, pos: u64) -> u64 {
-        let off = self.phys(pos);
-        // SAFETY: as in `write_word`; the word was written before the commit
-        // that made it part of the queue (or is garbage from a corrupted state,
-        // which the caller checks).
-        u64::from_le(unsafe { self.data.as_ptr().add(off as usize).cast::<u64>().read() })
-    }
-
-    /// Copies `src` into the ring at logical position `pos` (mutex held).
-    fn write_at(&self, pos: u64, src: &[u8]) {
-        let off = self.phys(pos);
+    /// Copies `src` into the ring at logical position `pos` (producer lock held).
+    fn write_at(&self, base: u64, pos: u64, src: &[u8]) {
+        let off = self.phys(base, pos);
         let first = (self.cap - off).min(src.len() as u64) as usize;
         // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
         // `src.len() - first <= cap` (callers check the record fits), starts at 0:
-        // both copies stay inside the data ring; the mutex excludes every other
-        // access to these free bytes; `src` is ordinary memory, not the ring.
+        // both copies stay inside the data ring; these bytes are free space,
+        // which only the producer lock holder writes and no one reads; `src`
+        // is ordinary memory, not the ring.
         unsafe {
             std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.as_ptr().add(off as usize), first);
             if first < src.len() {
@@ -603,34 +662,18 @@ impl Ring {
         }
     }
 
-    /// Copies from the ring at logical position `pos` into `dst` (mutex held).
-    fn read_at(&self, pos: u64, dst: &mut [u8]) {
-        let off = self.phys(pos);
-        let first = (self.cap - off).min(dst.len() as u64) as usize;
-        // SAFETY: as in `write_at`, with the roles swapped; the record's bytes
-        // are committed and only this mutex holder reads them.
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), dst.as_mut_ptr(), first);
-            if first < dst.len() {
-                std::ptr::copy_nonoverlapping(
-                    self.data.as_ptr(),
-                    dst.as_mut_ptr().add(first),
-                    dst.len() - first,
-                );
-            }
-        }
-    }
-
     /// Copies `len` bytes from the ring at logical position `pos` into a new
-    /// vector, without zeroing it first (mutex held; `len <= cap`).
-    fn read_vec(&self, pos: u64, len: usize) -> Vec<u8> {
+    /// vector, without zeroing it first (consumer lock held, after the
+    /// record's header word was seen; `len <= cap`).
+    fn read_vec(&self, base: u64, pos: u64, len: usize) -> Vec<u8> {
         let mut v = Vec::<u8>::with_capacity(len);
-        let off = self.phys(pos);
+        let off = self.phys(base, pos);
         let first = (self.cap - off).min(len as u64) as usize;
-        // SAFETY: the ring side is as in `read_at` (`len <= cap`, checked by
-        // the caller against the committed record); the vector has capacity
-        // for `len` bytes, all of which the two copies initialise before
-        // `set_len`.
+        // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
+        // `len - first <= cap` (checked by the caller), starts at 0: both
+        // copies stay inside the data ring; the record's bytes were published
+        // (acquire) and stay until `head` moves past them; the vector has capacity for `len` bytes, all of which
+        // the two copies initialise before `set_len`.
         unsafe {
             std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), v.as_mut_ptr(), first);
             if first < len {
@@ -641,11 +684,48 @@ impl Ring {
         v
     }
 
+    /// Whether `rec` more bytes and one more item fit (producer lock held).
+    /// Reads the consumers' side only when the cached view says no.
+    fn room(&self, s: Snap, rec: u64) -> Room {
+        let h = self.h();
+        let p = &h.prod;
+        if self.max_items != 0 {
+            let mut takes = p.seen_count.load(Relaxed);
+            if s.count.wrapping_sub(takes) >= self.max_items {
+                takes = h.cons.count.load(Acquire);
+                p.seen_count.store(takes, Relaxed);
+                if s.count.wrapping_sub(takes) >= self.max_items {
+                    return Room::Full;
+                }
+            }
+        }
+        // The record and the zero word after it.
+        let need = rec + REC_HDR;
+        let fits = |head: u64| {
+            let used = s.pos.wrapping_sub(head);
+            if used > self.cap {
+                None
+            } else {
+                Some(self.cap - used >= need)
+            }
+        };
+        if fits(p.seen_pos.load(Relaxed)) == Some(true) {
+            return Room::Fits;
+        }
+        let head = h.cons.pos.load(Acquire);
+        p.seen_pos.store(head, Relaxed);
+        match fits(head) {
+            Some(true) => Room::Fits,
+            Some(false) => Room::Full,
+            None => Room::Corrupt,
+        }
+    }
+
     /// Appends a record, blocking as `block` says while the queue is full.
     pub(crate) fn put(&self, kind: u8, payload: &[u8], block: Block) -> Result<(), PutFail> {
         let len = payload.len() as u64;
         let rec = match align8(len.saturating_add(REC_HDR)) {
-            Some(r) if len <= MAX_LEN && r <= self.cap => r,
+            Some(r) if len <= self.max_payload() && r + REC_HDR <= self.cap => r,
             _ => {
                 return Err(PutFail::TooLarge {
                     len,
@@ -654,185 +734,288 @@ impl Ring {
             }
         };
         let h = self.h();
+        let p = &h.prod;
         loop {
-            let g = self.lock(block.lock_deadline()).map_err(|e| match e {
+            let g = self.lock_prod(block.lock_deadline()).map_err(|e| match e {
                 LockFail::WouldBlock => PutFail::Timeout,
                 LockFail::Io(e) => PutFail::Io(e),
             })?;
             if self.is_closed() {
                 return Err(PutFail::Closed);
             }
-            let s = self.state();
-            let used = s.tail - s.head;
-            let room = self.max_items == 0 || s.count < self.max_items;
-            if room && self.cap - used >= rec {
-                self.write_word(s.tail, ((kind as u64) << 56) | len);
-                self.write_at(s.tail + REC_HDR, payload);
-                let joinable = u64::from(self.flavor == Flavor::Joinable);
-                self.commit(Snap {
-                    head: s.head,
-                    tail: s.tail + rec,
-                    count: s.count + 1,
-                    unfinished: s.unfinished + joinable,
-                });
-                // Pages ahead of the writes are faulted in a few MiB at a time,
-                // after unlocking (fresh memfd pages otherwise cost a fault each).
-                let end = (self.phys(s.tail) + rec).min(self.cap).div_ceil(MIB);
-                let frontier = u64::from(h.touched_mib.load(Relaxed));
-                let mut populate = None;
-                if end >= AHEAD && end + AHEAD / 2 > frontier {
-                    // A queue that has grown past a few MiB: fault ahead.
-                    let to = (end + AHEAD).min(self.cap / MIB).max(frontier);
-                    h.touched_mib.store(to as u32, Relaxed);
-                    populate = Some((frontier.max(end), to));
-                } else if end > frontier {
-                    h.touched_mib.store(end as u32, Relaxed);
+            let s = p.load();
+            let mut room = self.room(s, rec);
+            if let (Room::Full, Block::Until(deadline)) = (&room, block) {
+                // Announce a sleeper, then look again (the consumers check
+                // for sleepers after they make room).
+                let v = Ring::arm(&h.common.not_full);
+                room = self.room(s, rec);
+                if let Room::Full = room {
+                    drop(g);
+                    match Ring::sleep(&h.common.not_full, v, deadline) {
+                        Ok(false) => continue,
+                        Ok(true) => return Err(PutFail::Timeout),
+                        Err(e) => return Err(PutFail::Io(e)),
+                    }
                 }
-                Ring::notify(&h.not_empty);
-                drop(g);
-                if let Some((from, to)) = populate {
-                    self.populate(from * MIB, to * MIB);
-                }
-                return Ok(());
             }
-            let Block::Until(deadline) = block else {
-                return Err(PutFail::Full);
+            match room {
+                Room::Fits => {}
+                Room::Full => return Err(PutFail::Full),
+                Room::Corrupt => {
+                    drop(g);
+                    self.discard_all(false);
+                    return Err(PutFail::Io(corrupted()));
+                }
+            }
+            let base = h.common.base.load(Acquire);
+            let end = s.pos + rec;
+            // The zero word that ends the records, then the payload, then the
+            // log, then the header word that publishes it all.
+            self.slot(base, end).store(0, Relaxed);
+            self.write_at(base, s.pos + REC_HDR, payload);
+            let new = Snap {
+                pos: end,
+                count: s.count.wrapping_add(1),
             };
-            let v = Ring::arm(&h.not_full);
+            p.pending_old.store(s.pos, Relaxed);
+            p.pending_pos.store(new.pos, Relaxed);
+            p.pending_count.store(new.count, Relaxed);
+            p.pending_valid.store(1, Release);
+            // Counted before it is published, so that whoever takes it (and
+            // calls `task_done`) never sees more takes than puts.
+            p.count.store(new.count, Release);
+            let word = PUBLISHED | (u64::from(kind & 0x7f) << 56) | len;
+            self.slot(base, s.pos).store(word, Release);
+            p.pos.store(new.pos, Release);
+            p.pending_valid.store(0, Release);
+            let populate = self.track_writes(p, base, s.pos, rec);
             drop(g);
-            match Ring::sleep(&h.not_full, v, deadline) {
-                Ok(Wake::Retry) => {}
-                Ok(Wake::TimedOut) => return Err(PutFail::Timeout),
-                Err(e) => return Err(PutFail::Io(e)),
+            fence(SeqCst);
+            Ring::notify(&h.common.not_empty);
+            if let Some((from, to)) = populate {
+                self.populate(from * MIB, to * MIB);
             }
+            return Ok(());
         }
     }
 
-    /// Takes the oldest record, blocking as `block` says while the queue is empty.
-    /// Returns its kind and payload.
-    pub(crate) fn get(&self, block: Block) -> Result<(u8, Payload), GetFail> {
+    /// Records how far into the ring records were written since `base` last
+    /// moved; past `AHEAD` MiB, returns the MiB range to fault in ahead of
+    /// the writes, after unlocking (fresh memfd pages otherwise cost a fault
+    /// each). Producer lock held.
+    fn track_writes(&self, p: &Side, base: u64, pos: u64, rec: u64) -> Option<(u64, u64)> {
+        let end = (self.phys(base, pos) + rec).min(self.cap).div_ceil(MIB);
+        let frontier = u64::from(p.touched_mib.load(Relaxed));
+        let cap_mib = (self.cap / MIB).min(u64::from(u32::MAX));
+        if end >= AHEAD && end + AHEAD / 2 > frontier {
+            let to = (end + AHEAD).min(cap_mib).max(frontier);
+            p.touched_mib.store(to as u32, Relaxed);
+            return Some((frontier.max(end), to));
+        }
+        if end > frontier {
+            p.touched_mib.store(end.min(cap_mib.max(1)) as u32, Relaxed);
+        }
+        None
+    }
+
+    /// Takes the oldest record, blocking as `block` says while the queue is
+    /// empty, and returns what `f` makes of its kind and payload. Short
+    /// payloads are handed to `f` in place, in the ring, under the consumer
+    /// lock (a panic in `f` still takes the record, then resumes); longer ones
+    /// are copied out and handed over after unlocking.
+    pub(crate) fn get_with<R>(
+        &self,
+        block: Block,
+        f: impl FnOnce(u8, Cow<'_, [u8]>) -> R,
+    ) -> Result<R, GetFail> {
         let h = self.h();
+        let c = &h.cons;
         loop {
-            let g = self.lock(block.lock_deadline()).map_err(|e| match e {
+            let g = self.lock_cons(block.lock_deadline()).map_err(|e| match e {
                 LockFail::WouldBlock => GetFail::Timeout,
                 LockFail::Io(e) => GetFail::Io(e),
             })?;
-            let s = self.state();
-            if s.count > 0 {
-                let word = self.read_word(s.head);
-                let (kind, len) = ((word >> 56) as u8, word & MAX_LEN);
-                let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
-                if rec > s.tail - s.head {
-                    // Corrupted by someone writing the segment outside the protocol.
-                    self.commit(Snap {
-                        head: 0,
-                        tail: 0,
-                        count: 0,
-                        unfinished: s.unfinished,
-                    });
-                    Ring::notify(&h.not_full);
-                    return Err(GetFail::Io(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the queue's shared memory was corrupted; its items were discarded",
-                    )));
+            let s = c.load();
+            let base = h.common.base.load(Acquire);
+            let mut word = self.slot(base, s.pos).load(Acquire);
+            if word == 0 {
+                if self.is_closed() {
+                    return Err(GetFail::Closed);
                 }
-                let payload = if len as usize <= INLINE {
-                    let mut b = [0u8; INLINE];
-                    self.read_at(s.head + REC_HDR, &mut b[..len as usize]);
-                    Payload::Inline(b, len as usize)
-                } else {
-                    Payload::Heap(self.read_vec(s.head + REC_HDR, len as usize))
+                let Block::Until(deadline) = block else {
+                    return Err(GetFail::Empty);
                 };
-                let new = if s.count == 1 {
-                    Snap {
-                        head: 0,
-                        tail: 0,
-                        count: 0,
-                        unfinished: s.unfinished,
+                // Announce a sleeper, then look again (the producers check
+                // for sleepers after they publish).
+                let v = Ring::arm(&h.common.not_empty);
+                word = self.slot(base, s.pos).load(Acquire);
+                if word == 0 {
+                    drop(g);
+                    match Ring::sleep(&h.common.not_empty, v, deadline) {
+                        Ok(false) => continue,
+                        Ok(true) => return Err(GetFail::Timeout),
+                        Err(e) => return Err(GetFail::Io(e)),
                     }
-                } else {
-                    Snap {
-                        head: s.head + rec,
-                        tail: s.tail,
-                        count: s.count - 1,
-                        unfinished: s.unfinished,
-                    }
-                };
-                self.commit(new);
-                Ring::notify(&h.not_full);
-                self.release(s.head, s.head + rec, new);
+                }
+            }
+            let (kind, len) = (((word >> 56) & 0x7f) as u8, word & MAX_LEN);
+            if word & PUBLISHED == 0 || len > self.max_payload() {
+                // Written by someone outside the protocol.
+                self.discard_all(true);
                 drop(g);
-                return Ok((kind, payload));
+                return Err(GetFail::Io(corrupted()));
             }
-            if self.is_closed() {
-                return Err(GetFail::Closed);
-            }
-            let Block::Until(deadline) = block else {
-                return Err(GetFail::Empty);
+            let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
+            let new = Snap {
+                pos: s.pos + rec,
+                count: s.count.wrapping_add(1),
             };
-            let v = Ring::arm(&h.not_empty);
+            let start = self.phys(base, s.pos + REC_HDR);
+            let taken = if len <= IN_PLACE && start + len <= self.cap {
+                // SAFETY: `start + len <= cap`: the bytes are inside the data
+                // ring; they were published (acquire above) and no producer
+                // writes them before `head` moves past them (after `f`).
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(self.data.as_ptr().add(start as usize), len as usize)
+                };
+                let f = std::panic::AssertUnwindSafe(|| f(kind, Cow::Borrowed(bytes)));
+                Taken::InPlace(std::panic::catch_unwind(f))
+            } else {
+                Taken::Copied(self.read_vec(base, s.pos + REC_HDR, len as usize), f)
+            };
+            c.commit(s.pos, new);
+            self.release(base, s.pos, new.pos);
             drop(g);
-            match Ring::sleep(&h.not_empty, v, deadline) {
-                Ok(Wake::Retry) => {}
-                Ok(Wake::TimedOut) => return Err(GetFail::Timeout),
-                Err(e) => return Err(GetFail::Io(e)),
-            }
+            fence(SeqCst);
+            Ring::notify(&h.common.not_full);
+            return match taken {
+                Taken::InPlace(Ok(r)) => Ok(r),
+                Taken::InPlace(Err(panic)) => std::panic::resume_unwind(panic),
+                Taken::Copied(v, f) => Ok(f(kind, Cow::Owned(v))),
+            };
         }
     }
 
-    /// Gives memory back after a get that freed the logical range
-    /// `[from, to)` (mutex held; memfd rings only; the first `HOT` bytes stay):
-    /// - the queue is now empty: everything written beyond `HOT` since it last
-    ///   emptied, in one call;
-    /// - at least a quarter full: nothing (the pages will be written again
-    ///   within a lap; freeing them would only cost page faults);
-    /// - else the chunks the range freed that hold no live data.
-    fn release(&self, from: u64, to: u64, now: Snap) {
+    /// Takes the oldest record as `(kind, payload)` (tests).
+    #[cfg(test)]
+    pub(crate) fn get(&self, block: Block) -> Result<(u8, Vec<u8>), GetFail> {
+        self.get_with(block, |k, b| (k, b.into_owned()))
+    }
+
+    /// After a get freed the logical range `[from, to)` (consumer lock held):
+    /// - the queue is empty and `to` is far from `base`: move `base` to `to`,
+    ///   so the next records start at the ring's first (warm) bytes, and give
+    ///   back everything written beyond `HOT` (memfd rings);
+    /// - else give back the chunks beyond `HOT` that the range left, if they
+    ///   hold no live data and the queue is less than a quarter full.
+    ///
+    /// Both need the producer lock: rewinding only if it is free at once.
+    fn release(&self, base: u64, from: u64, to: u64) {
+        let h = self.h();
+        if to.wrapping_sub(base) >= REWIND && self.slot(base, to).load(Acquire) == 0 {
+            let Ok(locked) = h.prod.lock.try_lock() else {
+                return;
+            };
+            if locked == Locked::OwnerDied {
+                self.repair_prod();
+            }
+            let _g = Guard(&h.prod.lock);
+            if h.prod.pos.load(Acquire) == to {
+                // Empty, and no put can start while we hold both locks.
+                self.slot(to, to).store(0, Relaxed);
+                h.common.base.store(to, Release);
+                self.give_back_beyond_hot();
+                h.prod.touched_mib.store(0, Relaxed);
+            }
+            return;
+        }
         let Backing::Shared(seg) = &self.backing else {
             return;
         };
         if self.cap <= HOT {
             return;
         }
-        let fd = std::os::fd::AsFd::as_fd(seg.fd());
-        let h = self.h();
-        if now.count == 0 {
-            let touched = (u64::from(h.touched_mib.load(Relaxed)) * MIB).min(self.cap);
-            if touched > HOT {
-                let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + HOT, touched - HOT);
-                h.touched_mib.store((HOT / MIB) as u32, Relaxed);
-            }
-            return;
+        let (a, b) = (self.phys(base, from), self.phys(base, to));
+        if a / CHUNK == b / CHUNK && to - from < CHUNK {
+            return; // no chunk left behind
         }
-        if now.tail - now.head >= self.cap / 4 {
+        let Ok(_g) = self.lock_prod(Deadline::NEVER) else {
             return;
+        };
+        let tail = h.prod.pos.load(Acquire);
+        let used = tail.wrapping_sub(to);
+        if used >= self.cap / 4 {
+            return; // the pages will be written again within a lap
         }
-        let live = |c: u64| -> bool {
-            // Does chunk c (physical) intersect the live range [head, tail)?
-            if now.count == 0 {
-                return false;
-            }
+        // Live: [to, tail] and the zero word after it.
+        let (hp, live) = (b, used + REC_HDR);
+        let is_live = |c: u64| -> bool {
             let (cs, ce) = (c * CHUNK, ((c + 1) * CHUNK).min(self.cap));
-            let (hp, used) = (self.phys(now.head), now.tail - now.head);
-            let inter = |a: u64, b: u64| a < ce && cs < b;
-            if hp + used <= self.cap {
-                inter(hp, hp + used)
+            let inter = |x: u64, y: u64| x < ce && cs < y;
+            if hp + live <= self.cap {
+                inter(hp, hp + live)
             } else {
-                inter(hp, self.cap) || inter(0, hp + used - self.cap)
+                inter(hp, self.cap) || inter(0, hp + live - self.cap)
             }
         };
+        let fd = std::os::fd::AsFd::as_fd(seg.fd());
         let nchunks = self.cap.div_ceil(CHUNK);
-        let start = self.phys(from);
-        let first = start / CHUNK;
-        let last = (start + (to - from).max(1) - 1) / CHUNK;
+        let first = a / CHUNK;
+        let last = (a + (to - from).max(1) - 1) / CHUNK;
         for i in 0..(last - first + 1).min(nchunks) {
             let c = (first + i) % nchunks;
-            if c * CHUNK < HOT || live(c) {
+            if c * CHUNK < HOT || is_live(c) {
                 continue;
             }
             let len = CHUNK.min(self.cap - c * CHUNK);
             let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + c * CHUNK, len);
         }
+    }
+
+    /// Gives back every page written beyond `HOT` since `base` last moved
+    /// (both locks held, queue empty).
+    fn give_back_beyond_hot(&self) {
+        let Backing::Shared(seg) = &self.backing else {
+            return;
+        };
+        let touched = (u64::from(self.h().prod.touched_mib.load(Relaxed)) * MIB).min(self.cap);
+        if touched > HOT {
+            let fd = std::os::fd::AsFd::as_fd(seg.fd());
+            let _ = crate::sys::mem::punch_hole(fd, DATA_OFF as u64 + HOT, touched - HOT);
+        }
+    }
+
+    /// Empties a ring whose shared memory was written outside the protocol,
+    /// so that it is usable again (its items are lost). Takes the consumer
+    /// lock unless `cons_held`, then the producer lock (always in that order).
+    fn discard_all(&self, cons_held: bool) {
+        let h = self.h();
+        let _c = if cons_held {
+            None
+        } else {
+            match self.lock_cons(Deadline::NEVER) {
+                Ok(g) => Some(g),
+                Err(_) => return,
+            }
+        };
+        let Ok(_p) = self.lock_prod(Deadline::NEVER) else {
+            return;
+        };
+        let at = h.prod.pos.load(Acquire).max(h.cons.pos.load(Acquire));
+        self.slot(at, at).store(0, Relaxed);
+        h.common.base.store(at, Release);
+        h.prod.pos.store(at, Release);
+        h.cons.pos.store(at, Release);
+        h.prod.seen_pos.store(at, Relaxed);
+        let puts = h.prod.count.load(Acquire);
+        h.cons.count.store(puts, Release);
+        // The discarded items will never be processed: not unfinished either.
+        h.cons.seen_pos.store(puts, Release);
+        h.prod.seen_count.store(puts, Relaxed);
+        self.give_back_beyond_hot();
+        h.prod.touched_mib.store(0, Relaxed);
+        Ring::wake_everyone(h);
     }
 
     /// Faults in the data pages `[from, to)` (offsets, MiB aligned) of a memfd
@@ -852,38 +1035,34 @@ impl Ring {
     /// Marks one task done (joinable rings). `Ok(false)` if there was none.
     pub(crate) fn task_done(&self) -> io::Result<bool> {
         let h = self.h();
-        let g = self.lock(Deadline::NEVER).map_err(lock_io)?;
-        let s = h.hot.state.load();
-        if s.unfinished == 0 {
+        let g = self.lock_cons(Deadline::NEVER).map_err(lock_io)?;
+        let done = h.cons.seen_pos.load(Relaxed);
+        let unfinished = h.prod.count.load(Acquire).wrapping_sub(done);
+        if unfinished == 0 || unfinished > u64::MAX / 2 {
             return Ok(false);
         }
-        self.commit(Snap {
-            unfinished: s.unfinished - 1,
-            ..s
-        });
-        if s.unfinished == 1 {
-            Ring::notify(&h.all_done);
-        }
+        h.cons.seen_pos.store(done.wrapping_add(1), Release);
         drop(g);
+        if unfinished == 1 {
+            fence(SeqCst);
+            Ring::notify(&h.common.all_done);
+        }
         Ok(true)
     }
 
     /// Waits until no task is unfinished. `Ok(false)` on timeout.
     pub(crate) fn join(&self, deadline: Deadline) -> io::Result<bool> {
-        let h = self.h();
+        let w = &self.h().common.all_done;
         loop {
-            let g = match self.lock(deadline) {
-                Ok(g) => g,
-                Err(LockFail::WouldBlock) => return Ok(false),
-                Err(LockFail::Io(e)) => return Err(e),
-            };
-            if h.hot.state.unfinished.load(SeqCst) == 0 {
+            if self.unfinished() == 0 {
                 return Ok(true);
             }
-            let v = Ring::arm(&h.all_done);
-            drop(g);
-            if Ring::sleep(&h.all_done, v, deadline)? == Wake::TimedOut {
-                return Ok(h.hot.state.unfinished.load(SeqCst) == 0);
+            let v = Ring::arm(w);
+            if self.unfinished() == 0 {
+                return Ok(true);
+            }
+            if Ring::sleep(w, v, deadline)? {
+                return Ok(self.unfinished() == 0);
             }
         }
     }
@@ -892,8 +1071,8 @@ impl Ring {
     /// once the remaining items are taken. Wakes every sleeper.
     pub(crate) fn close(&self) {
         let h = self.h();
-        h.closed.store(1, SeqCst);
-        for w in [&h.not_empty, &h.not_full] {
+        h.common.closed.store(1, SeqCst);
+        for w in [&h.common.not_empty, &h.common.not_full] {
             w.fetch_add(2, SeqCst);
             futex::wake_all(w);
         }
@@ -909,6 +1088,13 @@ impl Ring {
             Backing::Private(_) => 0,
         }
     }
+}
+
+fn corrupted() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "the queue's shared memory was corrupted; its items were discarded",
+    )
 }
 
 fn lock_io(e: LockFail) -> io::Error {
@@ -1030,7 +1216,7 @@ mod tests {
             let r2 = r.clone();
             let h = s.spawn(move || {
                 r2.get(Block::Until(Deadline::after(Duration::from_secs(10))))
-                    .map(|x| x.1.into_vec())
+                    .map(|x| x.1)
             });
             std::thread::sleep(Duration::from_millis(50));
             r.put(0, b"hi", Block::No).unwrap();
@@ -1076,86 +1262,195 @@ mod tests {
         assert!(!r.task_done().unwrap());
     }
 
-    #[test]
-    fn redo_log_is_rolled_forward_after_a_crash() {
-        // Simulate a holder that died after filling `pending` but before copying it.
-        let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
-        r.put(0, b"one", Block::No).unwrap();
-        let h = r.h();
-        let s = h.hot.state.load();
-        r.write_at(s.tail, &((3u64).to_le_bytes()));
-        r.write_at(s.tail + 8, b"two");
-        h.hot.pending.store(Snap {
-            tail: s.tail + 16,
-            count: 2,
-            ..s
+    /// Runs `f` in a thread that exits holding the producer lock (a thread
+    /// that dies holding a robust lock counts as a dead owner, as a SIGKILLed
+    /// process does).
+    fn die_holding_producer_lock(r: &Ring, f: impl FnOnce(&Ring, &Side, u64) + Send) {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let h = r.h();
+                assert_eq!(h.prod.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                f(r, &h.prod, h.common.base.load(SeqCst));
+            });
         });
-        h.pending_valid.store(1, SeqCst);
-        r.repair();
-        assert_eq!(r.len(), 2);
-        assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"one");
-        assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"two");
     }
 
     #[test]
-    fn a_holder_that_dies_mid_put_is_repaired() {
-        // A thread that exits holding a robust mutex counts as a dead owner, as a
-        // SIGKILLed process does: it dies with a record half-written, then with a
-        // complete redo log not yet applied.
+    fn a_producer_that_dies_mid_put_loses_nothing_else() {
         for r in rings(Flavor::Joinable, 0, 1024) {
             r.put(0, b"first", Block::No).unwrap();
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let h = r.h();
-                    assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.hot.state.load();
-                    r.write_at(st.tail, &[0xff; 8]); // a half-written record header
-                });
+            // Dies with a half-written record: nothing published.
+            die_holding_producer_lock(&r, |r, p, base| {
+                let pos = p.pos.load(SeqCst);
+                r.write_at(base, pos + 8, b"garbage!");
             });
             assert_eq!(r.len(), 1);
             r.put(0, b"second", Block::No).unwrap();
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    let h = r.h();
-                    assert_eq!(h.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
-                    let st = h.hot.state.load();
-                    r.write_at(st.tail, &(5u64.to_le_bytes()));
-                    r.write_at(st.tail + 8, b"third");
-                    h.hot.pending.store(Snap {
-                        tail: st.tail + 16,
-                        count: st.count + 1,
-                        unfinished: st.unfinished + 1,
-                        ..st
-                    });
-                    h.pending_valid.store(1, SeqCst);
-                });
+            // Dies after writing the log, before publishing: dropped.
+            die_holding_producer_lock(&r, |r, p, base| {
+                let pos = p.pos.load(SeqCst);
+                r.slot(base, pos + 16).store(0, SeqCst);
+                r.write_at(base, pos + 8, b"lost");
+                p.pending_old.store(pos, SeqCst);
+                p.pending_pos.store(pos + 16, SeqCst);
+                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
+                p.pending_valid.store(1, SeqCst);
             });
-            // The redo log is applied by the next locker.
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"first");
-            assert_eq!(r.len(), 2);
-            assert_eq!(r.unfinished(), 3);
+            r.put(0, b"third", Block::No).unwrap();
+            // Dies after publishing, before moving `tail`: kept.
+            die_holding_producer_lock(&r, |r, p, base| {
+                let pos = p.pos.load(SeqCst);
+                r.slot(base, pos + 16).store(0, SeqCst);
+                r.write_at(base, pos + 8, b"fourth");
+                p.pending_old.store(pos, SeqCst);
+                p.pending_pos.store(pos + 16, SeqCst);
+                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
+                p.pending_valid.store(1, SeqCst);
+                r.slot(base, pos).store(PUBLISHED | 6, SeqCst);
+            });
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"second");
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"third");
+            // The next put repairs the producer side first.
+            r.put(0, b"fifth", Block::No).unwrap();
+            assert_eq!(r.len(), 2);
+            assert_eq!(r.unfinished(), 5);
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"fourth");
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"fifth");
             assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
         }
     }
 
     #[test]
-    fn a_garbled_state_is_reset_not_trusted() {
-        let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
-        r.put(0, b"x", Block::No).unwrap();
-        let h = r.h();
-        h.hot.state.head.store(500, Relaxed); // tail < head
-        assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
-        h.hot.state.tail.store(u64::MAX, Relaxed);
-        h.hot.state.count.store(3, Relaxed);
-        r.put(0, b"y", Block::No).unwrap();
-        assert_eq!(r.len(), 1);
-        // A record header claiming more than is queued.
-        r.write_at(0, &(4000u64).to_le_bytes());
-        assert!(matches!(r.get(Block::No), Err(GetFail::Io(_))));
-        r.put(0, b"z", Block::No).unwrap();
-        assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"z");
+    fn a_consumer_that_dies_mid_get_takes_at_most_its_item() {
+        for r in rings(Flavor::Queue, 0, 1024) {
+            for it in [&b"a"[..], b"b", b"c"] {
+                r.put(0, it, Block::No).unwrap();
+            }
+            // Dies while copying: the item stays.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    assert_eq!(r.h().cons.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                });
+            });
+            assert_eq!(r.len(), 3);
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"a");
+            // Dies after writing the log: rolled forward, "b" is gone with it.
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    let c = &r.h().cons;
+                    assert_eq!(c.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
+                    let pos = c.pos.load(SeqCst);
+                    c.pending_old.store(pos, SeqCst);
+                    c.pending_pos.store(pos + 16, SeqCst);
+                    c.pending_count.store(c.count.load(SeqCst) + 1, SeqCst);
+                    c.pending_valid.store(1, SeqCst);
+                });
+            });
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"c");
+            assert_eq!(r.len(), 0);
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        }
+    }
+
+    #[test]
+    fn a_garbled_state_is_discarded_not_trusted() {
+        for r in rings(Flavor::Queue, 0, 1024) {
+            r.put(0, b"x", Block::No).unwrap();
+            let h = r.h();
+            // `head` beyond `tail`: the positions disagree (seen once the
+            // producer needs more room than its cached view promises).
+            h.cons.pos.store(1 << 40, SeqCst);
+            assert!(matches!(r.put(0, &[1; 1016], Block::No), Err(PutFail::Io(_))));
+            assert_eq!(r.len(), 0);
+            r.put(0, b"y", Block::No).unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"y");
+            // A record header claiming more than the ring holds, then one
+            // without the published bit.
+            for bogus in [PUBLISHED | 4000, 3] {
+                r.put(0, b"z", Block::No).unwrap();
+                let base = h.common.base.load(SeqCst);
+                r.slot(base, h.cons.pos.load(SeqCst)).store(bogus, SeqCst);
+                assert!(matches!(r.get(Block::No), Err(GetFail::Io(_))));
+                assert_eq!(r.len(), 0);
+                r.put(0, b"w", Block::No).unwrap();
+                assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"w");
+            }
+        }
+    }
+
+    #[test]
+    fn a_draining_queue_keeps_reusing_its_first_pages() {
+        let r = Ring::create(Flavor::Queue, 0, 64 << 20).unwrap();
+        let item = vec![5u8; 1000];
+        for _ in 0..20_000 {
+            r.put(0, &item, Block::No).unwrap();
+            assert_eq!(r.get(Block::No).unwrap().1.as_slice(), &item[..]);
+        }
+        // 20 MB went through; the records stayed within the first REWIND bytes.
+        let used = r.allocated_bytes();
+        assert!(used <= REWIND + 8192, "{used} bytes allocated");
+        assert!(r.h().common.base.load(SeqCst) > 0);
+    }
+
+    #[test]
+    fn counts_stay_exact_while_both_sides_run() {
+        let r = Ring::private(Flavor::Queue, 0, 1 << 16).unwrap();
+        let n = 20_000u64;
+        std::thread::scope(|s| {
+            let r2 = r.clone();
+            s.spawn(move || {
+                for i in 0..n {
+                    r2.put(0, &i.to_le_bytes(), Block::Until(Deadline::NEVER))
+                        .unwrap();
+                }
+            });
+            let mut got = 0;
+            while got < n {
+                assert!(r.len() <= n - got, "len counts an item twice");
+                if r.get(Block::No).is_ok() {
+                    got += 1;
+                }
+            }
+        });
+        assert_eq!(r.len(), 0);
+    }
+
+    #[test]
+    fn task_done_right_after_get_never_outruns_the_put_count() {
+        let r = Ring::private(Flavor::Joinable, 0, 1 << 16).unwrap();
+        let n = 50_000u64;
+        std::thread::scope(|s| {
+            let r2 = r.clone();
+            s.spawn(move || {
+                for i in 0..n {
+                    r2.put(0, &i.to_le_bytes(), Block::Until(Deadline::NEVER))
+                        .unwrap();
+                }
+            });
+            for _ in 0..n {
+                r.get(Block::Until(Deadline::after(Duration::from_secs(20))))
+                    .unwrap();
+                assert!(r.task_done().unwrap(), "task_done refused for an item taken");
+            }
+        });
+        assert!(r.join(Deadline::after(Duration::from_secs(1))).unwrap());
+        assert!(!r.task_done().unwrap());
+    }
+
+    #[test]
+    fn a_panic_while_decoding_in_place_takes_the_item_and_unlocks() {
+        for r in rings(Flavor::Queue, 0, 1024) {
+            r.put(0, b"poison", Block::No).unwrap();
+            r.put(0, b"next", Block::No).unwrap();
+            let hit = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                r.get_with(Block::No, |_, bytes| -> () { panic!("bad item {bytes:?}") })
+            }));
+            assert!(hit.is_err());
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.get(Block::No).unwrap().1, b"next");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::error::{GetError, PutError, QueueError, TaskDoneError};
-use super::ring::{Block, Flavor, GetFail, Payload, PutFail, Ring};
+use super::ring::{Block, Flavor, GetFail, PutFail, Ring};
 use crate::codec::{self, CodecError, Frame, Kind};
 use crate::deadline::Deadline;
 use crate::shm::segment::Segment;
@@ -67,19 +67,19 @@ fn encode<'a, T: Serialize + Any>(
     Ok((Kind::Value as u8, out.payload))
 }
 
-fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Payload) -> Result<T, CodecError> {
+fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Cow<'_, [u8]>) -> Result<T, CodecError> {
     if kind == Kind::Bytes as u8 {
         codec::decode(Frame {
             kind: Kind::Bytes,
-            payload: payload.into_vec(),
+            payload: payload.into_owned(),
             fds: Vec::new(),
         })
     } else {
         // Straight to postcard; on failure the codec gives the precise message
         // (a handle inside the item, trailing bytes, ...).
-        match postcard::take_from_bytes::<T>(payload.as_slice()) {
+        match postcard::take_from_bytes::<T>(&payload) {
             Ok((v, [])) => Ok(v),
-            _ => codec::decode_value(payload.as_slice(), Vec::new()),
+            _ => codec::decode_value(&payload, Vec::new()),
         }
     }
 }
@@ -135,8 +135,10 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
     }
 
     pub(crate) fn get_block(&self, block: Block) -> Result<T, GetError> {
-        let (kind, payload) = self.ring.get(block).map_err(get_err)?;
-        decode(kind, payload).map_err(GetError::Decode)
+        self.ring
+            .get_with(block, decode::<T>)
+            .map_err(get_err)?
+            .map_err(GetError::Decode)
     }
 
     pub(crate) fn get(&self) -> Result<T, GetError> {

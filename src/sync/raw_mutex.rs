@@ -1,5 +1,8 @@
-//! A robust, process-shared mutex word for shared memory (glibc's
-//! `PTHREAD_PROCESS_SHARED` + `PTHREAD_MUTEX_ROBUST` mutex).
+//! The outcome types of every robust lock in the crate ([`Locked`],
+//! [`LockFail`]), and glibc's robust process-shared mutex (`RawMutex`,
+//! `PTHREAD_PROCESS_SHARED` + `PTHREAD_MUTEX_ROBUST`), which the crate's own
+//! lock word (`sync::robust_lock`) replaced; it stays for the tests that
+//! check that both kinds of lock share a thread's robust list.
 //!
 //! If the owning thread dies (its process is SIGKILLed, say), the kernel walks
 //! the thread's robust list, marks the word `OWNER_DIED` and wakes a waiter;
@@ -13,10 +16,13 @@
 //! `lock`/`unlock` pairs are made by the same thread (a guard is `!Send`).
 #![allow(unsafe_code)]
 
+#[cfg(test)]
 use std::cell::UnsafeCell;
 use std::io;
+#[cfg(test)]
 use std::mem::MaybeUninit;
 
+#[cfg(test)]
 use crate::deadline::Deadline;
 
 /// How a lock was obtained.
@@ -40,6 +46,7 @@ pub(crate) enum LockFail {
 }
 
 /// A robust process-shared mutex (40 bytes on x86-64 Linux).
+#[cfg(test)]
 #[repr(C)]
 pub(crate) struct RawMutex {
     m: UnsafeCell<libc::pthread_mutex_t>,
@@ -47,10 +54,13 @@ pub(crate) struct RawMutex {
 
 // SAFETY: the pthread mutex is made for concurrent use from many threads and
 // processes; all access goes through the pthread API.
+#[cfg(test)]
 unsafe impl Sync for RawMutex {}
 // SAFETY: as above.
+#[cfg(test)]
 unsafe impl Send for RawMutex {}
 
+#[cfg(test)]
 impl RawMutex {
     /// Initialises the mutex at `this`, unlocked.
     ///
@@ -135,13 +145,6 @@ impl RawMutex {
         self.after_lock(rc)
     }
 
-    /// Locks if free, at once.
-    pub(crate) fn try_lock(&self) -> Result<Locked, LockFail> {
-        // SAFETY: initialised per the type's contract.
-        let rc = unsafe { libc::pthread_mutex_trylock(self.ptr()) };
-        self.after_lock(rc)
-    }
-
     /// Unlocks. Only the thread that locked may call this (`EPERM` otherwise).
     pub(crate) fn unlock(&self) -> io::Result<()> {
         // SAFETY: initialised per the type's contract; glibc checks ownership
@@ -150,6 +153,7 @@ impl RawMutex {
     }
 }
 
+#[cfg(test)]
 fn check(rc: i32) -> io::Result<()> {
     if rc == 0 {
         Ok(())
