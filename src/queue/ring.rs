@@ -122,11 +122,15 @@ const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
 const HOT: u64 = 32 << 20;
 const MIB: u64 = 1 << 20;
+const PAGE: u64 = 4096;
 /// How far ahead of the writes pages are faulted in, in MiB.
 const AHEAD: u64 = 8;
 /// A consumer that finds the queue empty this far from `base` moves `base`
 /// up, so the next records start again at the beginning of the ring.
 const REWIND: u64 = 256 << 10;
+/// How many times a consumer looks again at an empty queue before it sleeps
+/// (about a microsecond).
+const SPIN_EMPTY: u32 = 64;
 /// The longest a waiter sleeps before it re-checks the queue by itself.
 const RECHECK: Duration = Duration::from_millis(200);
 /// Payloads up to this size are decoded in place, under the consumer lock;
@@ -655,7 +659,15 @@ impl Ring {
         // which only the producer lock holder writes and no one reads; `src`
         // is ordinary memory, not the ring.
         unsafe {
-            std::ptr::copy_nonoverlapping(src.as_ptr(), self.data.as_ptr().add(off as usize), first);
+            let dst = self.data.as_ptr().add(off as usize);
+            if first == src.len() && first <= 16 {
+                // Short items (most encoded values): no call into memcpy.
+                for (i, b) in src.iter().enumerate() {
+                    dst.add(i).write(*b);
+                }
+                return;
+            }
+            std::ptr::copy_nonoverlapping(src.as_ptr(), dst, first);
             if first < src.len() {
                 std::ptr::copy_nonoverlapping(src.as_ptr().add(first), self.data.as_ptr(), src.len() - first);
             }
@@ -843,6 +855,21 @@ impl Ring {
                 if self.is_closed() {
                     return Err(GetFail::Closed);
                 }
+                if let Block::No = block {
+                    return Err(GetFail::Empty);
+                }
+                // A producer that is running publishes within a few hundred
+                // nanoseconds: wait that long before the cost of a sleep and a
+                // cross-CPU wake-up (which the producer pays too).
+                for _ in 0..SPIN_EMPTY {
+                    std::hint::spin_loop();
+                    word = self.slot(base, s.pos).load(Acquire);
+                    if word != 0 {
+                        break;
+                    }
+                }
+            }
+            if word == 0 {
                 let Block::Until(deadline) = block else {
                     return Err(GetFail::Empty);
                 };
@@ -913,7 +940,10 @@ impl Ring {
     /// Both need the producer lock: rewinding only if it is free at once.
     fn release(&self, base: u64, from: u64, to: u64) {
         let h = self.h();
-        if to.wrapping_sub(base) >= REWIND && self.slot(base, to).load(Acquire) == 0 {
+        let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
+        // At most once per page consumed: each attempt touches the producers'
+        // lock word, which a running producer would then have to fetch back.
+        if b >= REWIND && a / PAGE != b / PAGE && self.slot(base, to).load(Acquire) == 0 {
             let Ok(locked) = h.prod.lock.try_lock() else {
                 return;
             };
