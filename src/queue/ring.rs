@@ -30,9 +30,11 @@
 //! its own), so a zero word at `head` means "empty". A producer reads the
 //! consumers' `head` and count of takes only when its cached copies say the
 //! ring is full. `len` is `puts - takes`, read consistently. A put is
-//! counted just before its header word is published, so that a consumer never
-//! sees more takes than puts (nor `task_done` more calls than puts): for that
-//! instant, `len` counts an item that a concurrent get does not see yet.
+//! counted just after its header word is published, so a consumer may take
+//! an item before it is counted: `len` is then 0, not -1, and the number of
+//! items put, for `task_done` and `join`, is `max(puts, takes)` (every item
+//! taken was put). Counting first would let a producer that dies between
+//! the count and the publication leave a phantom item behind.
 //!
 //! # Crash safety
 //!
@@ -520,10 +522,23 @@ impl Ring {
         consistent_diff(&h.prod.count, &h.cons.count)
     }
 
-    /// Items put and not yet marked done (joinable rings).
+    /// Items put and not yet marked done (joinable rings): `max(puts, takes)
+    /// - done`, with `done` read before and after the others until it did
+    /// not move.
     pub(crate) fn unfinished(&self) -> u64 {
         let h = self.h();
-        consistent_diff(&h.prod.count, &h.cons.seen_pos)
+        let mut done = h.cons.seen_pos.load(Acquire);
+        for _ in 0..64 {
+            let takes = h.cons.count.load(Acquire);
+            let puts = h.prod.count.load(Acquire);
+            let again = h.cons.seen_pos.load(Acquire);
+            if again == done {
+                return puts.max(takes).saturating_sub(done);
+            }
+            done = again;
+        }
+        let put = h.prod.count.load(Acquire).max(h.cons.count.load(Acquire));
+        put.saturating_sub(h.cons.seen_pos.load(Acquire))
     }
 
     /// True once `close` was called by any process.
@@ -794,12 +809,10 @@ impl Ring {
             p.pending_pos.store(new.pos, Relaxed);
             p.pending_count.store(new.count, Relaxed);
             p.pending_valid.store(1, Release);
-            // Counted before it is published, so that whoever takes it (and
-            // calls `task_done`) never sees more takes than puts.
-            p.count.store(new.count, Release);
             let word = PUBLISHED | (u64::from(kind & 0x7f) << 56) | len;
             self.slot(base, s.pos).store(word, Release);
             p.pos.store(new.pos, Release);
+            p.count.store(new.count, Release);
             p.pending_valid.store(0, Release);
             let populate = self.track_writes(p, base, s.pos, rec);
             drop(g);
@@ -1067,7 +1080,9 @@ impl Ring {
         let h = self.h();
         let g = self.lock_cons(Deadline::NEVER).map_err(lock_io)?;
         let done = h.cons.seen_pos.load(Relaxed);
-        let unfinished = h.prod.count.load(Acquire).wrapping_sub(done);
+        // Every item taken was put, even if its put is not counted yet.
+        let puts = h.prod.count.load(Acquire).max(h.cons.count.load(Relaxed));
+        let unfinished = puts.wrapping_sub(done);
         if unfinished == 0 || unfinished > u64::MAX / 2 {
             return Ok(false);
         }
@@ -1348,6 +1363,38 @@ mod tests {
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"fourth");
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"fifth");
             assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        }
+    }
+
+    #[test]
+    fn an_item_published_by_a_producer_that_died_before_counting_it_is_whole() {
+        // No put follows to repair the producer side: consumers, len,
+        // task_done and join must still agree.
+        for r in rings(Flavor::Joinable, 0, 1024) {
+            r.put(0, b"one", Block::No).unwrap();
+            die_holding_producer_lock(&r, |r, p, base| {
+                let pos = p.pos.load(SeqCst);
+                r.slot(base, pos + 16).store(0, SeqCst);
+                r.write_at(base, pos + 8, b"two");
+                p.pending_old.store(pos, SeqCst);
+                p.pending_pos.store(pos + 16, SeqCst);
+                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
+                p.pending_valid.store(1, SeqCst);
+                r.slot(base, pos).store(PUBLISHED | 3, SeqCst);
+            });
+            assert_eq!(r.len(), 1, "counted once repaired, not before");
+            for want in [&b"one"[..], b"two"] {
+                assert_eq!(r.get(Block::No).unwrap().1, want);
+                assert!(r.task_done().unwrap());
+            }
+            assert_eq!(r.len(), 0);
+            assert!(r.join(Deadline::after(Duration::from_secs(1))).unwrap());
+            assert!(!r.task_done().unwrap());
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+            r.put(0, b"three", Block::No).unwrap();
+            assert_eq!(r.len(), 1);
+            assert_eq!(r.unfinished(), 1);
+            assert_eq!(r.get(Block::No).unwrap().1, b"three");
         }
     }
 
