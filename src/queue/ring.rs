@@ -522,9 +522,9 @@ impl Ring {
         consistent_diff(&h.prod.count, &h.cons.count)
     }
 
-    /// Items put and not yet marked done (joinable rings): `max(puts, takes)
-    /// - done`, with `done` read before and after the others until it did
-    /// not move.
+    /// Items put and not yet marked done (joinable rings): the larger of puts
+    /// and takes, less tasks done, with `done` read before and after the
+    /// others until it did not move.
     pub(crate) fn unfinished(&self) -> u64 {
         let h = self.h();
         let mut done = h.cons.seen_pos.load(Acquire);
