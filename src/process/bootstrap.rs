@@ -161,23 +161,65 @@ fn take_env_fd(var: &str) -> Option<std::io::Result<OwnedFd>> {
     )
 }
 
-/// Runs a child: reads its bootstrap and arguments from `sock`, runs the
-/// function, reports, and exits. Never returns.
+/// Runs a spawned child: reads its bootstrap and arguments from `sock`, runs
+/// the function, reports, and exits. Never returns.
 pub(crate) fn child_main(sock: OwnedFd) -> ! {
-    let mut reader = FrameReader::new();
     // The parent writes the bootstrap right after starting us; a parent that
     // died first gives EOF. The deadline only guards against a wedged parent.
-    let boot = reader
-        .read(
-            sock.as_fd(),
-            MAX_BOOTSTRAP,
-            Deadline::after(Duration::from_secs(300)),
-        )
-        .ok()
-        .and_then(|f| codec::decode_value::<Bootstrap>(&f.payload, f.fds).ok());
+    run_child(
+        sock,
+        FrameReader::new(),
+        None,
+        Deadline::after(Duration::from_secs(300)),
+        None,
+    )
+}
+
+/// Runs a child forked ahead by the fork server (`server_pid`): waits, for as
+/// long as it takes, for a parent to take it and write its bootstrap (EOF:
+/// it was never taken, and exits). A daemon then ties its life to the server.
+pub(crate) fn served_child_main(sock: OwnedFd, server_pid: u32) -> ! {
+    // Warm up while nobody waits: a read that cannot block sizes the reader's
+    // buffer, and touching the stack and the heap gives this process its own
+    // copies of those pages now instead of while a parent waits for us.
+    let mut reader = FrameReader::new();
+    let early = reader
+        .read(sock.as_fd(), MAX_BOOTSTRAP, Deadline::after(Duration::ZERO))
+        .ok();
+    // warm_up();
+    run_child(sock, reader, early, Deadline::NEVER, Some(server_pid))
+}
+
+/// Writes to the stack and the heap a child will use (see `served_child_main`).
+#[inline(never)]
+fn warm_up() {
+    let mut stack = [0u8; 32 << 10];
+    std::hint::black_box(&mut stack);
+    let heap = vec![1u8; 32 << 10];
+    std::hint::black_box(heap);
+}
+
+fn run_child(
+    sock: OwnedFd,
+    mut reader: FrameReader,
+    early: Option<Frame>,
+    boot_deadline: Deadline,
+    server_pid: Option<u32>,
+) -> ! {
+    let boot = match early {
+        Some(f) => Ok(f),
+        None => reader.read(sock.as_fd(), MAX_BOOTSTRAP, boot_deadline),
+    }
+    .ok()
+    .and_then(|f| codec::decode_value::<Bootstrap>(&f.payload, f.fds).ok());
     let Some(boot) = boot else {
         proc::exit_now(EXIT_REFUSED)
     };
+    if let Some(server) = server_pid {
+        if boot.me.daemon && proc::die_with_parent(server).is_err() {
+            proc::exit_now(EXIT_REFUSED);
+        }
+    }
     info::become_child(boot.me.clone(), boot.parent.clone());
     let entry = match check(&boot) {
         Ok(e) => e,

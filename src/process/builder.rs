@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -197,22 +197,25 @@ impl Builder {
             parent,
         };
         let boot_frame = codec::encode(&boot, false)?;
-        let (ours, theirs) = sock::socketpair_stream()?;
-        let send_bootstrap = || match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER)
-        {
-            // A child that died at once: `join` reports how.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            r => r,
+        let send_bootstrap = |sock: BorrowedFd<'_>| {
+            match write_frames(sock, &[&boot_frame, &args_frame], Deadline::NEVER) {
+                // A child that died at once: `join` reports how.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                r => r,
+            }
         };
-        let (pid, pidfd, source) = if method == StartMethod::Spawn {
+        let (pid, pidfd, source, ours) = if method == StartMethod::Spawn {
+            let (ours, theirs) = sock::socketpair_stream()?;
             let env = [(ENV_CHILD, proc::raw(&theirs).to_string())];
             let (pid, pidfd) = proc::spawn_self(&env, theirs.as_fd(), me.daemon)?;
             drop(theirs);
-            send_bootstrap()?;
-            (pid, pidfd, ExitSource::Direct)
+            send_bootstrap(ours.as_fd())?;
+            (pid, pidfd, ExitSource::Direct, ours)
         } else {
-            let (pid, pidfd, status) = forkserver::start_child(me.daemon, theirs, send_bootstrap)?;
-            (pid, pidfd, ExitSource::Served { status })
+            // A child the server forked ahead: it runs as soon as it reads this.
+            let c = forkserver::take_child()?;
+            send_bootstrap(c.sock.as_fd())?;
+            (c.pid, c.pidfd, ExitSource::Served { status: c.status }, c.sock)
         };
         let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
         info::register(child.clone());

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use rustix::process::{
     getpid, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions,
@@ -52,13 +53,36 @@ unsafe fn fork() -> io::Result<Forked> {
 /// makes the child sound: no lock can be held by a thread that is missing in
 /// it). `Ok(Err(n))`: refused, the process has `n` threads.
 pub(crate) fn fork_single_threaded() -> io::Result<Result<Forked, usize>> {
-    let n = thread_count()?;
-    if n != 1 {
-        return Ok(Err(n));
+    if !never_threaded() {
+        let n = thread_count()?;
+        if n != 1 {
+            return Ok(Err(n));
+        }
     }
     // SAFETY: the process has exactly one thread (the caller's), checked just
     // above; a thread can only be created by this thread, which is busy here.
     unsafe { fork() }.map(Ok)
+}
+
+/// True if glibc says this process has never created a thread since it
+/// started or forked (`__libc_single_threaded`, glibc 2.32+, looked up once
+/// at run time): a free answer that spares reading `/proc`. False when
+/// unknown.
+fn never_threaded() -> bool {
+    static FLAG: OnceLock<usize> = OnceLock::new();
+    let addr = *FLAG.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+        // a symbol up; a null result means it does not exist.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) as usize }
+    });
+    if addr == 0 {
+        return false;
+    }
+    // SAFETY: the symbol is glibc's `char __libc_single_threaded`, a static
+    // that lives as long as the process. glibc clears it in the thread that
+    // creates a thread; while it is still 1 the caller is the only thread, so
+    // nothing writes it concurrently with this read.
+    unsafe { std::ptr::read_volatile(addr as *const u8) == 1 }
 }
 
 /// Ends the calling process at once with `code`, running no destructors and no
@@ -128,6 +152,18 @@ pub(crate) fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<
     match pidfd_send_signal(pidfd, signal) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// SIGKILLs and reaps our own child `pid` (one not yet reaped, so its pid
+/// cannot have been reused): for a child forked but not usable.
+pub(crate) fn kill_and_reap(pid: Pid) {
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
+        }
     }
 }
 
