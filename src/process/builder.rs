@@ -213,9 +213,13 @@ impl Builder {
             (pid, pidfd, ExitSource::Direct, ours)
         } else {
             // A child the server forked ahead: it runs as soon as it reads this.
-            let c = forkserver::take_child()?;
+            let c = forkserver::take_child(me.daemon)?;
             send_bootstrap(c.sock.as_fd())?;
-            (c.pid, c.pidfd, ExitSource::Served { status: c.status }, c.sock)
+            let source = match c.status {
+                Some(status) => ExitSource::Served { status },
+                None => ExitSource::Direct,
+            };
+            (c.pid, c.pidfd, source, c.sock)
         };
         let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
         info::register(child.clone());

@@ -2,24 +2,33 @@
 //! children on request, so that the default start method has fork's speed
 //! without forking a multi-threaded parent (DESIGN.md, decision 1).
 //!
-//! The server forks each child *ahead* of its use: a warm child waits, with
-//! every inherited descriptor but its socket closed, for the bootstrap of the
-//! process it is to become. Protocol on the control socket:
-//! - server -> parent: an [`Offer`] of the next warm child: its pid, a pidfd,
-//!   the parent's end of its socketpair and the read end of its status pipe
-//!   (or why the fork failed). One offer is outstanding at a time; the server
-//!   sends the first as soon as it starts.
-//! - parent -> server: [`Take`] when the parent has taken the offer, so that
-//!   the server forks the next child. The parent then writes the bootstrap to
-//!   the child's socket itself: starting a child costs no round trip to the
-//!   server and no fork on the caller's path.
+//! The server forks each non-daemon child *ahead* of its use, as a sibling
+//! (`CLONE_PARENT`): its parent is the program itself, which reaps it like a
+//! `Spawn` child, through a pidfd. The warm child waits, with every inherited
+//! descriptor but its socket closed, for the bootstrap of the process it is
+//! to become. Starting a child therefore costs the program no round trip to
+//! the server and no fork, and its exit no detour through the server.
 //!
-//! When the server has reaped a child it writes the exit status (8 bytes) to
-//! the child's status pipe and closes it. The server exits when the parent's
-//! end of the control socket closes (the parent exited or died); its daemon
-//! children then die with it (`PR_SET_PDEATHSIG`), a warm child that was never
+//! Protocol on the control socket:
+//! - server -> parent: an [`Offer`] of a child: its pid and, as descriptors in
+//!   this order, a pidfd for it, the parent's end of its socket, and for a
+//!   child of the server (`served`) the read end of its status pipe; or why
+//!   the fork failed. The server sends one warm offer as soon as it starts,
+//!   and one more after each [`Request::Take`].
+//! - parent -> server: [`Request::Take`] when the parent has taken the warm
+//!   offer (the server forks the next one); [`Request::Daemon`] for a daemon
+//!   child, which the server forks at once as its own child (so that
+//!   `PR_SET_PDEATHSIG` ties it to the server) and offers next.
+//!
+//! When the server has reaped one of its own children it writes the exit
+//! status (8 bytes) to the child's status pipe and closes it. The server exits
+//! when the parent's end of the control socket closes (the parent exited or
+//! died); its daemon children then die with it, a warm child that was never
 //! taken sees its socket close and exits, and the other children run on and
 //! are adopted by init.
+//!
+//! Where the kernel cannot fork a sibling (no `clone3`, no
+//! `PR_GET_TID_ADDRESS`), every child is the server's own (`served`).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -34,21 +43,24 @@ use crate::codec::{self};
 use crate::deadline::Deadline;
 use crate::process::bootstrap::{served_child_main, ENV_FORKSERVER};
 use crate::process::child::status_bytes;
-use crate::sys::proc::{self, Forked};
+use crate::sys::proc::{self, Forked, SiblingFork, SiblingForked};
 use crate::sys::sock;
 
-/// A child forked ahead, offered to the parent. A `Ready` frame carries three
-/// descriptors, in this order: a pidfd for the child, the parent's end of the
-/// child's socket, and the read end of its status pipe.
+/// A child forked for the parent (see the module's protocol).
 #[derive(Debug, Serialize, Deserialize)]
 enum Offer {
-    Ready { pid: u32 },
+    Ready { pid: u32, served: bool },
     Failed(String),
 }
 
-/// The parent took the outstanding offer: fork the next child.
+/// What the parent asks of the server.
 #[derive(Debug, Serialize, Deserialize)]
-struct Take;
+enum Request {
+    /// The warm offer was taken: fork the next one.
+    Take,
+    /// Fork a daemon child now and offer it.
+    Daemon,
+}
 
 /// A child from the fork server, as the parent receives it.
 pub(crate) struct ServedChild {
@@ -56,8 +68,9 @@ pub(crate) struct ServedChild {
     pub(crate) pidfd: OwnedFd,
     /// The parent's end of the child's socket: the bootstrap goes here.
     pub(crate) sock: OwnedFd,
-    /// Readable when the server has reaped the child: its exit status.
-    pub(crate) status: OwnedFd,
+    /// For a child of the server: readable when the server has reaped it,
+    /// with its exit status. `None`: the child is the caller's own.
+    pub(crate) status: Option<OwnedFd>,
 }
 
 const MAX_CONTROL: u64 = 4096;
@@ -68,6 +81,8 @@ struct Server {
     sock: OwnedFd,
     reader: FrameReader,
     pidfd: OwnedFd,
+    /// The warm offer, once read.
+    warm: Option<ServedChild>,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -85,10 +100,11 @@ impl Server {
             sock: ours,
             reader: FrameReader::new(),
             pidfd,
+            warm: None,
         })
     }
 
-    /// The outstanding offer (usually already in the socket's buffer).
+    /// The next offer (a warm one is usually already in the socket's buffer).
     fn read_offer(&mut self) -> io::Result<Result<ServedChild, String>> {
         let deadline = Deadline::after(REPLY_TIMEOUT);
         let frame = self
@@ -101,33 +117,51 @@ impl Server {
                 )
             })?;
         let offer = codec::decode_value::<Offer>(&frame.payload, Vec::new()).map_err(io::Error::other)?;
-        match (offer, <[OwnedFd; 3]>::try_from(frame.fds)) {
-            (Offer::Ready { pid }, Ok([pidfd, sock, status])) => Ok(Ok(ServedChild {
-                pid,
-                pidfd,
-                sock,
-                status,
-            })),
-            (Offer::Failed(why), Ok(_) | Err(_)) => Ok(Err(why)),
-            (Offer::Ready { .. }, Err(fds)) => Err(io::Error::other(format!(
-                "the fork server offered a child with {} descriptors instead of 3",
-                fds.len()
+        let n = frame.fds.len();
+        let mut fds = frame.fds.into_iter();
+        match (offer, fds.next(), fds.next(), fds.next()) {
+            (Offer::Failed(why), ..) => Ok(Err(why)),
+            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status) if n == 2 + usize::from(served) => {
+                Ok(Ok(ServedChild {
+                    pid,
+                    pidfd,
+                    sock,
+                    status,
+                }))
+            }
+            (Offer::Ready { .. }, ..) => Err(io::Error::other(format!(
+                "the fork server offered a child with {n} descriptors"
             ))),
         }
     }
 
-    fn send_take(&mut self) -> io::Result<()> {
-        let out = codec::encode(&Take, false).map_err(io::Error::other)?;
+    fn send(&mut self, req: &Request) -> io::Result<()> {
+        let out = codec::encode(req, false).map_err(io::Error::other)?;
         write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
     }
 
-    /// Takes the outstanding offer and asks for the next one. A failed fork
-    /// is retried once, so that an old failure is not reported as today's.
-    fn take(&mut self) -> io::Result<ServedChild> {
+    /// Takes the warm offer, or for a daemon a child of the server, and asks
+    /// for the next warm one. A failed fork is retried once, so that an old
+    /// failure is not reported as today's.
+    fn take(&mut self, daemon: bool) -> io::Result<ServedChild> {
         let mut failed = None;
         for _ in 0..2 {
-            let offer = self.read_offer()?;
-            self.send_take()?;
+            let warm = match self.warm.take() {
+                Some(w) => Ok(w),
+                None => self.read_offer()?,
+            };
+            let offer = match warm {
+                // A sibling cannot be tied to the server: ask for a child of the server.
+                Ok(w) if daemon && w.status.is_none() => {
+                    self.warm = Some(w);
+                    self.send(&Request::Daemon)?;
+                    self.read_offer()?
+                }
+                other => {
+                    self.send(&Request::Take)?;
+                    other
+                }
+            };
             match offer {
                 Ok(child) => return Ok(child),
                 Err(why) => failed = Some(why),
@@ -139,17 +173,24 @@ impl Server {
         )))
     }
 
-    /// Stops a server that misbehaved, and reaps it.
+    /// Stops a server that misbehaved, and reaps it and its untaken warm
+    /// child (ours, if a sibling).
     fn kill(self) {
         let _ = proc::signal_pidfd(self.pidfd.as_fd(), proc::SIGKILL);
         let _ = proc::reap(self.pidfd.as_fd(), true);
+        if let Some(w) = self.warm {
+            let _ = proc::signal_pidfd(w.pidfd.as_fd(), proc::SIGKILL);
+            if w.status.is_none() {
+                let _ = proc::reap(w.pidfd.as_fd(), true);
+            }
+        }
     }
 }
 
 /// Takes a child from the fork server (starting the server on first use, and
 /// once more if it has died). The child waits for its bootstrap on the
-/// returned socket.
-pub(crate) fn take_child() -> io::Result<ServedChild> {
+/// returned socket. A daemon child is always the server's own.
+pub(crate) fn take_child(daemon: bool) -> io::Result<ServedChild> {
     let mut guard = SERVER.lock().unwrap_or_else(PoisonError::into_inner);
     let mut last_err = None;
     for _ in 0..2 {
@@ -157,7 +198,7 @@ pub(crate) fn take_child() -> io::Result<ServedChild> {
             *guard = Some(Server::start()?);
         }
         let Some(server) = guard.as_mut() else { continue };
-        match server.take() {
+        match server.take(daemon) {
             Ok(child) => return Ok(child),
             Err(e) => {
                 // A dead or confused server: replace it and try once more.
@@ -174,7 +215,8 @@ pub(crate) fn take_child() -> io::Result<ServedChild> {
 /// Forgets the fork server connection without touching the server (in a
 /// forked child, whose parent still uses it).
 pub(crate) fn forget_after_fork() {
-    // Closes our copies of the descriptors; the server is not signalled.
+    // Closes our copies of the descriptors; the server is not signalled, and
+    // the warm child is not ours to reap.
     drop(SERVER.lock().unwrap_or_else(PoisonError::into_inner).take());
 }
 
@@ -184,28 +226,39 @@ struct Served {
     status: OwnedFd,
 }
 
+/// The fork server's state.
+struct State {
+    me: u32,
+    /// How to fork siblings; `None` once that has proved impossible.
+    sibling: Option<SiblingFork>,
+    children: Vec<Served>,
+}
+
 /// The fork server's main loop. Runs before `main` in a re-executed copy of
 /// the program, single-threaded. Never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
-    let me = proc::current_pid();
     // Read the executable's mappings once here, so that every forked child
     // inherits them instead of parsing /proc/self/maps again.
     let _ = crate::sys::image::Image::get();
     // Likewise the standard streams, which every child flushes as it exits.
-    let _ = (std::io::stdout().lock(), std::io::stderr().lock());
+    let _ = (std::io::stdout(), std::io::stderr());
+    let mut st = State {
+        me: proc::current_pid(),
+        sibling: SiblingFork::prepare(),
+        children: Vec::new(),
+    };
     let mut reader = FrameReader::new();
-    let mut children: Vec<Served> = Vec::new();
-    offer_next(me, &control, &mut children);
+    offer(&mut st, &control, false);
     loop {
         let ready = {
             let mut fds = vec![control.as_fd()];
-            fds.extend(children.iter().map(|c| c.pidfd.as_fd()));
+            fds.extend(st.children.iter().map(|c| c.pidfd.as_fd()));
             sock::poll_many(&fds, PollFlags::IN, Deadline::NEVER).unwrap_or_default()
         };
         // Children first (indices shift by one for the control socket).
         for i in ready.iter().rev().filter(|&&i| i > 0).map(|&i| i - 1) {
-            if let Ok(Some(ended)) = proc::reap(children[i].pidfd.as_fd(), false) {
-                let c = children.swap_remove(i);
+            if let Ok(Some(ended)) = proc::reap(st.children[i].pidfd.as_fd(), false) {
+                let c = st.children.swap_remove(i);
                 let _ = proc::write_all(c.status.as_fd(), &status_bytes(ended));
             }
         }
@@ -218,20 +271,25 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             // with us; the others run on and are adopted by init.
             Err(_) => proc::exit_now(0),
         };
-        if codec::decode_value::<Take>(&frame.payload, frame.fds).is_err() {
-            proc::exit_now(0)
+        match codec::decode_value::<Request>(&frame.payload, frame.fds) {
+            Ok(Request::Take) => offer(&mut st, &control, false),
+            Ok(Request::Daemon) => offer(&mut st, &control, true),
+            Err(_) => proc::exit_now(0),
         }
-        offer_next(me, &control, &mut children);
     }
 }
 
-/// Forks the next child and offers it to the parent. Exits if the parent is gone.
-fn offer_next(me: u32, control: &OwnedFd, children: &mut Vec<Served>) {
-    let (offer, fds) = match fork_warm(me) {
-        Ok((served, pid, fds)) => {
-            children.push(served);
-            (Offer::Ready { pid }, fds)
-        }
+/// Forks a child (a sibling unless `daemon` or impossible) and offers it to
+/// the parent. Exits if the parent is gone.
+fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
+    let (offer, fds) = match fork_waiting(st, daemon) {
+        Ok((pid, fds)) => (
+            Offer::Ready {
+                pid,
+                served: fds.len() == 3,
+            },
+            fds,
+        ),
         Err(e) => (Offer::Failed(e.to_string()), Vec::new()),
     };
     // The descriptors travel as they are (no duplicates), then close here.
@@ -248,10 +306,25 @@ fn offer_next(me: u32, control: &OwnedFd, children: &mut Vec<Served>) {
     }
 }
 
-/// Forks a child that waits for its bootstrap. Returns the server's record of
-/// it, its pid, and the descriptors to offer the parent (see [`Offer`]).
-fn fork_warm(server_pid: u32) -> io::Result<(Served, u32, Vec<OwnedFd>)> {
+/// Forks a child that waits for its bootstrap. Returns its pid and the
+/// descriptors to offer (see [`Offer`]).
+fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
     let (parent_end, child_end) = sock::socketpair_stream()?;
+    if !daemon {
+        if let Some(sibling) = st.sibling {
+            match sibling.fork() {
+                Ok(Ok(SiblingForked::Child)) => {
+                    proc::close_fds_except(&[proc::raw(&child_end)]);
+                    // Closed just above with the rest of the server's descriptors.
+                    std::mem::forget(parent_end);
+                    served_child_main(child_end, None)
+                }
+                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd, parent_end])),
+                // Not possible here: fork children of our own from now on.
+                Ok(Err(_)) | Err(_) => st.sibling = None,
+            }
+        }
+    }
     let (status_r, status_w) = proc::pipe()?;
     // The fork server has a single thread, so this never refuses.
     let forked = proc::fork_single_threaded()?
@@ -261,7 +334,7 @@ fn fork_warm(server_pid: u32) -> io::Result<(Served, u32, Vec<OwnedFd>)> {
             proc::close_fds_except(&[proc::raw(&child_end)]);
             // Closed just above with the rest of the server's descriptors.
             std::mem::forget((parent_end, status_r, status_w));
-            served_child_main(child_end, server_pid)
+            served_child_main(child_end, Some(st.me))
         }
         Forked::Parent(pid) => {
             let raw = pid.as_raw_nonzero().get().unsigned_abs();
@@ -274,11 +347,11 @@ fn fork_warm(server_pid: u32) -> io::Result<(Served, u32, Vec<OwnedFd>)> {
                     return Err(e);
                 }
             };
-            let served = Served {
+            st.children.push(Served {
                 pidfd: ours,
                 status: status_w,
-            };
-            Ok((served, raw, vec![theirs, parent_end, status_r]))
+            });
+            Ok((raw, vec![theirs, parent_end, status_r]))
         }
     }
 }
