@@ -26,7 +26,7 @@ use crate::sys::sock;
 ///
 /// | method | what happens | cost here |
 /// | --- | --- | --- |
-/// | `ForkServer` (default) | a single-threaded server process, started once by re-executing the program, forks each child | about a fork |
+/// | `ForkServer` (default) | a single-threaded server process, started once by re-executing the program, forks each child ahead of its use | about a fork |
 /// | `Spawn` | the program is re-executed (`/proc/self/exe`) for each child | about an exec |
 /// | `Fork` | the caller itself forks; refused unless the caller has one thread | a fork |
 ///
@@ -39,6 +39,14 @@ use crate::sys::sock;
 /// the server started (on the first `ForkServer` spawn), as in Python. A
 /// `Spawn` child gets the caller's current environment and directory; a `Fork`
 /// child is a copy of the caller.
+///
+/// The fork server forks each child before it is asked for one: one child
+/// always waits, idle, to be the next (it exits when the program does), so
+/// that a spawn costs no fork and no round trip to the server. A non-daemon
+/// `ForkServer` child is forked as a child of the program itself (Linux's
+/// `CLONE_PARENT`; its `getppid()` is the program), which reaps it as it
+/// reaps a `Spawn` child; a daemon child is the fork server's own child and
+/// dies with it.
 ///
 /// # Differences from Python's multiprocessing
 /// Python's `fork` forks a multi-threaded parent anyway (and children may

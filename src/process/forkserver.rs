@@ -121,7 +121,9 @@ impl Server {
         let mut fds = frame.fds.into_iter();
         match (offer, fds.next(), fds.next(), fds.next()) {
             (Offer::Failed(why), ..) => Ok(Err(why)),
-            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status) if n == 2 + usize::from(served) => {
+            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status)
+                if n == 2 + usize::from(served) =>
+            {
                 Ok(Ok(ServedChild {
                     pid,
                     pidfd,

@@ -192,8 +192,10 @@ impl SiblingFork {
         }
         let mut pidfd: libc::c_int = -1;
         let args = CloneArgs {
-            flags: (libc::CLONE_PARENT | libc::CLONE_PIDFD | libc::CLONE_CHILD_SETTID | libc::CLONE_CHILD_CLEARTID)
-                as u64,
+            flags: (libc::CLONE_PARENT
+                | libc::CLONE_PIDFD
+                | libc::CLONE_CHILD_SETTID
+                | libc::CLONE_CHILD_CLEARTID) as u64,
             pidfd: &mut pidfd as *mut libc::c_int as u64,
             child_tid: self.tid_addr,
             // With CLONE_PARENT the kernel takes the caller's own exit signal
