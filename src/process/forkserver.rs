@@ -148,21 +148,32 @@ impl Server {
     fn take(&mut self, daemon: bool) -> io::Result<ServedChild> {
         let mut failed = None;
         for _ in 0..2 {
+            // Kept in `self` until handed out, so that `kill` reaps it if
+            // the server fails meanwhile.
             let warm = match self.warm.take() {
-                Some(w) => Ok(w),
-                None => self.read_offer()?,
+                Some(w) => self.warm.insert(w),
+                None => {
+                    let offer = self.read_offer()?;
+                    match offer {
+                        Ok(w) => self.warm.insert(w),
+                        Err(why) => {
+                            self.send(&Request::Take)?;
+                            failed = Some(why);
+                            continue;
+                        }
+                    }
+                }
             };
-            let offer = match warm {
+            let offer = if daemon && warm.status.is_none() {
                 // A sibling cannot be tied to the server: ask for a child of the server.
-                Ok(w) if daemon && w.status.is_none() => {
-                    self.warm = Some(w);
-                    self.send(&Request::Daemon)?;
-                    self.read_offer()?
-                }
-                other => {
-                    self.send(&Request::Take)?;
-                    other
-                }
+                self.send(&Request::Daemon)?;
+                self.read_offer()?
+            } else {
+                self.send(&Request::Take)?;
+                self.warm
+                    .take()
+                    .ok_or_else(|| io::Error::other("internal: no warm child"))
+                    .map(Ok)?
             };
             match offer {
                 Ok(child) => return Ok(child),
