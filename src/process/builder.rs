@@ -45,8 +45,10 @@ use crate::sys::sock;
 /// that a spawn costs no fork and no round trip to the server. A non-daemon
 /// `ForkServer` child is forked as a child of the program itself (Linux's
 /// `CLONE_PARENT`; its `getppid()` is the program), which reaps it as it
-/// reaps a `Spawn` child; a daemon child is the fork server's own child and
-/// dies with it.
+/// reaps a `Spawn` child (so, as with `Spawn`, a program that ignores
+/// `SIGCHLD` or waits for any child itself takes exit statuses away from
+/// the library); a daemon child is the fork server's own child and dies with
+/// it.
 ///
 /// # Differences from Python's multiprocessing
 /// Python's `fork` forks a multi-threaded parent anyway (and children may

@@ -321,6 +321,11 @@ fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
 
 /// Forks a child that waits for its bootstrap. Returns its pid and the
 /// descriptors to offer (see [`Offer`]).
+///
+/// A sibling is the parent's child from the moment it exists: if the server
+/// were killed between this fork and the offer, the parent would never learn
+/// of it, and it would stay a zombie of the parent once it saw its socket
+/// close. The window is a few system calls long.
 fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
     let (parent_end, child_end) = sock::socketpair_stream()?;
     if !daemon {
