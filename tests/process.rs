@@ -541,3 +541,35 @@ fn a_killed_fork_server_is_replaced_and_reaped() {
         .unwrap();
     assert_eq!(join(&p).unwrap(), (10, vec![]));
 }
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn large_results_and_panic_messages_come_back() {
+    // More than a socket's buffer holds: the parent must read while the
+    // child writes, whichever way the child was started.
+    for (method, daemon) in [
+        (StartMethod::ForkServer, false),
+        (StartMethod::ForkServer, true),
+        (StartMethod::Spawn, false),
+    ] {
+        let p = Process::builder()
+            .daemon(daemon)
+            .start_method(method)
+            .spawn(3_000_001usize, pattern)
+            .unwrap();
+        let got = join(&p).unwrap();
+        assert!(got == pattern(3_000_001), "{method:?} daemon={daemon}");
+        let p = Process::builder()
+            .daemon(daemon)
+            .start_method(method)
+            .spawn(100_000usize, |n| -> () { panic!("{}", "x".repeat(n)) })
+            .unwrap();
+        match join(&p) {
+            Err(ProcessError::Panicked { message }) => assert_eq!(message.len(), 100_000),
+            other => panic!("{method:?}: expected a panic, got {other:?}"),
+        }
+    }
+}
