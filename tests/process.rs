@@ -433,3 +433,143 @@ fn wait_over_processes_and_connections() {
     slow.kill().unwrap();
     assert_eq!(wait(&[&slow], Some(LONG)).unwrap(), vec![0]);
 }
+
+/// The live children of `parent` (from /proc).
+fn children_of(parent: u32) -> Vec<u32> {
+    proc_children(parent, |state| state != "Z")
+}
+
+/// The children of `parent` that are zombies (ended, not reaped).
+fn zombie_children(parent: u32) -> Vec<u32> {
+    proc_children(parent, |state| state == "Z")
+}
+
+fn proc_children(parent: u32, keep: impl Fn(&str) -> bool) -> Vec<u32> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() > 2 && f[1].parse::<u32>().ok() == Some(parent) && keep(f[0]) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[test]
+fn fork_server_daemon_and_plain_children_interleave() {
+    let handles: Vec<_> = (0..3u64)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..6u64 {
+                    let daemon = (i + t) % 2 == 0;
+                    let p = Process::builder()
+                        .daemon(daemon)
+                        .start_method(StartMethod::ForkServer)
+                        .spawn(i, |x| (x * 3, multiproc::current_process().daemon()))
+                        .unwrap();
+                    assert_eq!(join(&p).unwrap(), (i * 3, daemon));
+                    assert!(p.exit_status().unwrap().success());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+fn use_fork_server_then_list_helpers(_: ()) -> Vec<u32> {
+    let c = Process::builder()
+        .start_method(StartMethod::ForkServer)
+        .spawn(3u32, |x| x + 1)
+        .unwrap();
+    assert_eq!(join(&c).unwrap(), 4);
+    // What is left: the fork server, and the child it forked ahead.
+    children_of(std::process::id())
+}
+
+#[test]
+fn nothing_of_the_fork_server_outlives_the_program() {
+    // The program is a `Spawn` child that uses the fork server, then exits.
+    let p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn((), use_fork_server_then_list_helpers)
+        .unwrap();
+    let helpers = join(&p).unwrap();
+    assert!(!helpers.is_empty(), "no fork server found");
+    assert!(
+        eventually(LONG, || helpers.iter().all(|&pid| is_gone(pid))),
+        "left running after the program exited: {helpers:?}"
+    );
+}
+
+fn kill_the_fork_server_then_spawn(_: ()) -> (u32, Vec<u32>) {
+    let me = std::process::id();
+    let c = Process::spawn(1u32, |x| x + 1).unwrap();
+    assert_eq!(join(&c).unwrap(), 2);
+    // The server and (where the kernel allows siblings) the child it forked
+    // ahead, both children of this program.
+    eventually(Duration::from_secs(5), || children_of(me).len() >= 2);
+    for pid in children_of(me) {
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    assert!(eventually(LONG, || children_of(me).is_empty()));
+    // The next spawn notices, starts a new server, and reaps what was killed.
+    let d = Process::spawn(5u32, |x| x * 2).unwrap();
+    let v = join(&d).unwrap();
+    (v, zombie_children(me))
+}
+
+#[test]
+fn a_killed_fork_server_is_replaced_and_reaped() {
+    let p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn((), kill_the_fork_server_then_spawn)
+        .unwrap();
+    assert_eq!(join(&p).unwrap(), (10, vec![]));
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 % 251) as u8).collect()
+}
+
+#[test]
+fn large_results_and_panic_messages_come_back() {
+    // More than a socket's buffer holds: the parent must read while the
+    // child writes, whichever way the child was started.
+    for (method, daemon) in [
+        (StartMethod::ForkServer, false),
+        (StartMethod::ForkServer, true),
+        (StartMethod::Spawn, false),
+    ] {
+        let p = Process::builder()
+            .daemon(daemon)
+            .start_method(method)
+            .spawn(3_000_001usize, pattern)
+            .unwrap();
+        let got = join(&p).unwrap();
+        assert!(got == pattern(3_000_001), "{method:?} daemon={daemon}");
+        let p = Process::builder()
+            .daemon(daemon)
+            .start_method(method)
+            .spawn(100_000usize, |n| -> () { panic!("{}", "x".repeat(n)) })
+            .unwrap();
+        match join(&p) {
+            Err(ProcessError::Panicked { message }) => assert_eq!(message.len(), 100_000),
+            other => panic!("{method:?}: expected a panic, got {other:?}"),
+        }
+    }
+}

@@ -100,6 +100,7 @@ pub fn deserialize_fd<'de, D: Deserializer<'de>>(d: D) -> Result<OwnedFd, D::Err
 
 /// A bare descriptor that travels as a handle (for the library's own protocols).
 #[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))]
 pub(crate) struct FdHandle(pub(crate) OwnedFd);
 
 impl Serialize for FdHandle {

@@ -10,19 +10,19 @@
 
 use std::any::Any;
 use std::io::Write;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::stream::{write_frames, FrameReader};
-use crate::codec::{self, Frame, Outgoing};
+use crate::codec::stream::write_frames;
+use crate::codec::{self, Frame, Outgoing, HEADER_LEN};
 use crate::deadline::Deadline;
 use crate::process::info::{self, Identity};
 use crate::sys::image::{conjure_fn, entry_offset, Entry, Image};
-use crate::sys::proc;
+use crate::sys::{proc, sock};
 
 /// Environment marker: "you are a spawned child, your socket is fd N".
 pub(crate) const ENV_CHILD: &str = "MULTIPROC_CHILD_FD";
@@ -161,31 +161,45 @@ fn take_env_fd(var: &str) -> Option<std::io::Result<OwnedFd>> {
     )
 }
 
-/// Runs a child: reads its bootstrap and arguments from `sock`, runs the
-/// function, reports, and exits. Never returns.
+/// Runs a spawned child: reads its bootstrap and arguments from `sock`, runs
+/// the function, reports, and exits. Never returns.
 pub(crate) fn child_main(sock: OwnedFd) -> ! {
-    let mut reader = FrameReader::new();
     // The parent writes the bootstrap right after starting us; a parent that
     // died first gives EOF. The deadline only guards against a wedged parent.
+    run_child(sock, Deadline::after(Duration::from_secs(300)), None)
+}
+
+/// Runs a child forked ahead by the fork server: waits, for as long as it
+/// takes, for a parent to take it and write its bootstrap (EOF: it was never
+/// taken, and exits). A child of the server (`server_pid`) that is to be a
+/// daemon then ties its life to the server; a sibling (`None`) cannot be a
+/// daemon and refuses to.
+pub(crate) fn served_child_main(sock: OwnedFd, server_pid: Option<u32>) -> ! {
+    run_child(sock, Deadline::NEVER, Some(server_pid))
+}
+
+fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>) -> ! {
+    let mut reader = StartReader::default();
     let boot = reader
-        .read(
-            sock.as_fd(),
-            MAX_BOOTSTRAP,
-            Deadline::after(Duration::from_secs(300)),
-        )
-        .ok()
+        .frame(sock.as_fd(), MAX_BOOTSTRAP, boot_deadline)
         .and_then(|f| codec::decode_value::<Bootstrap>(&f.payload, f.fds).ok());
     let Some(boot) = boot else {
         proc::exit_now(EXIT_REFUSED)
     };
+    // A fork server's child; a spawned one was made a daemon before exec.
+    if let (Some(server), true) = (served, boot.me.daemon) {
+        let tied = server.map(proc::die_with_parent);
+        if !matches!(tied, Some(Ok(()))) {
+            proc::exit_now(EXIT_REFUSED);
+        }
+    }
     info::become_child(boot.me.clone(), boot.parent.clone());
     let entry = match check(&boot) {
         Ok(e) => e,
         Err(why) => finish(&sock, Err(Report::Refused(why))),
     };
-    let args = match reader.read(sock.as_fd(), codec::DEFAULT_MAX_FRAME, Deadline::NEVER) {
-        Ok(f) => f,
-        Err(_) => proc::exit_now(EXIT_REFUSED),
+    let Some(args) = reader.frame(sock.as_fd(), codec::DEFAULT_MAX_FRAME, Deadline::NEVER) else {
+        proc::exit_now(EXIT_REFUSED)
     };
     let mut ctx = EntryCtx {
         args: Some(args),
@@ -196,6 +210,74 @@ pub(crate) fn child_main(sock: OwnedFd) -> ! {
         .out
         .unwrap_or_else(|| Err(Report::Refused("the entry point produced nothing".into())));
     finish(&sock, out)
+}
+
+/// Reads the two frames a child starts with (the bootstrap and the arguments,
+/// which the parent writes with one call). Unlike a `FrameReader`, whose
+/// 64 KiB buffer costs a newly forked process 16 page faults, it buffers
+/// what the first read brings (usually both frames) and receives a larger
+/// payload straight into its own vector.
+#[derive(Default)]
+struct StartReader {
+    buf: Vec<u8>,
+    pos: usize,
+    fds: Vec<OwnedFd>,
+}
+
+/// What [`StartReader`] asks of the socket at least, and grows a payload by at most.
+const START_READ: usize = 2048;
+const GROW_AT_MOST: usize = 8 << 20;
+
+impl StartReader {
+    /// Buffers at least `want` bytes past `pos`; false at EOF or on error.
+    fn fill(&mut self, sock: BorrowedFd<'_>, want: usize, deadline: Deadline) -> bool {
+        while self.buf.len() - self.pos < want {
+            let old = self.buf.len();
+            self.buf.resize(old + START_READ, 0);
+            match sock::recv_some(sock, &mut self.buf[old..], &mut self.fds, deadline) {
+                Ok(n) if n > 0 => self.buf.truncate(old + n),
+                _ => {
+                    self.buf.truncate(old);
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    /// The next frame, or `None` at EOF, on error, or for a bad frame.
+    fn frame(&mut self, sock: BorrowedFd<'_>, max: u64, deadline: Deadline) -> Option<Frame> {
+        if !self.fill(sock, HEADER_LEN, deadline) {
+            return None;
+        }
+        let mut h = [0u8; HEADER_LEN];
+        h.copy_from_slice(&self.buf[self.pos..self.pos + HEADER_LEN]);
+        let header = codec::parse_header(&h, max).ok()?;
+        let len = usize::try_from(header.len).ok()?;
+        self.pos += HEADER_LEN;
+        let take = len.min(self.buf.len() - self.pos);
+        let mut payload = self.buf[self.pos..self.pos + take].to_vec();
+        self.pos += take;
+        // The rest goes straight into the payload, grown as the bytes come.
+        while payload.len() < len {
+            let got = payload.len();
+            payload.resize(got + (len - got).min(GROW_AT_MOST), 0);
+            match sock::recv_some(sock, &mut payload[got..], &mut self.fds, deadline) {
+                Ok(n) if n > 0 => payload.truncate(got + n),
+                _ => return None,
+            }
+        }
+        // Descriptors ride on a write's first byte, so they are here by now.
+        if self.fds.len() < header.nfds {
+            return None;
+        }
+        let fds = self.fds.drain(..header.nfds).collect();
+        Some(Frame {
+            kind: header.kind,
+            payload,
+            fds,
+        })
+    }
 }
 
 fn check(boot: &Bootstrap) -> Result<Entry, String> {

@@ -2,7 +2,7 @@
 
 use std::any::Any;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use crate::sys::sock;
 ///
 /// | method | what happens | cost here |
 /// | --- | --- | --- |
-/// | `ForkServer` (default) | a single-threaded server process, started once by re-executing the program, forks each child | about a fork |
+/// | `ForkServer` (default) | a single-threaded server process, started once by re-executing the program, forks each child ahead of its use | about a fork |
 /// | `Spawn` | the program is re-executed (`/proc/self/exe`) for each child | about an exec |
 /// | `Fork` | the caller itself forks; refused unless the caller has one thread | a fork |
 ///
@@ -39,6 +39,16 @@ use crate::sys::sock;
 /// the server started (on the first `ForkServer` spawn), as in Python. A
 /// `Spawn` child gets the caller's current environment and directory; a `Fork`
 /// child is a copy of the caller.
+///
+/// The fork server forks each child before it is asked for one: one child
+/// always waits, idle, to be the next (it exits when the program does), so
+/// that a spawn costs no fork and no round trip to the server. A non-daemon
+/// `ForkServer` child is forked as a child of the program itself (Linux's
+/// `CLONE_PARENT`; its `getppid()` is the program), which reaps it as it
+/// reaps a `Spawn` child (so, as with `Spawn`, a program that ignores
+/// `SIGCHLD` or waits for any child itself takes exit statuses away from
+/// the library); a daemon child is the fork server's own child and dies with
+/// it.
 ///
 /// # Differences from Python's multiprocessing
 /// Python's `fork` forks a multi-threaded parent anyway (and children may
@@ -197,22 +207,29 @@ impl Builder {
             parent,
         };
         let boot_frame = codec::encode(&boot, false)?;
-        let (ours, theirs) = sock::socketpair_stream()?;
-        let send_bootstrap = || match write_frames(ours.as_fd(), &[&boot_frame, &args_frame], Deadline::NEVER)
-        {
-            // A child that died at once: `join` reports how.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            r => r,
+        let send_bootstrap = |sock: BorrowedFd<'_>| {
+            match write_frames(sock, &[&boot_frame, &args_frame], Deadline::NEVER) {
+                // A child that died at once: `join` reports how.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+                r => r,
+            }
         };
-        let (pid, pidfd, source) = if method == StartMethod::Spawn {
+        let (pid, pidfd, source, ours) = if method == StartMethod::Spawn {
+            let (ours, theirs) = sock::socketpair_stream()?;
             let env = [(ENV_CHILD, proc::raw(&theirs).to_string())];
             let (pid, pidfd) = proc::spawn_self(&env, theirs.as_fd(), me.daemon)?;
             drop(theirs);
-            send_bootstrap()?;
-            (pid, pidfd, ExitSource::Direct)
+            send_bootstrap(ours.as_fd())?;
+            (pid, pidfd, ExitSource::Direct, ours)
         } else {
-            let (pid, pidfd, status) = forkserver::start_child(me.daemon, theirs, send_bootstrap)?;
-            (pid, pidfd, ExitSource::Served { status })
+            // A child the server forked ahead: it runs as soon as it reads this.
+            let c = forkserver::take_child(me.daemon)?;
+            send_bootstrap(c.sock.as_fd())?;
+            let source = match c.status {
+                Some(status) => ExitSource::Served { status },
+                None => ExitSource::Direct,
+            };
+            (c.pid, c.pidfd, source, c.sock)
         };
         let child = Arc::new(Child::new(pid, me.name, me.daemon, pidfd, source));
         info::register(child.clone());

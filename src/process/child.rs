@@ -14,7 +14,7 @@ use crate::sys::sock;
 /// Where the exit status comes from.
 #[derive(Debug)]
 pub(crate) enum ExitSource {
-    /// Our own child (Spawn, Fork): reaped through its pidfd.
+    /// Our own child (Spawn, Fork, a non-daemon ForkServer child): reaped through its pidfd.
     Direct,
     /// A fork server's child: the server reaps it and writes the status to this pipe.
     Served { status: OwnedFd },

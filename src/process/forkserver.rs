@@ -2,13 +2,33 @@
 //! children on request, so that the default start method has fork's speed
 //! without forking a multi-threaded parent (DESIGN.md, decision 1).
 //!
-//! Protocol on the control socket: the parent sends a [`Request`] with two
-//! descriptors (the child's end of its socketpair, and the write end of a
-//! status pipe); the server forks, answers with a [`Reply`] carrying a pidfd
-//! for the child, and later, when it has reaped the child, writes the exit
-//! status (8 bytes) to the status pipe and closes it. The server exits when
-//! the parent's end of the control socket closes (the parent exited or
-//! died); its daemon children then die with it (`PR_SET_PDEATHSIG`).
+//! The server forks each non-daemon child *ahead* of its use, as a sibling
+//! (`CLONE_PARENT`): its parent is the program itself, which reaps it like a
+//! `Spawn` child, through a pidfd. The warm child waits, with every inherited
+//! descriptor but its socket closed, for the bootstrap of the process it is
+//! to become. Starting a child therefore costs the program no round trip to
+//! the server and no fork, and its exit no detour through the server.
+//!
+//! Protocol on the control socket:
+//! - server -> parent: an [`Offer`] of a child: its pid and, as descriptors in
+//!   this order, a pidfd for it, the parent's end of its socket, and for a
+//!   child of the server (`served`) the read end of its status pipe; or why
+//!   the fork failed. The server sends one warm offer as soon as it starts,
+//!   and one more after each [`Request::Take`].
+//! - parent -> server: [`Request::Take`] when the parent has taken the warm
+//!   offer (the server forks the next one); [`Request::Daemon`] for a daemon
+//!   child, which the server forks at once as its own child (so that
+//!   `PR_SET_PDEATHSIG` ties it to the server) and offers next.
+//!
+//! When the server has reaped one of its own children it writes the exit
+//! status (8 bytes) to the child's status pipe and closes it. The server exits
+//! when the parent's end of the control socket closes (the parent exited or
+//! died); its daemon children then die with it, a warm child that was never
+//! taken sees its socket close and exits, and the other children run on and
+//! are adopted by init.
+//!
+//! Where the kernel cannot fork a sibling (no `clone3`, no
+//! `PR_GET_TID_ADDRESS`), every child is the server's own (`served`).
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,36 +38,51 @@ use std::time::Duration;
 use rustix::event::PollFlags;
 use serde::{Deserialize, Serialize};
 
-use crate::codec::handles::FdHandle;
 use crate::codec::stream::{write_frame, FrameReader};
 use crate::codec::{self};
 use crate::deadline::Deadline;
-use crate::process::bootstrap::{child_main, ENV_FORKSERVER};
+use crate::process::bootstrap::{served_child_main, ENV_FORKSERVER};
 use crate::process::child::status_bytes;
-use crate::sys::proc::{self, Forked};
+use crate::sys::proc::{self, Forked, SiblingFork, SiblingForked};
 use crate::sys::sock;
 
+/// A child forked for the parent (see the module's protocol).
 #[derive(Debug, Serialize, Deserialize)]
-struct Request {
-    daemon: bool,
-    child_sock: FdHandle,
-    status: FdHandle,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-enum Reply {
-    Started { pid: u32, pidfd: FdHandle },
+enum Offer {
+    Ready { pid: u32, served: bool },
     Failed(String),
 }
 
+/// What the parent asks of the server.
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// The warm offer was taken: fork the next one.
+    Take,
+    /// Fork a daemon child now and offer it.
+    Daemon,
+}
+
+/// A child from the fork server, as the parent receives it.
+pub(crate) struct ServedChild {
+    pub(crate) pid: u32,
+    pub(crate) pidfd: OwnedFd,
+    /// The parent's end of the child's socket: the bootstrap goes here.
+    pub(crate) sock: OwnedFd,
+    /// For a child of the server: readable when the server has reaped it,
+    /// with its exit status. `None`: the child is the caller's own.
+    pub(crate) status: Option<OwnedFd>,
+}
+
 const MAX_CONTROL: u64 = 4096;
-/// How long the parent waits for the server to answer a request.
+/// How long the parent waits for the server to offer a child.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 
 struct Server {
     sock: OwnedFd,
     reader: FrameReader,
     pidfd: OwnedFd,
+    /// The warm offer, once read.
+    warm: Option<ServedChild>,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -65,15 +100,12 @@ impl Server {
             sock: ours,
             reader: FrameReader::new(),
             pidfd,
+            warm: None,
         })
     }
 
-    fn send_request(&mut self, req: &Request) -> io::Result<()> {
-        let out = codec::encode(req, true).map_err(io::Error::other)?;
-        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
-    }
-
-    fn read_reply(&mut self) -> io::Result<(u32, OwnedFd)> {
+    /// The next offer (a warm one is usually already in the socket's buffer).
+    fn read_offer(&mut self) -> io::Result<Result<ServedChild, String>> {
         let deadline = Deadline::after(REPLY_TIMEOUT);
         let frame = self
             .reader
@@ -84,40 +116,94 @@ impl Server {
                     format!("the fork server did not answer: {e:?}"),
                 )
             })?;
-        match codec::decode_value::<Reply>(&frame.payload, frame.fds).map_err(io::Error::other)? {
-            Reply::Started { pid, pidfd } => Ok((pid, pidfd.0)),
-            Reply::Failed(why) => Err(io::Error::other(format!("the fork server could not fork: {why}"))),
+        let offer = codec::decode_value::<Offer>(&frame.payload, Vec::new()).map_err(io::Error::other)?;
+        let n = frame.fds.len();
+        let mut fds = frame.fds.into_iter();
+        match (offer, fds.next(), fds.next(), fds.next()) {
+            (Offer::Failed(why), ..) => Ok(Err(why)),
+            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status)
+                if n == 2 + usize::from(served) =>
+            {
+                Ok(Ok(ServedChild {
+                    pid,
+                    pidfd,
+                    sock,
+                    status,
+                }))
+            }
+            (Offer::Ready { .. }, ..) => Err(io::Error::other(format!(
+                "the fork server offered a child with {n} descriptors"
+            ))),
+        }
+    }
+
+    fn send(&mut self, req: &Request) -> io::Result<()> {
+        let out = codec::encode(req, false).map_err(io::Error::other)?;
+        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
+    }
+
+    /// Takes the warm offer, or for a daemon a child of the server, and asks
+    /// for the next warm one. A failed fork is retried once, so that an old
+    /// failure is not reported as today's.
+    fn take(&mut self, daemon: bool) -> io::Result<ServedChild> {
+        let mut failed = None;
+        for _ in 0..2 {
+            // Kept in `self` until handed out, so that `kill` reaps it if
+            // the server fails meanwhile.
+            let warm = match self.warm.take() {
+                Some(w) => self.warm.insert(w),
+                None => {
+                    let offer = self.read_offer()?;
+                    match offer {
+                        Ok(w) => self.warm.insert(w),
+                        Err(why) => {
+                            self.send(&Request::Take)?;
+                            failed = Some(why);
+                            continue;
+                        }
+                    }
+                }
+            };
+            let offer = if daemon && warm.status.is_none() {
+                // A sibling cannot be tied to the server: ask for a child of the server.
+                self.send(&Request::Daemon)?;
+                self.read_offer()?
+            } else {
+                self.send(&Request::Take)?;
+                self.warm
+                    .take()
+                    .ok_or_else(|| io::Error::other("internal: no warm child"))
+                    .map(Ok)?
+            };
+            match offer {
+                Ok(child) => return Ok(child),
+                Err(why) => failed = Some(why),
+            }
+        }
+        Err(io::Error::other(format!(
+            "the fork server could not fork: {}",
+            failed.unwrap_or_default()
+        )))
+    }
+
+    /// Stops a server that misbehaved, and reaps it and its untaken warm
+    /// child (ours, if a sibling).
+    fn kill(self) {
+        let _ = proc::signal_pidfd(self.pidfd.as_fd(), proc::SIGKILL);
+        let _ = proc::reap(self.pidfd.as_fd(), true);
+        if let Some(w) = self.warm {
+            let _ = proc::signal_pidfd(w.pidfd.as_fd(), proc::SIGKILL);
+            if w.status.is_none() {
+                let _ = proc::reap(w.pidfd.as_fd(), true);
+            }
         }
     }
 }
 
-impl Server {
-    /// Stops a server that misbehaved, and reaps it.
-    fn kill(self) {
-        let _ = proc::signal_pidfd(self.pidfd.as_fd(), proc::SIGKILL);
-        let _ = proc::reap(self.pidfd.as_fd(), true);
-    }
-}
-
-/// Starts a child through the fork server (starting the server on first use,
-/// and once more if it has died). Returns the child's pid, a pidfd for it and
-/// the read end of its status pipe.
-///
-/// `while_forking` runs once, after the request went out and before the
-/// reply is read: the parent writes the child's bootstrap then, so that the
-/// child finds it waiting (one round trip less).
-pub(crate) fn start_child(
-    daemon: bool,
-    child_sock: OwnedFd,
-    while_forking: impl FnOnce() -> io::Result<()>,
-) -> io::Result<(u32, OwnedFd, OwnedFd)> {
-    let mut while_forking = Some(while_forking);
-    let (status_r, status_w) = proc::pipe()?;
-    let req = Request {
-        daemon,
-        child_sock: FdHandle(child_sock),
-        status: FdHandle(status_w),
-    };
+/// Takes a child from the fork server (starting the server on first use, and
+/// once more if it has died). The child waits for its bootstrap on the
+/// returned socket. A daemon child is always the server's own.
+pub(crate) fn take_child(daemon: bool) -> io::Result<ServedChild> {
     let mut guard = SERVER.lock().unwrap_or_else(PoisonError::into_inner);
     let mut last_err = None;
     for _ in 0..2 {
@@ -125,14 +211,8 @@ pub(crate) fn start_child(
             *guard = Some(Server::start()?);
         }
         let Some(server) = guard.as_mut() else { continue };
-        let r = server.send_request(&req).and_then(|()| {
-            if let Some(f) = while_forking.take() {
-                f()?;
-            }
-            server.read_reply()
-        });
-        match r {
-            Ok((pid, pidfd)) => return Ok((pid, pidfd, status_r)),
+        match server.take(daemon) {
+            Ok(child) => return Ok(child),
             Err(e) => {
                 // A dead or confused server: replace it and try once more.
                 if let Some(s) = guard.take() {
@@ -148,34 +228,50 @@ pub(crate) fn start_child(
 /// Forgets the fork server connection without touching the server (in a
 /// forked child, whose parent still uses it).
 pub(crate) fn forget_after_fork() {
-    // Closes our copies of the descriptors; the server is not signalled.
+    // Closes our copies of the descriptors; the server is not signalled, and
+    // the warm child is not ours to reap.
     drop(SERVER.lock().unwrap_or_else(PoisonError::into_inner).take());
 }
 
+/// A child of the server that has not been reaped yet.
 struct Served {
     pidfd: OwnedFd,
     status: OwnedFd,
 }
 
+/// The fork server's state.
+struct State {
+    me: u32,
+    /// How to fork siblings; `None` once that has proved impossible.
+    sibling: Option<SiblingFork>,
+    children: Vec<Served>,
+}
+
 /// The fork server's main loop. Runs before `main` in a re-executed copy of
 /// the program, single-threaded. Never returns.
 pub(crate) fn serve(control: OwnedFd) -> ! {
-    let me = proc::current_pid();
     // Read the executable's mappings once here, so that every forked child
     // inherits them instead of parsing /proc/self/maps again.
     let _ = crate::sys::image::Image::get();
+    // Likewise the standard streams, which every child flushes as it exits.
+    let _ = (std::io::stdout(), std::io::stderr());
+    let mut st = State {
+        me: proc::current_pid(),
+        sibling: SiblingFork::prepare(),
+        children: Vec::new(),
+    };
     let mut reader = FrameReader::new();
-    let mut children: Vec<Served> = Vec::new();
+    offer(&mut st, &control, false);
     loop {
         let ready = {
             let mut fds = vec![control.as_fd()];
-            fds.extend(children.iter().map(|c| c.pidfd.as_fd()));
+            fds.extend(st.children.iter().map(|c| c.pidfd.as_fd()));
             sock::poll_many(&fds, PollFlags::IN, Deadline::NEVER).unwrap_or_default()
         };
         // Children first (indices shift by one for the control socket).
         for i in ready.iter().rev().filter(|&&i| i > 0).map(|&i| i - 1) {
-            if let Ok(Some(ended)) = proc::reap(children[i].pidfd.as_fd(), false) {
-                let c = children.swap_remove(i);
+            if let Ok(Some(ended)) = proc::reap(st.children[i].pidfd.as_fd(), false) {
+                let c = st.children.swap_remove(i);
                 let _ = proc::write_all(c.status.as_fd(), &status_bytes(ended));
             }
         }
@@ -188,57 +284,92 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             // with us; the others run on and are adopted by init.
             Err(_) => proc::exit_now(0),
         };
-        let Ok(req) = codec::decode_value::<Request>(&frame.payload, frame.fds) else {
-            proc::exit_now(0)
-        };
-        let reply = match fork_child(me, &req) {
-            Ok((pid, pidfd)) => match pidfd.try_clone() {
-                Ok(dup) => {
-                    children.push(Served {
-                        pidfd,
-                        status: req.status.0,
-                    });
-                    Reply::Started {
-                        pid,
-                        pidfd: FdHandle(dup),
-                    }
-                }
-                Err(e) => Reply::Failed(e.to_string()),
-            },
-            Err(e) => Reply::Failed(e.to_string()),
-        };
-        drop(req.child_sock);
-        let sent = codec::encode(&reply, true)
-            .map_err(io::Error::other)
-            .and_then(|out| write_frame(control.as_fd(), &out, Deadline::after(REPLY_TIMEOUT)));
-        if sent.is_err() {
-            proc::exit_now(0);
+        match codec::decode_value::<Request>(&frame.payload, frame.fds) {
+            Ok(Request::Take) => offer(&mut st, &control, false),
+            Ok(Request::Daemon) => offer(&mut st, &control, true),
+            Err(_) => proc::exit_now(0),
         }
     }
 }
 
-fn fork_child(server_pid: u32, req: &Request) -> io::Result<(u32, OwnedFd)> {
+/// Forks a child (a sibling unless `daemon` or impossible) and offers it to
+/// the parent. Exits if the parent is gone.
+fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
+    let (offer, fds) = match fork_waiting(st, daemon) {
+        Ok((pid, fds)) => (
+            Offer::Ready {
+                pid,
+                served: fds.len() == 3,
+            },
+            fds,
+        ),
+        Err(e) => (Offer::Failed(e.to_string()), Vec::new()),
+    };
+    // The descriptors travel as they are (no duplicates), then close here.
+    let sent = codec::encode(&offer, false)
+        .map(|mut out| {
+            out.header = codec::header(codec::Kind::Value, out.payload.len() as u64, fds.len());
+            out.fds = fds;
+            out
+        })
+        .map_err(io::Error::other)
+        .and_then(|out| write_frame(control.as_fd(), &out, Deadline::after(REPLY_TIMEOUT)));
+    if sent.is_err() {
+        proc::exit_now(0);
+    }
+}
+
+/// Forks a child that waits for its bootstrap. Returns its pid and the
+/// descriptors to offer (see [`Offer`]).
+///
+/// A sibling is the parent's child from the moment it exists: if the server
+/// were killed between this fork and the offer, the parent would never learn
+/// of it, and it would stay a zombie of the parent once it saw its socket
+/// close. The window is a few system calls long.
+fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
+    let (parent_end, child_end) = sock::socketpair_stream()?;
+    if !daemon {
+        if let Some(sibling) = st.sibling {
+            match sibling.fork() {
+                Ok(Ok(SiblingForked::Child)) => {
+                    proc::close_fds_except(&[proc::raw(&child_end)]);
+                    // Closed just above with the rest of the server's descriptors.
+                    std::mem::forget(parent_end);
+                    served_child_main(child_end, None)
+                }
+                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd, parent_end])),
+                // Not possible here: fork children of our own from now on.
+                Ok(Err(_)) | Err(_) => st.sibling = None,
+            }
+        }
+    }
+    let (status_r, status_w) = proc::pipe()?;
     // The fork server has a single thread, so this never refuses.
     let forked = proc::fork_single_threaded()?
         .map_err(|n| io::Error::other(format!("the fork server has {n} threads")))?;
     match forked {
         Forked::Child => {
-            let Ok(sock) = req.child_sock.0.try_clone() else {
-                proc::exit_now(bootstrap_refused())
-            };
-            proc::close_fds_except(&[proc::raw(&sock)]);
-            if req.daemon && proc::die_with_parent(server_pid).is_err() {
-                proc::exit_now(bootstrap_refused());
-            }
-            child_main(sock)
+            proc::close_fds_except(&[proc::raw(&child_end)]);
+            // Closed just above with the rest of the server's descriptors.
+            std::mem::forget((parent_end, status_r, status_w));
+            served_child_main(child_end, Some(st.me))
         }
         Forked::Parent(pid) => {
             let raw = pid.as_raw_nonzero().get().unsigned_abs();
-            Ok((raw, proc::open_pidfd(raw)?))
+            let pidfds = proc::open_pidfd(raw).and_then(|p| Ok((p.try_clone()?, p)));
+            let (ours, theirs) = match pidfds {
+                Ok(p) => p,
+                Err(e) => {
+                    // Our own unreaped child: its pid is still its own.
+                    proc::kill_and_reap(pid);
+                    return Err(e);
+                }
+            };
+            st.children.push(Served {
+                pidfd: ours,
+                status: status_w,
+            });
+            Ok((raw, vec![theirs, parent_end, status_r]))
         }
     }
-}
-
-fn bootstrap_refused() -> i32 {
-    crate::process::bootstrap::EXIT_REFUSED
 }

@@ -49,9 +49,9 @@ struct Conn {
 ///
 /// # Drop
 /// Dropping a `Process` never blocks and never kills the child: a non-daemon
-/// child runs on (as in Python); the library still reaps it when it ends (a fork
-/// server child is reaped by the server; a `Spawn`/`Fork` child at the next
-/// spawn or [`active_children`](crate::active_children) call), so no zombie
+/// child runs on (as in Python); the library still reaps it when it ends (a
+/// daemon `ForkServer` child is reaped by the fork server; any other child at
+/// the next spawn or [`active_children`](crate::active_children) call), so no zombie
 /// outlives those calls. Daemon children are killed when their parent exits.
 ///
 /// # Examples

@@ -14,6 +14,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use rustix::process::{
     getpid, pidfd_open, pidfd_send_signal, Pid, PidfdFlags, Signal, WaitId, WaitIdOptions,
@@ -52,13 +53,186 @@ unsafe fn fork() -> io::Result<Forked> {
 /// makes the child sound: no lock can be held by a thread that is missing in
 /// it). `Ok(Err(n))`: refused, the process has `n` threads.
 pub(crate) fn fork_single_threaded() -> io::Result<Result<Forked, usize>> {
-    let n = thread_count()?;
-    if n != 1 {
-        return Ok(Err(n));
+    if !never_threaded() {
+        let n = thread_count()?;
+        if n != 1 {
+            return Ok(Err(n));
+        }
     }
     // SAFETY: the process has exactly one thread (the caller's), checked just
     // above; a thread can only be created by this thread, which is busy here.
     unsafe { fork() }.map(Ok)
+}
+
+/// True if glibc says this process has never created a thread since it
+/// started or forked (`__libc_single_threaded`, glibc 2.32+, looked up once
+/// at run time): a free answer that spares reading `/proc`. False when
+/// unknown.
+fn never_threaded() -> bool {
+    static FLAG: OnceLock<usize> = OnceLock::new();
+    let addr = *FLAG.get_or_init(|| {
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only looks
+        // a symbol up; a null result means it does not exist.
+        unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"__libc_single_threaded".as_ptr()) as usize }
+    });
+    if addr == 0 {
+        return false;
+    }
+    // SAFETY: the symbol is glibc's `char __libc_single_threaded`, a static
+    // that lives as long as the process. glibc clears it in the thread that
+    // creates a thread; while it is still 1 the caller is the only thread, so
+    // nothing writes it concurrently with this read.
+    unsafe { std::ptr::read_volatile(addr as *const u8) == 1 }
+}
+
+/// Forks children as *siblings* of the caller (`CLONE_PARENT`): the new
+/// process's parent is the caller's parent, which then waits for it directly.
+/// The fork server uses this so that the program, not the server, reaps
+/// its non-daemon children.
+///
+/// The child is set up as glibc's own `fork` sets it up (its thread id
+/// written where glibc keeps it, with `CLONE_CHILD_SETTID`, and its robust
+/// mutex list registered again), except that no `pthread_atfork` handler runs
+/// and glibc's internal locks are not reinitialised: sound only in a
+/// single-threaded process that is not inside libc (checked, and the fork
+/// server's loop).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SiblingFork {
+    tid_addr: u64,
+    robust_head: usize,
+    robust_len: usize,
+}
+
+/// What [`SiblingFork::fork`] returned in the calling process.
+#[derive(Debug)]
+pub(crate) enum SiblingForked {
+    /// In the caller, with the new process's pid and a pidfd for it.
+    Caller(u32, OwnedFd),
+    /// In the new process.
+    Child,
+}
+
+/// `struct clone_args` up to `tls` (`CLONE_ARGS_SIZE_VER0`).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+}
+
+const PR_GET_TID_ADDRESS: libc::c_int = 40;
+
+impl SiblingFork {
+    /// Reads what the child must be given (where glibc keeps this thread's id,
+    /// and its robust list head). `None` where the kernel does not say
+    /// (`PR_GET_TID_ADDRESS` needs `CONFIG_CHECKPOINT_RESTORE`): callers then
+    /// fork normally.
+    pub(crate) fn prepare() -> Option<SiblingFork> {
+        let mut tid_addr: *mut libc::c_int = std::ptr::null_mut();
+        // SAFETY: PR_GET_TID_ADDRESS stores one pointer at the address given,
+        // which is a live local of pointer size.
+        let rc = unsafe {
+            libc::prctl(
+                PR_GET_TID_ADDRESS,
+                &mut tid_addr as *mut *mut libc::c_int as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        };
+        if rc != 0 || tid_addr.is_null() {
+            return None;
+        }
+        // glibc keeps the thread's id at that address (its `set_tid_address`
+        // at start-up): check before relying on it.
+        // SAFETY: the kernel returned the clear-child-tid address of this
+        // thread, which glibc points at the `tid` field of this thread's live
+        // descriptor; only the kernel writes it, at clone and at exit.
+        let tid_there = unsafe { std::ptr::read_volatile(tid_addr) };
+        if tid_there != rustix::thread::gettid().as_raw_nonzero().get() {
+            return None;
+        }
+        let mut head: *mut libc::c_void = std::ptr::null_mut();
+        let mut len: libc::size_t = 0;
+        // SAFETY: get_robust_list(0, ...) stores this thread's robust list head
+        // and its size into the two live locals given.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_get_robust_list,
+                0,
+                &mut head as *mut *mut libc::c_void,
+                &mut len as *mut libc::size_t,
+            )
+        };
+        if rc != 0 || head.is_null() {
+            return None;
+        }
+        Some(SiblingFork {
+            tid_addr: tid_addr as u64,
+            robust_head: head as usize,
+            robust_len: len,
+        })
+    }
+
+    /// Forks a sibling (see [`SiblingFork`]) if, and only if, the process has
+    /// a single thread (`Ok(Err(n))`: refused, it has `n`). An error such as
+    /// `ENOSYS` (no `clone3`, or a seccomp filter) means: fork normally.
+    pub(crate) fn fork(&self) -> io::Result<Result<SiblingForked, usize>> {
+        if !never_threaded() {
+            let n = thread_count()?;
+            if n != 1 {
+                return Ok(Err(n));
+            }
+        }
+        let mut pidfd: libc::c_int = -1;
+        let args = CloneArgs {
+            flags: (libc::CLONE_PARENT
+                | libc::CLONE_PIDFD
+                | libc::CLONE_CHILD_SETTID
+                | libc::CLONE_CHILD_CLEARTID) as u64,
+            pidfd: &mut pidfd as *mut libc::c_int as u64,
+            child_tid: self.tid_addr,
+            // With CLONE_PARENT the kernel takes the caller's own exit signal
+            // (SIGCHLD, to the common parent) and refuses any other.
+            exit_signal: 0,
+            ..CloneArgs::default()
+        };
+        // SAFETY: without CLONE_VM the child gets a copy of this process, as
+        // with fork; the process has one thread (checked above), so no lock is
+        // held by a thread missing in the child. `args` and `pidfd` are live
+        // locals of the layout the kernel reads and writes.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        match rc {
+            -1 => Err(io::Error::last_os_error()),
+            0 => {
+                // What glibc's `_Fork` does in a child: register the (empty,
+                // since no robust mutex is held while forking) robust list.
+                // SAFETY: the head is this thread's own robust list head in
+                // glibc's thread descriptor, at the same address in this copy.
+                unsafe { libc::syscall(libc::SYS_set_robust_list, self.robust_head, self.robust_len) };
+                Ok(Ok(SiblingForked::Child))
+            }
+            pid => {
+                // SAFETY: with CLONE_PIDFD the kernel stored a new descriptor
+                // that nothing else owns.
+                let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) };
+                let pid = u32::try_from(pid).map_err(|_| io::Error::other("clone3 returned a bad pid"))?;
+                Ok(Ok(SiblingForked::Caller(pid, fd)))
+            }
+        }
+    }
 }
 
 /// Ends the calling process at once with `code`, running no destructors and no
@@ -128,6 +302,18 @@ pub(crate) fn signal_pidfd(pidfd: BorrowedFd<'_>, signal: Signal) -> io::Result<
     match pidfd_send_signal(pidfd, signal) {
         Ok(()) | Err(rustix::io::Errno::SRCH) => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// SIGKILLs and reaps our own child `pid` (one not yet reaped, so its pid
+/// cannot have been reused): for a child forked but not usable.
+pub(crate) fn kill_and_reap(pid: Pid) {
+    let _ = rustix::process::kill_process(pid, Signal::KILL);
+    loop {
+        match rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::empty()) {
+            Err(rustix::io::Errno::INTR) => {}
+            _ => return,
+        }
     }
 }
 
