@@ -222,6 +222,8 @@ impl SiblingFork {
                 // SAFETY: the head is this thread's own robust list head in
                 // glibc's thread descriptor, at the same address in this copy.
                 unsafe { libc::syscall(libc::SYS_set_robust_list, self.robust_head, self.robust_len) };
+                // What our own `pthread_atfork` handler does in a fork child.
+                crate::sys::robust::forget_thread_cache();
                 Ok(Ok(SiblingForked::Child))
             }
             pid => {

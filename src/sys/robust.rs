@@ -44,6 +44,12 @@ thread_local! {
 
 static ATFORK: Once = Once::new();
 
+/// Forgets the cached thread id and list head: for a child made by a fork
+/// that runs no `pthread_atfork` handler (`proc::SiblingFork`).
+pub(crate) fn forget_thread_cache() {
+    reset_in_child();
+}
+
 extern "C" fn reset_in_child() {
     // In the child of a fork only the forking thread exists, with a new id;
     // its robust list head is at the same address but re-registered by glibc.
