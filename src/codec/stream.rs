@@ -157,6 +157,56 @@ impl FrameReader {
         Ok(Some(len))
     }
 
+    /// The fast path of [`FrameReader::read`]: with nothing buffered, one receive
+    /// straight into the buffer; then the next frame if it is whole in the buffer,
+    /// else `Ok(None)` (nothing consumed) for the general path to finish.
+    #[inline]
+    fn read_whole(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Option<Frame>, ReadError> {
+        if self.start == self.end {
+            if self.buf.len() < CHUNK {
+                self.buf.resize(CHUNK, 0);
+            }
+            self.start = 0;
+            self.end = 0;
+            let n = sock::recv_some(sock, &mut self.buf, &mut self.fds, deadline)?;
+            if n == 0 {
+                return Err(ReadError::Eof);
+            }
+            self.end = n;
+        }
+        let avail = &self.buf[self.start..self.end];
+        let Some(h) = avail.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = parse_header(h, max).map_err(ReadError::Codec)?;
+        let Some(body) = usize::try_from(header.len)
+            .ok()
+            .and_then(|len| avail.get(HEADER_LEN..HEADER_LEN + len))
+        else {
+            return Ok(None);
+        };
+        if self.fds.len() < header.nfds {
+            return Ok(None);
+        }
+        let payload = body.to_vec();
+        self.start += HEADER_LEN + payload.len();
+        let fds = if header.nfds == 0 {
+            Vec::new()
+        } else {
+            self.fds.drain(..header.nfds).collect()
+        };
+        Ok(Some(Frame {
+            kind: header.kind,
+            payload,
+            fds,
+        }))
+    }
+
     /// Reads the next frame, waiting until `deadline`. Frames larger than `max`
     /// are refused from their header, before any allocation.
     pub(crate) fn read(
@@ -165,6 +215,11 @@ impl FrameReader {
         max: u64,
         deadline: Deadline,
     ) -> Result<Frame, ReadError> {
+        if self.current.is_none() {
+            if let Some(frame) = self.read_whole(sock, max, deadline)? {
+                return Ok(frame);
+            }
+        }
         loop {
             if self.current.is_none() {
                 let header = self.peek_header(sock, max, deadline)?;

@@ -170,8 +170,13 @@ impl Connection {
                 "a handle (a value holding a file descriptor) cannot travel over a TCP connection".into(),
             )));
         }
+        // No allocation for the common message without handles.
+        let fds: Vec<BorrowedFd<'_>> = if out.fds.is_empty() {
+            Vec::new()
+        } else {
+            out.fds.iter().map(|f| f.as_fd()).collect()
+        };
         let _guard = lock(&self.write);
-        let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
         crate::sys::sock::send_all(
             self.fd.as_fd(),
             &[&out.header, &out.payload],
