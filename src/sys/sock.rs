@@ -331,3 +331,77 @@ pub(crate) fn set_cloexec(fd: impl AsFd, on: bool) -> io::Result<()> {
     };
     Ok(rustix::io::fcntl_setfd(fd, flags)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn soon() -> Deadline {
+        Deadline::after(Duration::from_secs(5))
+    }
+
+    #[test]
+    fn descriptors_arrive_with_their_bytes_close_on_exec() {
+        let (a, b) = socketpair_stream().unwrap();
+        let files: Vec<OwnedFd> = (0..3)
+            .map(|_| std::fs::File::open("/dev/null").unwrap().into())
+            .collect();
+        let borrowed: Vec<BorrowedFd<'_>> = files.iter().map(|f| f.as_fd()).collect();
+        send_all(a.as_fd(), &[b"head", b"tail"], &borrowed, soon()).unwrap();
+        let mut buf = [0u8; 64];
+        let mut fds = Vec::new();
+        let n = recv_some(b.as_fd(), &mut buf, &mut fds, soon()).unwrap();
+        assert_eq!(&buf[..n], b"headtail");
+        assert_eq!(fds.len(), 3);
+        for fd in &fds {
+            assert!(rustix::io::fcntl_getfd(fd)
+                .unwrap()
+                .contains(rustix::io::FdFlags::CLOEXEC));
+            assert!(rustix::fs::fstat(fd).is_ok());
+            assert!(!files.iter().any(|f| f.as_raw_fd() == fd.as_raw_fd()));
+        }
+    }
+
+    #[test]
+    fn a_small_message_in_pieces_arrives_whole() {
+        let (a, b) = socketpair_stream().unwrap();
+        send_all(a.as_fd(), &[b"ab", b"", b"cde", &[7u8; 300]], &[], soon()).unwrap();
+        let mut buf = vec![0u8; 1024];
+        let mut fds = Vec::new();
+        let mut got = 0;
+        while got < 305 {
+            got += recv_some(b.as_fd(), &mut buf[got..], &mut fds, soon()).unwrap();
+        }
+        assert_eq!(&buf[..5], b"abcde");
+        assert!(buf[5..305].iter().all(|&x| x == 7));
+        assert!(fds.is_empty());
+    }
+
+    #[test]
+    fn deadlines_and_end_of_stream() {
+        let (a, b) = socketpair_stream().unwrap();
+        let mut buf = [0u8; 8];
+        let mut fds = Vec::new();
+        let short = Deadline::after(Duration::from_millis(20));
+        let e = recv_some(b.as_fd(), &mut buf, &mut fds, short).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        // Fill the socket: a large send times out part way, a small one at once.
+        let big = vec![1u8; 16 << 20];
+        let e = send_all(a.as_fd(), &[&big], &[], short).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        let e = send_all(a.as_fd(), &[b"x", b"y"], &[], Deadline::after(Duration::ZERO)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        // What went out is readable; then the end of the stream is Ok(0).
+        drop(a);
+        let mut total = 0;
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            match recv_some(b.as_fd(), &mut chunk, &mut fds, soon()).unwrap() {
+                0 => break,
+                n => total += n,
+            }
+        }
+        assert!(total > 0 && total < big.len());
+    }
+}
