@@ -51,7 +51,21 @@ fn timespec(d: std::time::Duration) -> Timespec {
 /// Waits until `fd` has any of `flags` ready, or the deadline passes (-> `false`).
 /// Errors, hang-ups and EOF count as ready: the next read or write reports them.
 pub(crate) fn poll_one(fd: BorrowedFd<'_>, flags: PollFlags, deadline: Deadline) -> io::Result<bool> {
-    Ok(!poll_many(&[fd], flags, deadline)?.is_empty())
+    // No allocation: one `pollfd` on the stack.
+    let mut pfd = [PollFd::new(&fd, flags)];
+    loop {
+        let ts = deadline.remaining().map(timespec);
+        match poll(&mut pfd, ts.as_ref()) {
+            Ok(0) => {
+                if deadline.passed() {
+                    return Ok(false);
+                }
+            }
+            Ok(_) => return Ok(true),
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Waits until at least one of `fds` is ready for `flags` (or the deadline passes)
@@ -234,13 +248,14 @@ pub(crate) fn recv_some(
     fds: &mut Vec<OwnedFd>,
     deadline: Deadline,
 ) -> io::Result<usize> {
-    // Without a deadline the call may block in the kernel (one syscall instead of
-    // recvmsg + poll + recvmsg: it halves a ping-pong's syscalls); with one, it must not.
-    let flags = if deadline == Deadline::NEVER {
-        libc::MSG_CMSG_CLOEXEC
-    } else {
-        libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC
-    };
+    // Never blocks in recvmsg, even without a deadline: it waits in poll instead.
+    // A thread asleep in recvmsg on a Unix stream socket is also woken each time
+    // the peer consumes what this socket sent (the "room to write" wake-up shares
+    // the socket's wait queue, and recvmsg's waiter does not filter it), so in a
+    // ping-pong every message costs a spurious wake-up and two extra context
+    // switches. A poll waiter is woken only for input. When the data is already
+    // there (the common case once the peer answers at once) this is one syscall.
+    let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
     loop {
         match recvmsg_fds(sock, buf, fds, flags) {
             Ok(n) => return Ok(n),
