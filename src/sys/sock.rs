@@ -248,14 +248,18 @@ pub(crate) fn recv_some(
     fds: &mut Vec<OwnedFd>,
     deadline: Deadline,
 ) -> io::Result<usize> {
-    // Never blocks in recvmsg, even without a deadline: it waits in poll instead.
-    // A thread asleep in recvmsg on a Unix stream socket is also woken each time
-    // the peer consumes what this socket sent (the "room to write" wake-up shares
-    // the socket's wait queue, and recvmsg's waiter does not filter it), so in a
-    // ping-pong every message costs a spurious wake-up and two extra context
-    // switches. A poll waiter is woken only for input. When the data is already
-    // there (the common case once the peer answers at once) this is one syscall.
+    // Waits in poll, then receives without blocking; never sleeps in recvmsg,
+    // even without a deadline. A thread asleep in recvmsg on a Unix stream socket
+    // is also woken each time the peer consumes what this socket sent (the "room
+    // to write" wake-up shares the socket's wait queue and recvmsg's waiter does
+    // not filter it), which in a ping-pong costs a spurious wake-up and two extra
+    // context switches per message; a poll waiter is woken only for input. Poll
+    // first rather than try recvmsg first: in a ping-pong one side usually finds
+    // nothing yet, and a failed poll is cheaper than a failed recvmsg.
     let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
+    if !poll_one(sock, PollFlags::IN, deadline)? {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "receive timed out"));
+    }
     loop {
         match recvmsg_fds(sock, buf, fds, flags) {
             Ok(n) => return Ok(n),
