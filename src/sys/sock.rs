@@ -398,6 +398,34 @@ mod tests {
     }
 
     #[test]
+    fn many_pieces_with_a_descriptor_arrive_in_order_across_partial_sends() {
+        let (a, b) = socketpair_stream().unwrap();
+        // More pieces than the iovecs kept on the stack, and more bytes than the
+        // socket buffer, so that sendmsg goes out in parts resumed mid-piece.
+        let pieces: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 1 + usize::from(i) * 40_000]).collect();
+        let expected: Vec<u8> = pieces.concat();
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            let mut fds = Vec::new();
+            let mut chunk = vec![0u8; 1 << 16];
+            loop {
+                match recv_some(b.as_fd(), &mut chunk, &mut fds, soon()).unwrap() {
+                    0 => return (got, fds.len()),
+                    n => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let bufs: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        send_all(a.as_fd(), &bufs, &[file.as_fd()], soon()).unwrap();
+        drop(a);
+        let (got, nfds) = reader.join().unwrap();
+        assert_eq!(got.len(), expected.len());
+        assert!(got == expected);
+        assert_eq!(nfds, 1);
+    }
+
+    #[test]
     fn deadlines_and_end_of_stream() {
         let (a, b) = socketpair_stream().unwrap();
         let mut buf = [0u8; 8];
