@@ -1,10 +1,11 @@
 //! Frames over a stream socket (Unix or TCP): buffered, deadline-aware reads
 //! that keep their progress across timeouts, and whole-frame writes.
 
+use std::borrow::Cow;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-use crate::codec::{parse_header, CodecError, Frame, Header, Outgoing, HEADER_LEN};
+use crate::codec::{parse_header, CodecError, Frame, Header, Kind, Outgoing, HEADER_LEN};
 use crate::deadline::Deadline;
 use crate::sys::sock;
 
@@ -157,9 +158,88 @@ impl FrameReader {
         Ok(Some(len))
     }
 
+    /// The fast path of [`FrameReader::read_with`]: with nothing buffered, one
+    /// receive straight into the buffer; then the next frame's header and the
+    /// offset of its payload if the whole frame is buffered, else `Ok(None)`
+    /// (nothing consumed) for the general path to finish.
+    #[inline]
+    fn whole_frame(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Option<(Header, usize)>, ReadError> {
+        if self.start == self.end {
+            if self.buf.len() < CHUNK {
+                self.buf.resize(CHUNK, 0);
+            }
+            self.start = 0;
+            self.end = 0;
+            let n = sock::recv_some(sock, &mut self.buf, &mut self.fds, deadline)?;
+            if n == 0 {
+                return Err(ReadError::Eof);
+            }
+            self.end = n;
+        }
+        let avail = &self.buf[self.start..self.end];
+        let Some(h) = avail.first_chunk::<HEADER_LEN>() else {
+            return Ok(None);
+        };
+        let header = parse_header(h, max).map_err(ReadError::Codec)?;
+        let whole = usize::try_from(header.len).is_ok_and(|len| len <= avail.len() - HEADER_LEN);
+        if !whole || self.fds.len() < header.nfds {
+            return Ok(None);
+        }
+        Ok(Some((header, self.start + HEADER_LEN)))
+    }
+
+    /// Reads the next frame, waiting until `deadline`, and hands it to `f`: its
+    /// kind, its payload (borrowed from the reader's buffer when the frame was
+    /// whole there, so a small message costs no allocation) and its descriptors.
+    /// Frames larger than `max` are refused from their header, before any
+    /// allocation.
+    pub(crate) fn read_with<R>(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+        f: impl FnOnce(Kind, Cow<'_, [u8]>, Vec<OwnedFd>) -> R,
+    ) -> Result<R, ReadError> {
+        if self.current.is_none() {
+            if let Some((header, body)) = self.whole_frame(sock, max, deadline)? {
+                let fds = if header.nfds == 0 {
+                    Vec::new()
+                } else {
+                    self.fds.drain(..header.nfds).collect()
+                };
+                // `whole_frame` checked that the payload is buffered, so `len` fits.
+                let end = body + header.len as usize;
+                self.start = end;
+                return Ok(f(header.kind, Cow::Borrowed(&self.buf[body..end]), fds));
+            }
+        }
+        let frame = self.read_general(sock, max, deadline)?;
+        Ok(f(frame.kind, Cow::Owned(frame.payload), frame.fds))
+    }
+
     /// Reads the next frame, waiting until `deadline`. Frames larger than `max`
     /// are refused from their header, before any allocation.
     pub(crate) fn read(
+        &mut self,
+        sock: BorrowedFd<'_>,
+        max: u64,
+        deadline: Deadline,
+    ) -> Result<Frame, ReadError> {
+        self.read_with(sock, max, deadline, |kind, payload, fds| Frame {
+            kind,
+            payload: payload.into_owned(),
+            fds,
+        })
+    }
+
+    /// [`FrameReader::read`] for a frame that is not whole in the buffer (or was
+    /// partly read by an earlier call): payload and progress kept in `current`.
+    fn read_general(
         &mut self,
         sock: BorrowedFd<'_>,
         max: u64,
@@ -230,7 +310,7 @@ impl FrameReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::{self, handles::FdHandle, header, Kind};
+    use crate::codec::{self, handles::FdHandle, header};
     use std::time::Duration;
 
     fn pair() -> (OwnedFd, OwnedFd) {

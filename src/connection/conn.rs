@@ -14,7 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::handles::{deserialize_fd, serialize_fd};
 use crate::codec::stream::{FrameReader, ReadError};
-use crate::codec::{self, CodecError, Frame, Outgoing, DEFAULT_MAX_FRAME};
+use crate::codec::{self, CodecError, Frame, Kind, Outgoing, DEFAULT_MAX_FRAME};
 use crate::connection::error::{BufferTooShort, RecvError, SendError};
 use crate::deadline::Deadline;
 
@@ -170,8 +170,13 @@ impl Connection {
                 "a handle (a value holding a file descriptor) cannot travel over a TCP connection".into(),
             )));
         }
+        // No allocation for the common message without handles.
+        let fds: Vec<BorrowedFd<'_>> = if out.fds.is_empty() {
+            Vec::new()
+        } else {
+            out.fds.iter().map(|f| f.as_fd()).collect()
+        };
         let _guard = lock(&self.write);
-        let fds: Vec<BorrowedFd<'_>> = out.fds.iter().map(|f| f.as_fd()).collect();
         crate::sys::sock::send_all(
             self.fd.as_fd(),
             &[&out.header, &out.payload],
@@ -244,8 +249,28 @@ impl Connection {
     }
 
     fn recv_deadline<T: DeserializeOwned + Any>(&self, deadline: Deadline) -> Result<T, RecvError> {
-        let frame = self.read_frame(deadline)?;
-        codec::decode(frame).map_err(RecvError::Codec)
+        if !self.readable {
+            return Err(RecvError::WriteOnly);
+        }
+        let mut st = lock(&self.read);
+        if let Some(r) = st.pending.take() {
+            drop(st);
+            return codec::decode(r.map_err(read_error)?).map_err(RecvError::Codec);
+        }
+        let max = self.max_frame();
+        // A value is decoded straight from the reader's buffer when it is whole
+        // there: no allocation for a small message.
+        st.reader
+            .read_with(self.fd.as_fd(), max, deadline, |kind, payload, fds| match kind {
+                Kind::Value => codec::decode_value(&payload, fds),
+                Kind::Bytes => codec::decode(Frame {
+                    kind,
+                    payload: payload.into_owned(),
+                    fds,
+                }),
+            })
+            .map_err(read_error)?
+            .map_err(RecvError::Codec)
     }
 
     /// Receives the next message as a `T`, waiting as long as it takes.
