@@ -954,6 +954,9 @@ impl Ring {
     fn release(&self, base: u64, from: u64, to: u64) {
         let h = self.h();
         let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
+        if b < self.cap && a / PAGE == b / PAGE {
+            return; // the common case: no page (so no chunk) left behind
+        }
         // At most once per page consumed: each attempt touches the producers'
         // lock word, which a running producer would then have to fetch back.
         if b >= REWIND && a / PAGE != b / PAGE && self.slot(base, to).load(Acquire) == 0 {
