@@ -24,9 +24,15 @@ use crate::deadline::Deadline;
 use crate::manager::error::ManagerError;
 use crate::manager::protocol::{Fault, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 use crate::manager::server::WireAddr;
+use crate::manager::spin::Spin;
 
 /// How long a call waits for the server unless told otherwise.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a call polls for its reply before it sleeps (see `spin.rs`): longer
+/// than the server's work and a sleeping server thread's wake-up, so that at
+/// least this side does not sleep.
+const REPLY_SPIN: Duration = Duration::from_micros(100);
 
 /// How new connections are made.
 #[derive(Debug)]
@@ -47,6 +53,8 @@ pub(crate) struct Endpoint {
     idle: Mutex<Vec<Connection>>,
     /// Call timeout in milliseconds, `u64::MAX` for none.
     timeout_ms: AtomicU64,
+    /// Whether polling for replies pays.
+    spin: Spin,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -103,11 +111,17 @@ fn connect_error(e: ConnectError) -> ManagerError {
 
 /// Sends `req` on `conn` and waits for the reply until `deadline`.
 pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-    roundtrip_frame(conn, &codec::encode(req, false)?, deadline)
+    roundtrip_frame(conn, &codec::encode(req, false)?, deadline, None)
 }
 
-/// [`roundtrip`] with the request already encoded.
-fn roundtrip_frame(conn: &Connection, out: &Outgoing<'_>, deadline: Deadline) -> Result<Reply, ManagerError> {
+/// [`roundtrip`] with the request already encoded, polling for the reply a
+/// little first if `spin` says it pays.
+fn roundtrip_frame(
+    conn: &Connection,
+    out: &Outgoing<'_>,
+    deadline: Deadline,
+    spin: Option<&Spin>,
+) -> Result<Reply, ManagerError> {
     write_frame(conn.fd(), out, deadline).map_err(|e| {
         if e.kind() == std::io::ErrorKind::TimedOut {
             ManagerError::Timeout
@@ -117,9 +131,16 @@ fn roundtrip_frame(conn: &Connection, out: &Outgoing<'_>, deadline: Deadline) ->
             ManagerError::Io(e)
         }
     })?;
-    let reply = match deadline.remaining() {
-        None => conn.recv::<Reply>(),
-        Some(left) => conn.recv_timeout::<Reply>(left),
+    let polled = spin.and_then(|spin| {
+        spin.run(REPLY_SPIN, || match conn.try_recv::<Reply>() {
+            Err(RecvError::Timeout) => None,
+            r => Some(r),
+        })
+    });
+    let reply = match (polled, deadline.remaining()) {
+        (Some(r), _) => r,
+        (None, None) => conn.recv::<Reply>(),
+        (None, Some(left)) => conn.recv_timeout::<Reply>(left),
     };
     reply.map_err(recv_error)
 }
@@ -133,6 +154,7 @@ impl Endpoint {
             pid: std::process::id(),
             idle: Mutex::new(Vec::new()),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
         });
         register(&ep);
         ep
@@ -170,6 +192,7 @@ impl Endpoint {
             pid: std::process::id(),
             idle: Mutex::new(vec![conn]),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
         });
         register(&ep);
         Ok(ep)
@@ -305,7 +328,7 @@ impl<'a> Lease<'a> {
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        settle(&mut self.conn, req, deadline, self.ep.info.max_request)
+        settle(&mut self.conn, req, deadline, self.ep)
     }
 }
 
@@ -316,16 +339,17 @@ fn settle(
     slot: &mut Option<Connection>,
     req: &Request,
     deadline: Deadline,
-    max: u64,
+    ep: &Endpoint,
 ) -> Result<Reply, ManagerError> {
     let conn = slot.as_ref().ok_or(ManagerError::ManagerGone)?;
     let out = codec::encode(req, false)?;
     let len = out.payload.len() as u64;
+    let max = ep.info.max_request;
     if len > max {
         // The server would refuse it from its header and close the connection.
         return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
     }
-    match roundtrip_frame(conn, &out, deadline) {
+    match roundtrip_frame(conn, &out, deadline, Some(&ep.spin)) {
         Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
             // The server closes a connection whose stream it could not read.
             *slot = None;
@@ -433,6 +457,7 @@ impl<'de> Deserialize<'de> for EndpointRef {
             pid: std::process::id(),
             idle: Mutex::new(idle),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
         });
         register(&ep);
         Ok(EndpointRef(ep))

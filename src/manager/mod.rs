@@ -21,6 +21,7 @@ mod list;
 mod protocol;
 mod proxy;
 mod server;
+mod spin;
 mod sync_proxies;
 mod update;
 mod value;

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -22,6 +22,7 @@ use crate::deadline::Deadline;
 use crate::manager::protocol::{
     Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
 };
+use crate::manager::spin::Spin;
 use crate::manager::update::{run_update, this_build, UpdateFailure};
 use crate::sys::sock::poll_one;
 
@@ -77,6 +78,11 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 /// Waiting slices: how often a blocked operation checks that its client is alive.
 const SLICE: Duration = Duration::from_millis(100);
 
+/// How long a connection's thread polls for the next request after a reply
+/// before it sleeps (see `spin.rs`): a busy client's next request comes well
+/// within it.
+const REQUEST_SPIN: Duration = Duration::from_micros(100);
+
 enum Obj {
     Dict(HashMap<Vec<u8>, Vec<u8>>),
     List(Vec<Vec<u8>>),
@@ -116,6 +122,34 @@ struct Server {
     max_request: u64,
     next_conn: AtomicU64,
     stop: Mutex<mpsc::Sender<()>>,
+    /// Connection threads polling for a request now, and how many may: one CPU
+    /// is left for the clients.
+    spinners: AtomicUsize,
+    max_spinners: usize,
+}
+
+impl Server {
+    /// The next request's bytes: polled for briefly (if no more than the
+    /// allowed number of threads poll already), else waited for.
+    fn next_request(&self, conn: &Connection, spin: &Spin) -> Result<Vec<u8>, RecvError> {
+        let taken = self
+            .spinners
+            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                (n < self.max_spinners).then_some(n + 1)
+            })
+            .is_ok();
+        if taken {
+            let got = spin.run(REQUEST_SPIN, || match conn.try_recv_bytes() {
+                Err(RecvError::Timeout) => None,
+                r => Some(r),
+            });
+            self.spinners.fetch_sub(1, Ordering::Release);
+            if let Some(r) = got {
+                return r;
+            }
+        }
+        conn.recv_bytes()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +203,10 @@ pub(crate) fn server_main(args: ServerArgs) {
         max_request,
         next_conn: AtomicU64::new(1),
         stop: Mutex::new(stop_tx),
+        spinners: AtomicUsize::new(0),
+        max_spinners: std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1),
     });
     let ready: Ready = Ok((info, bound.clone()));
     if seed.send(&ready).is_err() {
@@ -237,8 +275,9 @@ fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
 fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
     conn.set_max_frame(srv.max_request);
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
+    let spin = Spin::default();
     loop {
-        let payload = match conn.recv_bytes() {
+        let payload = match srv.next_request(conn, &spin) {
             Ok(p) => p,
             Err(RecvError::Codec(e @ (CodecError::TooLarge { .. } | CodecError::BadHeader(_)))) => {
                 // The stream is unusable past a refused header: say why, then close.

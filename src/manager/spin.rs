@@ -1,0 +1,66 @@
+//! Bounded, adaptive busy-polling for a reply (client) or the next request
+//! (server).
+//!
+//! A blocking round trip between two processes costs two wake-ups, and on a
+//! virtual machine a sleeping CPU takes tens of microseconds to wake: far more
+//! than the work of a dict operation. So the side that waits tries a
+//! non-blocking receive in a loop for a short, bounded time first (yielding the
+//! CPU between attempts, so that a runnable peer on the same CPU goes first),
+//! and blocks only if nothing came. The attempt that succeeds is the receive
+//! itself: polling adds no system call to the message's path.
+//!
+//! Polling pays only when the answer comes quickly. Each [`Spin`] keeps a
+//! credit: an attempt loop that gets the message restores it, one that times
+//! out spends one; at zero it stops polling, and tries again once every
+//! [`PROBE_EVERY`] waits, so that a pattern that changes (a quiet client
+//! becoming a busy one) is noticed.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Timed-out loops in a row after which polling stops.
+const CREDIT: u32 = 4;
+/// While polling has stopped, one wait in this many polls anyway.
+const PROBE_EVERY: u32 = 32;
+
+/// The adaptive state of one waiting side (shared by threads: atomics).
+#[derive(Debug)]
+pub(crate) struct Spin {
+    credit: AtomicU32,
+    skipped: AtomicU32,
+}
+
+impl Default for Spin {
+    fn default() -> Self {
+        Spin {
+            credit: AtomicU32::new(CREDIT),
+            skipped: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Spin {
+    /// Calls `attempt` until it gives a value, for at most `max`; `None` if it
+    /// never did (or polling has not paid lately: then `attempt` may not run).
+    pub(crate) fn run<T>(&self, max: Duration, mut attempt: impl FnMut() -> Option<T>) -> Option<T> {
+        if self.credit.load(Ordering::Relaxed) == 0
+            && self.skipped.fetch_add(1, Ordering::Relaxed) % PROBE_EVERY != 0
+        {
+            return None;
+        }
+        let start = Instant::now();
+        loop {
+            if let Some(t) = attempt() {
+                self.credit.store(CREDIT, Ordering::Relaxed);
+                return Some(t);
+            }
+            if start.elapsed() >= max {
+                let _ = self
+                    .credit
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
