@@ -366,6 +366,37 @@ fn a_lock_whose_holder_is_killed_is_released() {
     assert!(p.join_timeout(JOIN).is_err());
 }
 
+fn wait_for_lock((lock, ev): (LockProxy, EventProxy)) {
+    ev.set().unwrap();
+    let _g = lock.acquire().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_waiter_killed_in_the_queue_does_not_wedge_the_lock() {
+    let m = Manager::start().unwrap();
+    let (lock, ev) = (m.lock().unwrap(), m.event().unwrap());
+    let g = lock.acquire().unwrap();
+    // A child queues for the lock (first in line), then this process's second
+    // thread; the child dies while queued; the lock is released: the thread
+    // gets it, whether the server handed it to the dead child first or not.
+    let p = Process::spawn((lock.clone(), ev.clone()), wait_for_lock).unwrap();
+    assert!(ev.wait_timeout(Duration::from_secs(30)).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| lock.acquire_timeout(Duration::from_secs(20)).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(100));
+        p.kill().unwrap();
+        g.release().unwrap();
+        assert!(
+            waiter.join().unwrap(),
+            "the lock went to the dead waiter and stayed there"
+        );
+    });
+    assert!(p.join_timeout(JOIN).is_err());
+    assert!(lock.try_acquire().unwrap().is_some());
+}
+
 #[test]
 fn bounded_queue_and_event() {
     let m = Manager::start().unwrap();

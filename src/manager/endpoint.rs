@@ -19,10 +19,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::stream::write_frame;
 use crate::codec::{self, CodecError, Outgoing};
-use crate::connection::{Address, Client, ConnectError, Connection, RecvError};
+use crate::connection::{Address, Client, ConnectError, Connection, Pipe, RecvError};
 use crate::deadline::Deadline;
 use crate::manager::error::ManagerError;
-use crate::manager::protocol::{Fault, Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use crate::manager::protocol::{Fault, Op, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 use crate::manager::server::WireAddr;
 use crate::manager::spin::Spin;
 
@@ -33,6 +33,10 @@ pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// than the server's work and a sleeping server thread's wake-up, so that at
 /// least this side does not sleep.
 const REPLY_SPIN: Duration = Duration::from_micros(100);
+
+/// Working connections a process keeps from the proxies it receives for one
+/// server (each brings one).
+const KEEP_RECEIVED: usize = 2;
 
 /// How new connections are made.
 #[derive(Debug)]
@@ -109,6 +113,17 @@ fn connect_error(e: ConnectError) -> ManagerError {
     }
 }
 
+/// Maps a send failure to the caller's error.
+fn write_error(e: std::io::Error) -> ManagerError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        ManagerError::Timeout
+    } else if is_gone(&e) {
+        ManagerError::ManagerGone
+    } else {
+        ManagerError::Io(e)
+    }
+}
+
 /// Sends `req` on `conn` and waits for the reply until `deadline`.
 pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
     roundtrip_frame(conn, &codec::encode(req, false)?, deadline, None)
@@ -122,15 +137,7 @@ fn roundtrip_frame(
     deadline: Deadline,
     spin: Option<&Spin>,
 ) -> Result<Reply, ManagerError> {
-    write_frame(conn.fd(), out, deadline).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            ManagerError::Timeout
-        } else if is_gone(&e) {
-            ManagerError::ManagerGone
-        } else {
-            ManagerError::Io(e)
-        }
-    })?;
+    write_frame(conn.fd(), out, deadline).map_err(write_error)?;
     let polled = spin.and_then(|spin| {
         spin.run(REPLY_SPIN, || match conn.try_recv::<Reply>() {
             Err(RecvError::Timeout) => None,
@@ -249,28 +256,39 @@ impl Endpoint {
         }
     }
 
-    /// `count` new connections from a local server, asked for on the control connection.
-    fn new_local(&self, count: u8) -> Result<Vec<Connection>, ManagerError> {
+    /// `count` new connections to a local server: socketpairs made here, whose
+    /// other ends go to the server on the control connection (`Adopt`, no
+    /// reply: no round trip, and the server starts serving them while this
+    /// process goes on). A server that is gone is `ManagerGone` here or at the
+    /// connection's first call.
+    fn new_local(&self, count: usize) -> Result<Vec<Connection>, ManagerError> {
         let Route::Local(control) = &self.route else {
             return Err(ManagerError::Refused(
                 "a remote manager hands out no connections".into(),
             ));
         };
+        let mut ours = Vec::with_capacity(count);
+        let mut theirs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (a, b) = Pipe::new().map_err(ManagerError::Io)?;
+            ours.push(a);
+            theirs.push(b);
+        }
+        let req = Request::Adopt { conns: theirs };
+        let out = codec::encode(&req, true)?;
         let mut control = lock(control);
         if control.is_none() {
-            // The control connection failed (a timeout): any healthy
-            // connection of the pool can take its place.
+            // The control connection failed: an idle connection can take its
+            // place (`Adopt` has no reply, so it leaves no reply unread).
             *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
         }
         let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
-        match roundtrip(c, &Request::NewConnection { count }, self.deadline()) {
-            Ok(Reply::Conns(conns)) if conns.len() == usize::from(count) => Ok(conns),
-            Ok(Reply::Fault(f)) => Err(f.into()),
-            Ok(other) => Err(unexpected(&other)),
+        match write_frame(c.fd(), &out, self.deadline()) {
+            Ok(()) => Ok(ours),
             Err(e) => {
-                // A control connection that failed is out of step: drop it.
+                // A control connection that failed may be out of step: drop it.
                 *control = None;
-                Err(e)
+                Err(write_error(e))
             }
         }
     }
@@ -349,7 +367,9 @@ fn settle(
         // The server would refuse it from its header and close the connection.
         return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
     }
-    match roundtrip_frame(conn, &out, deadline, Some(&ep.spin)) {
+    // A reply that may be long in coming is not polled for.
+    let spin = (!may_wait(req)).then_some(&ep.spin);
+    match roundtrip_frame(conn, &out, deadline, spin) {
         Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
             // The server closes a connection whose stream it could not read.
             *slot = None;
@@ -372,6 +392,19 @@ impl Drop for Lease<'_> {
                 self.ep.give_back(c);
             }
         }
+    }
+}
+
+/// True if the server may hold `req`'s reply back (a lock, queue or event wait).
+fn may_wait(req: &Request) -> bool {
+    match req {
+        Request::Call { op, .. } => match op {
+            Op::LockAcquire(ms) | Op::EventWait(ms) | Op::QueueGet(ms) | Op::QueuePut(_, ms) => {
+                *ms != Some(0)
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -443,9 +476,11 @@ impl<'de> Deserialize<'de> for EndpointRef {
         };
         if let Some(ep) = registered(info.token) {
             // This process reaches that server already: keep the working
-            // connection if its pool is empty (it is this process's own), drop the rest.
+            // connection while its pool is small (it is this process's own: a
+            // child given a dict and a lock holds the lock on one connection
+            // and uses the dict on the other), drop the rest.
             let mut pool = lock(&ep.idle);
-            if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
+            if pool.len() < KEEP_RECEIVED && matches!(ep.route, Route::Local(_)) {
                 pool.extend(idle);
             }
             drop(pool);

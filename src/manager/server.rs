@@ -87,7 +87,7 @@ enum Obj {
     Dict(HashMap<Vec<u8>, Vec<u8>>),
     List(Vec<Vec<u8>>),
     Value(Vec<u8>),
-    Lock(Option<u64>),
+    Lock(LockState),
     Event(bool),
     Queue {
         items: VecDeque<Vec<u8>>,
@@ -105,6 +105,35 @@ impl Obj {
             Obj::Event(_) => ObjKind::Event,
             Obj::Queue { .. } => ObjKind::Queue,
         }
+    }
+}
+
+/// A manager lock: its holder (a connection) and the connections waiting for
+/// it, in order, each with the condition variable its thread sleeps on. A
+/// release hands the lock to the first waiter and wakes that thread alone.
+#[derive(Default)]
+struct LockState {
+    holder: Option<u64>,
+    waiters: VecDeque<(u64, Arc<Condvar>)>,
+}
+
+impl LockState {
+    /// Releases the lock: to the first waiter, if any.
+    fn release(&mut self) {
+        self.holder = None;
+        if let Some((next, cv)) = self.waiters.pop_front() {
+            self.holder = Some(next);
+            cv.notify_one();
+        }
+    }
+
+    fn is_waiting(&self, me: u64) -> bool {
+        self.waiters.iter().any(|(w, _)| *w == me)
+    }
+
+    /// True if `me` holds the lock and does not wait for it (again).
+    fn granted(&self, me: u64) -> bool {
+        self.holder == Some(me) && !self.is_waiting(me)
     }
 }
 
@@ -129,9 +158,10 @@ struct Server {
 }
 
 impl Server {
-    /// The next request's bytes: polled for briefly (if no more than the
-    /// allowed number of threads poll already), else waited for.
-    fn next_request(&self, conn: &Connection, spin: &Spin) -> Result<Vec<u8>, RecvError> {
+    /// The next request (with the descriptors it carries): polled for briefly
+    /// (if no more than the allowed number of threads poll already), else
+    /// waited for.
+    fn next_request(&self, conn: &Connection, spin: &Spin) -> Result<Request, RecvError> {
         let taken = self
             .spinners
             .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
@@ -139,7 +169,7 @@ impl Server {
             })
             .is_ok();
         if taken {
-            let got = spin.run(REQUEST_SPIN, || match conn.try_recv_bytes() {
+            let got = spin.run(REQUEST_SPIN, || match conn.try_recv::<Request>() {
                 Err(RecvError::Timeout) => None,
                 r => Some(r),
             });
@@ -148,7 +178,7 @@ impl Server {
                 return r;
             }
         }
-        conn.recv_bytes()
+        conn.recv::<Request>()
     }
 }
 
@@ -277,23 +307,28 @@ fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
     let spin = Spin::default();
     loop {
-        let payload = match srv.next_request(conn, &spin) {
-            Ok(p) => p,
+        let req = match srv.next_request(conn, &spin) {
+            Ok(Request::Adopt { conns }) if !origin.remote => {
+                // No reply: the client does not wait for one.
+                for c in conns {
+                    spawn_conn(srv, c, origin);
+                }
+                continue;
+            }
+            Ok(r) => r,
             Err(RecvError::Codec(e @ (CodecError::TooLarge { .. } | CodecError::BadHeader(_)))) => {
                 // The stream is unusable past a refused header: say why, then close.
                 let _ = conn.send(&Reply::Fault(Fault::Malformed(e.to_string())));
                 break;
             }
-            Err(_) => break,
-        };
-        let req = match codec::decode_value::<Request>(&payload, Vec::new()) {
-            Ok(r) => r,
-            Err(e) => {
+            Err(RecvError::Codec(e @ CodecError::Decode(_))) => {
+                // Not a request, but a whole frame: the stream goes on.
                 if conn.send(&Reply::Fault(Fault::Malformed(e.to_string()))).is_err() {
                     break;
                 }
                 continue;
             }
+            Err(_) => break,
         };
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
         let reply = srv.handle(me, conn, origin, req);
@@ -418,6 +453,10 @@ impl Server {
                 "only the process that started the manager can shut it down".into(),
             )),
             Request::Shutdown => Reply::Unit,
+            // A local client's is served without a reply (see `serve_conn`).
+            Request::Adopt { .. } => Reply::Fault(Fault::Unsupported(
+                "a remote client cannot hand the manager connections".into(),
+            )),
         }
     }
 
@@ -429,7 +468,7 @@ impl Server {
                 Err(e) => return Reply::Fault(Fault::Malformed(e.to_string())),
             },
             ObjKind::Value => Obj::Value(init.0),
-            ObjKind::Lock => Obj::Lock(None),
+            ObjKind::Lock => Obj::Lock(LockState::default()),
             ObjKind::Event => Obj::Event(false),
             ObjKind::Queue => match codec::decode_value::<Option<u64>>(&init.0, Vec::new()) {
                 Ok(max) => Obj::Queue {
@@ -448,17 +487,46 @@ impl Server {
 
     fn release_all(&self, me: u64) {
         let mut st = lock(&self.state);
-        let mut released = false;
         for obj in st.objects.values_mut() {
-            if let Obj::Lock(holder) = obj {
-                if *holder == Some(me) {
-                    *holder = None;
-                    released = true;
+            if let Obj::Lock(l) = obj {
+                l.waiters.retain(|(w, _)| *w != me);
+                if l.holder == Some(me) {
+                    l.release();
                 }
             }
         }
-        if released {
-            self.changed.notify_all();
+    }
+
+    /// Waits (in slices, checking that the client is still there) until lock
+    /// `id` is handed to `me`, `me` being queued as a waiter.
+    fn wait_for_lock(
+        &self,
+        me: u64,
+        conn: &Connection,
+        mut st: MutexGuard<'_, State>,
+        id: u64,
+        deadline: Deadline,
+    ) -> Result<Reply, Fault> {
+        let cv = Arc::new(Condvar::new());
+        lock_state(&mut st, id)?.waiters.push_back((me, cv.clone()));
+        loop {
+            let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
+            let give_up = slice.is_zero() || {
+                st = cv
+                    .wait_timeout(st, slice)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                let l = lock_state(&mut st, id)?;
+                if l.granted(me) {
+                    return Ok(Reply::Unit);
+                }
+                client_gone(conn)
+            };
+            if give_up {
+                let l = lock_state(&mut st, id)?;
+                l.waiters.retain(|(w, _)| *w != me);
+                return Err(Fault::TimedOut);
+            }
         }
     }
 
@@ -599,19 +667,19 @@ impl Server {
                 Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
                 _ => Err(unsupported("set", kind)),
             },
-            Op::LockAcquire(ms) => self
-                .wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
-                    Obj::Lock(h @ None) => {
-                        *h = Some(me);
-                        Ok(Some(()))
-                    }
-                    _ => Ok(None),
-                })
-                .map(|()| Reply::Unit),
+            Op::LockAcquire(ms) => {
+                let Obj::Lock(l) = obj else {
+                    return Err(unsupported("acquire", kind));
+                };
+                if l.holder.is_none() {
+                    l.holder = Some(me);
+                    return Ok(Reply::Unit);
+                }
+                self.wait_for_lock(me, conn, st, id, deadline_ms(ms))
+            }
             Op::LockRelease => match obj {
-                Obj::Lock(h) if *h == Some(me) => {
-                    *h = None;
-                    self.changed.notify_all();
+                Obj::Lock(l) if l.granted(me) => {
+                    l.release();
                     Ok(Reply::Unit)
                 }
                 _ => Err(Fault::NotOwner),
@@ -699,6 +767,13 @@ fn get_obj(st: &mut State, id: u64, kind: ObjKind) -> Result<&mut Obj, Fault> {
 
 fn unsupported(what: &str, kind: ObjKind) -> Fault {
     Fault::Unsupported(format!("{what} does not apply to a {kind}"))
+}
+
+fn lock_state(st: &mut State, id: u64) -> Result<&mut LockState, Fault> {
+    match get_obj(st, id, ObjKind::Lock)? {
+        Obj::Lock(l) => Ok(l),
+        o => Err(unsupported("a lock operation", o.kind())),
+    }
 }
 
 fn dict(obj: &mut Obj) -> Result<&mut HashMap<Vec<u8>, Vec<u8>>, Fault> {
