@@ -398,12 +398,10 @@ impl Drop for Lease<'_> {
 /// True if the server may hold `req`'s reply back (a lock, queue or event wait).
 fn may_wait(req: &Request) -> bool {
     match req {
-        Request::Call { op, .. } => match op {
-            Op::LockAcquire(ms) | Op::EventWait(ms) | Op::QueueGet(ms) | Op::QueuePut(_, ms) => {
-                *ms != Some(0)
-            }
-            _ => false,
-        },
+        Request::Call {
+            op: Op::LockAcquire(ms) | Op::EventWait(ms) | Op::QueueGet(ms) | Op::QueuePut(_, ms),
+            ..
+        } => *ms != Some(0),
         _ => false,
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use rustix::event::PollFlags;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::stream::write_frame;
 use crate::codec::{self, CodecError};
 use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
 use crate::deadline::Deadline;
@@ -114,21 +115,42 @@ impl Obj {
 #[derive(Default)]
 struct LockState {
     holder: Option<u64>,
-    waiters: VecDeque<(u64, Arc<Condvar>)>,
+    waiters: VecDeque<Waiter>,
 }
 
+/// A connection waiting for a lock.
+struct Waiter {
+    id: u64,
+    /// What its thread sleeps on.
+    cv: Arc<Condvar>,
+    conn: Arc<Connection>,
+}
+
+/// How long a release may take to send a waiter its reply.
+const HANDOFF_SEND: Duration = Duration::from_millis(10);
+
 impl LockState {
-    /// Releases the lock: to the first waiter, if any.
+    /// Releases the lock: to the first waiter, if any. The releasing thread
+    /// sends that waiter its reply itself (the waiter's client goes on without
+    /// waiting for the waiter's thread to wake), then wakes its thread. A
+    /// waiter whose reply cannot be sent is passed over (its thread, finding
+    /// itself neither waiting nor holding, closes its connection).
     fn release(&mut self) {
         self.holder = None;
-        if let Some((next, cv)) = self.waiters.pop_front() {
-            self.holder = Some(next);
-            cv.notify_one();
+        while let Some(w) = self.waiters.pop_front() {
+            let sent = codec::encode(&Reply::Unit, false)
+                .ok()
+                .is_some_and(|out| write_frame(w.conn.fd(), &out, Deadline::after(HANDOFF_SEND)).is_ok());
+            w.cv.notify_one();
+            if sent {
+                self.holder = Some(w.id);
+                return;
+            }
         }
     }
 
     fn is_waiting(&self, me: u64) -> bool {
-        self.waiters.iter().any(|(w, _)| *w == me)
+        self.waiters.iter().any(|w| w.id == me)
     }
 
     /// True if `me` holds the lock and does not wait for it (again).
@@ -155,7 +177,24 @@ struct Server {
     /// is left for the clients.
     spinners: AtomicUsize,
     max_spinners: usize,
+    /// Connections waiting for an idle connection thread, and how many idle
+    /// threads wait for one.
+    handoff: Mutex<Handoff>,
+    handoff_cv: Condvar,
 }
+
+/// See [`Server::handoff`].
+#[derive(Default)]
+struct Handoff {
+    pending: VecDeque<(Connection, Origin)>,
+    idle: usize,
+}
+
+/// How long a connection thread whose connection ended waits for another
+/// before it exits, and how many may wait: a manager whose clients come and
+/// go (a child process each) reuses its threads instead of starting new ones.
+const THREAD_IDLE: Duration = Duration::from_secs(5);
+const MAX_IDLE_THREADS: usize = 64;
 
 impl Server {
     /// The next request (with the descriptors it carries): polled for briefly
@@ -234,6 +273,8 @@ pub(crate) fn server_main(args: ServerArgs) {
         next_conn: AtomicU64::new(1),
         stop: Mutex::new(stop_tx),
         spinners: AtomicUsize::new(0),
+        handoff: Mutex::new(Handoff::default()),
+        handoff_cv: Condvar::new(),
         max_spinners: std::thread::available_parallelism()
             .map_or(1, |n| n.get().saturating_sub(1))
             .max(1),
@@ -295,14 +336,67 @@ fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
     }
 }
 
+/// Serves `conn` on an idle connection thread, or a new one.
 fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
+    {
+        let mut h = lock(&srv.handoff);
+        // Each pending connection has an idle thread of its own.
+        if h.idle > h.pending.len() {
+            h.pending.push_back((conn, origin));
+            srv.handoff_cv.notify_one();
+            return;
+        }
+    }
     let srv = srv.clone();
     let _ = std::thread::Builder::new()
         .name("manager-conn".into())
-        .spawn(move || serve_conn(&srv, &conn, origin));
+        .spawn(move || conn_thread(&srv, conn, origin));
 }
 
-fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
+/// A connection thread: serves its connection, then the next one handed to it.
+fn conn_thread(srv: &Arc<Server>, conn: Connection, origin: Origin) {
+    let mut job = Some((conn, origin));
+    while let Some((conn, origin)) = job.take() {
+        let conn = Arc::new(conn);
+        serve_conn(srv, &conn, origin);
+        drop(conn);
+        let mut h = lock(&srv.handoff);
+        if h.idle >= MAX_IDLE_THREADS {
+            return;
+        }
+        h.idle += 1;
+        let until = Deadline::after(THREAD_IDLE);
+        loop {
+            if let Some(next) = h.pending.pop_front() {
+                job = Some(next);
+                break;
+            }
+            match until.remaining() {
+                Some(left) if !left.is_zero() => {
+                    h = srv
+                        .handoff_cv
+                        .wait_timeout(h, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                _ => break,
+            }
+        }
+        h.idle -= 1;
+    }
+}
+
+/// What a request's handling leaves to do.
+enum Answer {
+    /// Send this reply.
+    Reply(Reply),
+    /// The reply was sent already (by the thread that handed over a lock).
+    Sent,
+    /// The stream may be out of step: close the connection.
+    Close,
+}
+
+fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
     conn.set_max_frame(srv.max_request);
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
     let spin = Spin::default();
@@ -331,7 +425,11 @@ fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
             Err(_) => break,
         };
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
-        let reply = srv.handle(me, conn, origin, req);
+        let reply = match srv.handle(me, conn, origin, req) {
+            Answer::Reply(r) => r,
+            Answer::Sent => continue,
+            Answer::Close => break,
+        };
         match conn.send(&reply) {
             Ok(()) => {}
             Err(SendError::Codec(e)) => {
@@ -381,7 +479,18 @@ fn deadline_ms(ms: Option<u64>) -> Deadline {
 }
 
 impl Server {
-    fn handle(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
+    fn handle(self: &Arc<Self>, me: u64, conn: &Arc<Connection>, origin: Origin, req: Request) -> Answer {
+        match req {
+            Request::Call {
+                id,
+                kind: ObjKind::Lock,
+                op: Op::LockAcquire(ms),
+            } => self.acquire(me, conn, id, ms),
+            other => Answer::Reply(self.handle_other(me, conn, origin, other)),
+        }
+    }
+
+    fn handle_other(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
         match req {
             Request::Hello { version } => {
                 if version == PROTOCOL_VERSION {
@@ -489,7 +598,7 @@ impl Server {
         let mut st = lock(&self.state);
         for obj in st.objects.values_mut() {
             if let Obj::Lock(l) = obj {
-                l.waiters.retain(|(w, _)| *w != me);
+                l.waiters.retain(|w| w.id != me);
                 if l.holder == Some(me) {
                     l.release();
                 }
@@ -497,18 +606,28 @@ impl Server {
         }
     }
 
-    /// Waits (in slices, checking that the client is still there) until lock
-    /// `id` is handed to `me`, `me` being queued as a waiter.
-    fn wait_for_lock(
-        &self,
-        me: u64,
-        conn: &Connection,
-        mut st: MutexGuard<'_, State>,
-        id: u64,
-        deadline: Deadline,
-    ) -> Result<Reply, Fault> {
+    /// Takes lock `id` for `me`, waiting until `ms` (`None`: forever) if it is held.
+    fn acquire(&self, me: u64, conn: &Arc<Connection>, id: u64, ms: Option<u64>) -> Answer {
+        let mut st = lock(&self.state);
+        let l = match lock_state(&mut st, id) {
+            Ok(l) => l,
+            Err(f) => return Answer::Reply(Reply::Fault(f)),
+        };
+        if l.holder.is_none() {
+            l.holder = Some(me);
+            return Answer::Reply(Reply::Unit);
+        }
+        let deadline = deadline_ms(ms);
+        if deadline.passed() {
+            return Answer::Reply(Reply::Fault(Fault::TimedOut));
+        }
         let cv = Arc::new(Condvar::new());
-        lock_state(&mut st, id)?.waiters.push_back((me, cv.clone()));
+        l.waiters.push_back(Waiter {
+            id: me,
+            cv: cv.clone(),
+            conn: conn.clone(),
+        });
+        // Sleeps in slices, checking that the client is still there.
         loop {
             let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
             let give_up = slice.is_zero() || {
@@ -516,16 +635,25 @@ impl Server {
                     .wait_timeout(st, slice)
                     .unwrap_or_else(PoisonError::into_inner)
                     .0;
-                let l = lock_state(&mut st, id)?;
+                let l = match lock_state(&mut st, id) {
+                    Ok(l) => l,
+                    Err(f) => return Answer::Reply(Reply::Fault(f)),
+                };
                 if l.granted(me) {
-                    return Ok(Reply::Unit);
+                    // The releasing thread sent the reply.
+                    return Answer::Sent;
+                }
+                if !l.is_waiting(me) {
+                    // Passed over: the reply could not be sent, perhaps in part.
+                    return Answer::Close;
                 }
                 client_gone(conn)
             };
             if give_up {
-                let l = lock_state(&mut st, id)?;
-                l.waiters.retain(|(w, _)| *w != me);
-                return Err(Fault::TimedOut);
+                if let Ok(l) = lock_state(&mut st, id) {
+                    l.waiters.retain(|w| w.id != me);
+                }
+                return Answer::Reply(Reply::Fault(Fault::TimedOut));
             }
         }
     }
@@ -667,16 +795,8 @@ impl Server {
                 Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
                 _ => Err(unsupported("set", kind)),
             },
-            Op::LockAcquire(ms) => {
-                let Obj::Lock(l) = obj else {
-                    return Err(unsupported("acquire", kind));
-                };
-                if l.holder.is_none() {
-                    l.holder = Some(me);
-                    return Ok(Reply::Unit);
-                }
-                self.wait_for_lock(me, conn, st, id, deadline_ms(ms))
-            }
+            // A lock's is `Server::acquire`.
+            Op::LockAcquire(_) => Err(unsupported("acquire", kind)),
             Op::LockRelease => match obj {
                 Obj::Lock(l) if l.granted(me) => {
                     l.release();
