@@ -12,7 +12,8 @@
 //! and the child builds its own endpoint (one per server per process).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -59,6 +60,30 @@ pub(crate) struct Endpoint {
     timeout_ms: AtomicU64,
     /// Whether polling for replies pays.
     spin: Spin,
+    /// Connections held by lock guards, and when one comes back from a loan.
+    pinned: Mutex<Vec<Pinned>>,
+    pin_back: Condvar,
+    next_pin: AtomicU64,
+}
+
+/// A connection a lock guard holds (the server gives the lock to a
+/// connection), lent meanwhile to the calls of the thread that took the lock:
+/// the seed's `with lock: d[k] -= 1` then runs on one connection, served by one
+/// server thread that is awake already, instead of waking a second one.
+#[derive(Debug)]
+struct Pinned {
+    token: u64,
+    thread: ThreadId,
+    conn: PinState,
+}
+
+#[derive(Debug)]
+enum PinState {
+    Here(Connection),
+    /// Lent to a call of the guard's thread.
+    Lent,
+    /// A call on it failed and closed it (the server released the lock).
+    Lost,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +187,9 @@ impl Endpoint {
             idle: Mutex::new(Vec::new()),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         ep
@@ -200,6 +228,9 @@ impl Endpoint {
             idle: Mutex::new(vec![conn]),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         Ok(ep)
@@ -294,7 +325,34 @@ impl Endpoint {
     }
 
     /// A connection for one call (or one held lock), from the pool or new.
+    /// The calling thread's lock guard's connection if it has one (see
+    /// [`Pinned`]), else one of the pool or a new one.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, ManagerError> {
+        self.check_process()?;
+        {
+            let mut pins = lock(&self.pinned);
+            if !pins.is_empty() {
+                let me = std::thread::current().id();
+                if let Some(p) = pins
+                    .iter_mut()
+                    .find(|p| p.thread == me && matches!(p.conn, PinState::Here(_)))
+                {
+                    if let PinState::Here(c) = std::mem::replace(&mut p.conn, PinState::Lent) {
+                        return Ok(Lease {
+                            ep: self,
+                            conn: Some(c),
+                            pin: Some(p.token),
+                        });
+                    }
+                }
+            }
+        }
+        self.lease_unpinned()
+    }
+
+    /// A connection of the pool or a new one: for taking a lock, whose
+    /// connection must be none that a guard holds.
+    pub(crate) fn lease_unpinned(&self) -> Result<Lease<'_>, ManagerError> {
         self.check_process()?;
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
@@ -304,7 +362,46 @@ impl Endpoint {
         Ok(Lease {
             ep: self,
             conn: Some(conn),
+            pin: None,
         })
+    }
+
+    /// Takes back the connection a lock guard pinned (waiting until `deadline`
+    /// while a call of the guard's thread uses it).
+    ///
+    /// # Errors
+    ///
+    /// `ManagerGone` if a call closed it meanwhile (the lock went with it),
+    /// `Timeout` if it was not given back in time.
+    pub(crate) fn unpin(&self, token: u64, deadline: Deadline) -> Result<Lease<'_>, ManagerError> {
+        self.check_process()?;
+        let mut pins = lock(&self.pinned);
+        loop {
+            let i = pins
+                .iter()
+                .position(|p| p.token == token)
+                .ok_or(ManagerError::ManagerGone)?;
+            if !matches!(pins[i].conn, PinState::Lent) {
+                return match pins.swap_remove(i).conn {
+                    PinState::Here(c) => Ok(Lease {
+                        ep: self,
+                        conn: Some(c),
+                        pin: None,
+                    }),
+                    _ => Err(ManagerError::ManagerGone),
+                };
+            }
+            let wait = match deadline.remaining() {
+                Some(left) if left.is_zero() => return Err(ManagerError::Timeout),
+                Some(left) => left,
+                None => Duration::from_secs(1),
+            };
+            pins = self
+                .pin_back
+                .wait_timeout(pins, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn give_back(&self, conn: Connection) {
@@ -336,12 +433,25 @@ impl Endpoint {
 pub(crate) struct Lease<'a> {
     ep: &'a Endpoint,
     conn: Option<Connection>,
+    /// Lent by this lock guard: goes back to it.
+    pin: Option<u64>,
 }
 
 impl<'a> Lease<'a> {
-    /// The endpoint this connection belongs to.
-    pub(crate) fn endpoint(&self) -> &'a Endpoint {
-        self.ep
+    /// Keeps this connection for a lock guard (see [`Pinned`]): the token to
+    /// take it back with [`Endpoint::unpin`].
+    pub(crate) fn pin(mut self) -> u64 {
+        let token = self.ep.next_pin.fetch_add(1, Ordering::Relaxed);
+        let conn = match self.conn.take() {
+            Some(c) => PinState::Here(c),
+            None => PinState::Lost,
+        };
+        lock(&self.ep.pinned).push(Pinned {
+            token,
+            thread: std::thread::current().id(),
+            conn,
+        });
+        token
     }
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
@@ -387,10 +497,22 @@ fn settle(
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            if std::process::id() == self.ep.pid {
-                self.ep.give_back(c);
+        if std::process::id() != self.ep.pid {
+            return;
+        }
+        if let Some(token) = self.pin {
+            let mut pins = lock(&self.ep.pinned);
+            if let Some(p) = pins.iter_mut().find(|p| p.token == token) {
+                p.conn = match self.conn.take() {
+                    Some(c) => PinState::Here(c),
+                    None => PinState::Lost,
+                };
+                self.ep.pin_back.notify_all();
+                return;
             }
+        }
+        if let Some(c) = self.conn.take() {
+            self.ep.give_back(c);
         }
     }
 }
@@ -491,6 +613,9 @@ impl<'de> Deserialize<'de> for EndpointRef {
             idle: Mutex::new(idle),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         Ok(EndpointRef(ep))
