@@ -198,15 +198,23 @@ const MAX_IDLE_THREADS: usize = 64;
 
 impl Server {
     /// The next request (with the descriptors it carries): polled for briefly
+    /// as `mode` says
     /// (if no more than the allowed number of threads poll already), else
     /// waited for.
-    fn next_request(&self, conn: &Connection, spin: &Spin) -> Result<Request, RecvError> {
-        let taken = self
-            .spinners
-            .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
-                (n < self.max_spinners).then_some(n + 1)
-            })
-            .is_ok();
+    fn next_request(&self, conn: &Connection, spin: &Spin, mode: Poll) -> Result<Request, RecvError> {
+        let taken = match mode {
+            Poll::No => false,
+            Poll::Capped => self
+                .spinners
+                .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                    (n < self.max_spinners).then_some(n + 1)
+                })
+                .is_ok(),
+            Poll::Always => {
+                self.spinners.fetch_add(1, Ordering::Acquire);
+                true
+            }
+        };
         if taken {
             let got = spin.run(REQUEST_SPIN, || match conn.try_recv::<Request>() {
                 Err(RecvError::Timeout) => None,
@@ -386,6 +394,20 @@ fn conn_thread(srv: &Arc<Server>, conn: Connection, origin: Origin) {
     }
 }
 
+/// Whether a connection thread polls for the next request before it sleeps.
+#[derive(Debug, Clone, Copy)]
+enum Poll {
+    /// No: no request is expected soon (a new connection, whose client may not
+    /// run yet; after a lock release, often a client's last request; after an
+    /// `Adopt`).
+    No,
+    /// If fewer threads than the limit poll: after an ordinary reply.
+    Capped,
+    /// Whatever the limit: a lock was just handed over, and every waiter
+    /// waits for this client's critical section.
+    Always,
+}
+
 /// What a request's handling leaves to do.
 enum Answer {
     /// Send this reply.
@@ -400,13 +422,15 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
     conn.set_max_frame(srv.max_request);
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
     let spin = Spin::default();
+    let mut mode = Poll::No;
     loop {
-        let req = match srv.next_request(conn, &spin) {
+        let req = match srv.next_request(conn, &spin, mode) {
             Ok(Request::Adopt { conns }) if !origin.remote => {
                 // No reply: the client does not wait for one.
                 for c in conns {
                     spawn_conn(srv, c, origin);
                 }
+                mode = Poll::No;
                 continue;
             }
             Ok(r) => r,
@@ -425,9 +449,18 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
             Err(_) => break,
         };
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
+        mode = match &req {
+            Request::Call {
+                op: Op::LockRelease, ..
+            } => Poll::No,
+            _ => Poll::Capped,
+        };
         let reply = match srv.handle(me, conn, origin, req) {
             Answer::Reply(r) => r,
-            Answer::Sent => continue,
+            Answer::Sent => {
+                mode = Poll::Always;
+                continue;
+            }
             Answer::Close => break,
         };
         match conn.send(&reply) {
