@@ -2,9 +2,14 @@
 //!
 //! An [`Endpoint`] is one process's way to one server: a pool of connections,
 //! each used by one call at a time (so threads never interleave requests), and a
-//! way to make more. For a local manager, new connections are Unix socketpair
-//! ends that the server hands out over a dedicated control connection; for a
-//! remote one, they come from connecting again with the key.
+//! way to make more. For a local manager, this process makes a socketpair and
+//! hands one end to the server over a dedicated control connection (`Adopt`,
+//! which has no reply: making a connection costs no round trip); for a remote
+//! one, new connections come from connecting again with the key. A lock guard
+//! keeps the connection that holds its lock, and lends it to the calls its
+//! thread makes meanwhile.
+//!
+//! A call polls for its reply for a moment before it sleeps (see `spin.rs`).
 //!
 //! No connection crosses a fork: every endpoint remembers the process that made
 //! it and refuses to be used from another. A proxy given to a child (as an

@@ -168,7 +168,8 @@ pub(crate) enum Request {
     /// The id and kind of a named object.
     Lookup { name: String },
     /// Asks for `count` new connections to the server (Unix socketpair ends;
-    /// not over TCP), at most [`MAX_NEW_CONNECTIONS`].
+    /// not over TCP), at most [`MAX_NEW_CONNECTIONS`]. (This crate's clients
+    /// make their own and send `Adopt` instead: no round trip.)
     NewConnection { count: u8 },
     /// Stops the server.
     Shutdown,

@@ -1,10 +1,16 @@
 //! The server: a process holding the objects, with a thread per client
-//! connection.
+//! connection (threads whose connection ended wait a while for the next one).
 //!
 //! Objects are opaque encoded bytes in a table behind one lock; blocking
-//! operations (a lock's acquire, a queue's get, an event's wait) wait on one
-//! condition variable in slices, checking between slices that their client is
-//! still connected. A connection that ends releases the locks it held.
+//! operations (a queue's get, an event's wait) wait on one condition variable
+//! in slices, checking between slices that their client is still connected. A
+//! lock's waiters queue on the lock, each on a condition variable of its own; a
+//! release hands the lock to the first and sends its client the reply itself.
+//! A connection that ends releases the locks it held.
+//!
+//! After a reply, a connection's thread polls for the next request for a
+//! moment before it sleeps (see `spin.rs`): a busy client then never waits for
+//! a sleeping thread to wake.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;

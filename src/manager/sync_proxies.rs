@@ -26,7 +26,13 @@ fn ms(d: Duration) -> u64 {
 /// The lock belongs to the connection that acquired it, and the server releases
 /// it when that connection ends: a holder that dies (even by SIGKILL) never
 /// wedges the others. [`acquire`](LockProxy::acquire) returns a guard that
-/// releases on drop.
+/// releases on drop. Waiters get the lock in the order they asked for it.
+///
+/// While a thread holds a guard, its calls to the same manager (through any
+/// proxy) go over the guard's connection. A call there that fails in a way that
+/// closes the connection ([`ManagerError::Timeout`], [`ManagerError::ManagerGone`])
+/// releases the lock with it; the guard's [`release`](LockProxyGuard::release)
+/// then reports [`ManagerError::ManagerGone`].
 ///
 /// # Examples
 ///
