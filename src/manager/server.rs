@@ -432,9 +432,12 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
     loop {
         let req = match srv.next_request(conn, &spin, mode) {
             Ok(Request::Adopt { conns }) if !origin.remote => {
-                // No reply: the client does not wait for one.
-                for c in conns {
-                    spawn_conn(srv, c, origin);
+                // No reply: the client does not wait for one. Too many at once
+                // are closed unserved (their client sees the end of the stream).
+                if conns.len() <= usize::from(MAX_NEW_CONNECTIONS) {
+                    for c in conns {
+                        spawn_conn(srv, c, origin);
+                    }
                 }
                 mode = Poll::No;
                 continue;
@@ -1044,6 +1047,19 @@ mod tests {
         assert!(matches!(
             call(&c, Request::NewConnection { count: 200 }),
             Reply::Fault(Fault::Malformed(_))
+        ));
+        // Nor hand the server connections: refused, and closed.
+        let (mine, theirs) = Pipe::new().unwrap();
+        let adopt = codec::encode(&Request::Adopt { conns: vec![theirs] }, true).unwrap();
+        write_frame(c.fd(), &adopt, Deadline::after(Duration::from_secs(20))).unwrap();
+        drop(adopt);
+        assert!(matches!(
+            c.recv_timeout::<Reply>(Duration::from_secs(20)).unwrap(),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        assert!(matches!(
+            mine.recv_timeout::<Reply>(Duration::from_secs(20)),
+            Err(RecvError::Eof)
         ));
         let Reply::Conns(mut conns) = call(&c, Request::NewConnection { count: 1 }) else {
             panic!("no connection")
