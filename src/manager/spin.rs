@@ -64,3 +64,62 @@ impl Spin {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHORT: Duration = Duration::from_micros(50);
+
+    /// Runs one wait whose attempts never succeed; true if it polled at all.
+    fn fruitless(s: &Spin) -> bool {
+        let mut ran = false;
+        assert!(s
+            .run(SHORT, || {
+                ran = true;
+                None::<()>
+            })
+            .is_none());
+        ran
+    }
+
+    #[test]
+    fn polling_stops_when_it_does_not_pay_and_resumes_when_it_does() {
+        let s = Spin::default();
+        for _ in 0..CREDIT {
+            assert!(fruitless(&s));
+        }
+        // Out of credit: one wait in PROBE_EVERY polls.
+        let polled = (0..PROBE_EVERY * 3).filter(|_| fruitless(&s)).count();
+        assert_eq!(polled, 3);
+        // A probe that succeeds restores the credit: every wait polls again.
+        let mut hit = false;
+        for _ in 0..PROBE_EVERY {
+            if s.run(SHORT, || Some(())).is_some() {
+                hit = true;
+                break;
+            }
+        }
+        assert!(hit);
+        for _ in 0..CREDIT {
+            assert!(fruitless(&s));
+        }
+        assert!(!fruitless(&s));
+    }
+
+    #[test]
+    fn a_wait_polls_until_the_attempt_succeeds_or_time_is_up() {
+        let s = Spin::default();
+        let mut n = 0;
+        assert_eq!(
+            s.run(Duration::from_secs(10), || {
+                n += 1;
+                (n == 5).then_some(n)
+            }),
+            Some(5)
+        );
+        let t = Instant::now();
+        assert!(s.run(Duration::from_millis(2), || None::<()>).is_none());
+        assert!(t.elapsed() >= Duration::from_millis(2));
+    }
+}
