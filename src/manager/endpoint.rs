@@ -16,6 +16,7 @@
 //! argument or over a `Connection`) serialises as a fresh connection of its own,
 //! and the child builds its own endpoint (one per server per process).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
@@ -31,6 +32,7 @@ use crate::manager::error::ManagerError;
 use crate::manager::protocol::{Fault, Op, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 use crate::manager::server::WireAddr;
 use crate::manager::spin::Spin;
+use crate::sys::robust::current_tid;
 
 /// How long a call waits for the server unless told otherwise.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
@@ -93,6 +95,23 @@ enum PinState {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's pid, with no system call after a thread's first: cached
+/// with the calling thread's id, which the thread of a fork child does not share.
+fn this_pid() -> u32 {
+    thread_local! {
+        static PID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    let tid = current_tid();
+    PID.with(|c| match c.get() {
+        (t, pid) if t == tid => pid,
+        _ => {
+            let pid = std::process::id();
+            c.set((tid, pid));
+            pid
+        }
+    })
 }
 
 /// Endpoints of this process, by server token, so that proxies of one server
@@ -268,7 +287,7 @@ impl Endpoint {
     }
 
     fn check_process(&self) -> Result<(), ManagerError> {
-        if std::process::id() != self.pid {
+        if this_pid() != self.pid {
             return Err(ManagerError::Refused(
                 "this proxy was inherited through fork (StartMethod::Fork) and its connections belong to \
                  the parent: give proxies to children started with ForkServer or Spawn, or connect to a \
@@ -334,6 +353,11 @@ impl Endpoint {
     /// [`Pinned`]), else one of the pool or a new one.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, ManagerError> {
         self.check_process()?;
+        self.lease_checked()
+    }
+
+    /// [`lease`](Endpoint::lease) after the process check.
+    fn lease_checked(&self) -> Result<Lease<'_>, ManagerError> {
         {
             let mut pins = lock(&self.pinned);
             if !pins.is_empty() {
@@ -352,13 +376,17 @@ impl Endpoint {
                 }
             }
         }
-        self.lease_unpinned()
+        self.pooled()
     }
 
     /// A connection of the pool or a new one: for taking a lock, whose
     /// connection must be none that a guard holds.
     pub(crate) fn lease_unpinned(&self) -> Result<Lease<'_>, ManagerError> {
         self.check_process()?;
+        self.pooled()
+    }
+
+    fn pooled(&self) -> Result<Lease<'_>, ManagerError> {
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -502,7 +530,7 @@ fn settle(
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if std::process::id() != self.ep.pid {
+        if this_pid() != self.ep.pid {
             return;
         }
         if let Some(token) = self.pin {
