@@ -366,6 +366,31 @@ fn a_lock_whose_holder_is_killed_is_released() {
     assert!(p.join_timeout(JOIN).is_err());
 }
 
+#[test]
+fn calls_under_a_lock_and_a_guard_released_on_another_thread() {
+    let m = Manager::start().unwrap();
+    let (lock, d) = (m.lock().unwrap(), m.dict::<u8, u32>().unwrap());
+    d.insert(0, 0).unwrap();
+    let g = lock.acquire().unwrap();
+    std::thread::scope(|s| {
+        // Another thread's calls go on while this one holds the lock.
+        s.spawn(|| {
+            d.insert(1, 1).unwrap();
+            assert!(lock.try_acquire().unwrap().is_none());
+        })
+        .join()
+        .unwrap();
+        for i in 0..100 {
+            d.update_with(&0, |v: &mut u32| *v += 1).unwrap();
+            assert_eq!(d.get(&0).unwrap(), Some(i + 1));
+        }
+        // The guard travels to another thread and releases there.
+        s.spawn(move || g.release().unwrap()).join().unwrap();
+    });
+    assert!(lock.try_acquire().unwrap().is_some());
+    assert_eq!(d.len().unwrap(), 2);
+}
+
 fn wait_for_lock((lock, ev): (LockProxy, EventProxy)) {
     ev.set().unwrap();
     let _g = lock.acquire().unwrap();
