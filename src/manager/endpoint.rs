@@ -42,10 +42,6 @@ pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// least this side does not sleep.
 const REPLY_SPIN: Duration = Duration::from_micros(100);
 
-/// Working connections a process keeps from the proxies it receives for one
-/// server (each brings one).
-const KEEP_RECEIVED: usize = 2;
-
 /// How new connections are made.
 #[derive(Debug)]
 pub(crate) enum Route {
@@ -629,11 +625,9 @@ impl<'de> Deserialize<'de> for EndpointRef {
         };
         if let Some(ep) = registered(info.token) {
             // This process reaches that server already: keep the working
-            // connection while its pool is small (it is this process's own: a
-            // child given a dict and a lock holds the lock on one connection
-            // and uses the dict on the other), drop the rest.
+            // connection if its pool is empty (it is this process's own), drop the rest.
             let mut pool = lock(&ep.idle);
-            if pool.len() < KEEP_RECEIVED && matches!(ep.route, Route::Local(_)) {
+            if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
                 pool.extend(idle);
             }
             drop(pool);
