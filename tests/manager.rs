@@ -367,6 +367,62 @@ fn a_lock_whose_holder_is_killed_is_released() {
 }
 
 #[test]
+fn calls_under_a_lock_and_a_guard_released_on_another_thread() {
+    let m = Manager::start().unwrap();
+    let (lock, d) = (m.lock().unwrap(), m.dict::<u8, u32>().unwrap());
+    d.insert(0, 0).unwrap();
+    let g = lock.acquire().unwrap();
+    std::thread::scope(|s| {
+        // Another thread's calls go on while this one holds the lock.
+        s.spawn(|| {
+            d.insert(1, 1).unwrap();
+            assert!(lock.try_acquire().unwrap().is_none());
+        })
+        .join()
+        .unwrap();
+        for i in 0..100 {
+            d.update_with(&0, |v: &mut u32| *v += 1).unwrap();
+            assert_eq!(d.get(&0).unwrap(), Some(i + 1));
+        }
+        // The guard travels to another thread and releases there.
+        s.spawn(move || g.release().unwrap()).join().unwrap();
+    });
+    assert!(lock.try_acquire().unwrap().is_some());
+    assert_eq!(d.len().unwrap(), 2);
+}
+
+fn wait_for_lock((lock, ev): (LockProxy, EventProxy)) {
+    ev.set().unwrap();
+    let _g = lock.acquire().unwrap();
+    std::thread::sleep(Duration::from_secs(600));
+}
+
+#[test]
+fn a_waiter_killed_in_the_queue_does_not_wedge_the_lock() {
+    let m = Manager::start().unwrap();
+    let (lock, ev) = (m.lock().unwrap(), m.event().unwrap());
+    let g = lock.acquire().unwrap();
+    // A child queues for the lock (first in line), then this process's second
+    // thread; the child dies while queued; the lock is released: the thread
+    // gets it, whether the server handed it to the dead child first or not.
+    let p = Process::spawn((lock.clone(), ev.clone()), wait_for_lock).unwrap();
+    assert!(ev.wait_timeout(Duration::from_secs(30)).unwrap());
+    std::thread::sleep(Duration::from_millis(200));
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| lock.acquire_timeout(Duration::from_secs(20)).unwrap().is_some());
+        std::thread::sleep(Duration::from_millis(100));
+        p.kill().unwrap();
+        g.release().unwrap();
+        assert!(
+            waiter.join().unwrap(),
+            "the lock went to the dead waiter and stayed there"
+        );
+    });
+    assert!(p.join_timeout(JOIN).is_err());
+    assert!(lock.try_acquire().unwrap().is_some());
+}
+
+#[test]
 fn bounded_queue_and_event() {
     let m = Manager::start().unwrap();
     let q = m.bounded_queue::<u32>(2).unwrap();

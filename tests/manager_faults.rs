@@ -135,6 +135,29 @@ fn a_stopped_server_is_a_timeout_not_a_hang() {
     assert_eq!(d.get(&1).unwrap(), Some(1));
 }
 
+#[test]
+fn a_call_that_times_out_under_a_lock_releases_it_and_the_guard_says_so() {
+    let m = Manager::builder()
+        .call_timeout(Some(Duration::from_millis(300)))
+        .start()
+        .unwrap();
+    let (d, lock) = (m.dict::<u8, u8>().unwrap(), m.lock().unwrap());
+    d.insert(1, 1).unwrap();
+    let g = lock.acquire().unwrap();
+    // Calls under the guard use its connection.
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+    let pid = Pid::from_raw(m.server_pid() as i32).unwrap();
+    kill_process(pid, Signal::STOP).unwrap();
+    wait_all_threads_stopped(m.server_pid());
+    assert!(matches!(d.get(&1), Err(ManagerError::Timeout)));
+    kill_process(pid, Signal::CONT).unwrap();
+    // That connection, and the lock with it, are gone.
+    assert!(matches!(g.release(), Err(ManagerError::ManagerGone)));
+    let again = lock.acquire_timeout(Duration::from_secs(10)).unwrap();
+    assert!(again.is_some(), "the lock stayed held");
+    assert_eq!(d.get(&1).unwrap(), Some(1));
+}
+
 fn killed_mid_update((d, ev): (Dict<u8, u64>, EventProxy)) {
     ev.set().unwrap();
     loop {

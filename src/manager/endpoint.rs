@@ -2,31 +2,45 @@
 //!
 //! An [`Endpoint`] is one process's way to one server: a pool of connections,
 //! each used by one call at a time (so threads never interleave requests), and a
-//! way to make more. For a local manager, new connections are Unix socketpair
-//! ends that the server hands out over a dedicated control connection; for a
-//! remote one, they come from connecting again with the key.
+//! way to make more. For a local manager, this process makes a socketpair and
+//! hands one end to the server over a dedicated control connection (`Adopt`,
+//! which has no reply: making a connection costs no round trip); for a remote
+//! one, new connections come from connecting again with the key. A lock guard
+//! keeps the connection that holds its lock, and lends it to the calls its
+//! thread makes meanwhile.
+//!
+//! A call polls for its reply for a moment before it sleeps (see `spin.rs`).
 //!
 //! No connection crosses a fork: every endpoint remembers the process that made
 //! it and refuses to be used from another. A proxy given to a child (as an
 //! argument or over a `Connection`) serialises as a fresh connection of its own,
 //! and the child builds its own endpoint (one per server per process).
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::codec::stream::write_frame;
 use crate::codec::{self, CodecError, Outgoing};
-use crate::connection::{Address, Client, ConnectError, Connection, RecvError};
+use crate::connection::{Address, Client, ConnectError, Connection, Pipe, RecvError};
 use crate::deadline::Deadline;
 use crate::manager::error::ManagerError;
-use crate::manager::protocol::{Fault, Reply, Request, ServerInfo, PROTOCOL_VERSION};
+use crate::manager::protocol::{Fault, Op, Reply, Request, ServerInfo, PROTOCOL_VERSION};
 use crate::manager::server::WireAddr;
+use crate::manager::spin::Spin;
+use crate::sys::robust::current_tid;
 
 /// How long a call waits for the server unless told otherwise.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a call polls for its reply before it sleeps (see `spin.rs`): longer
+/// than the server's work and a sleeping server thread's wake-up, so that at
+/// least this side does not sleep.
+const REPLY_SPIN: Duration = Duration::from_micros(100);
 
 /// How new connections are made.
 #[derive(Debug)]
@@ -47,10 +61,53 @@ pub(crate) struct Endpoint {
     idle: Mutex<Vec<Connection>>,
     /// Call timeout in milliseconds, `u64::MAX` for none.
     timeout_ms: AtomicU64,
+    /// Whether polling for replies pays.
+    spin: Spin,
+    /// Connections held by lock guards, and when one comes back from a loan.
+    pinned: Mutex<Vec<Pinned>>,
+    pin_back: Condvar,
+    next_pin: AtomicU64,
+}
+
+/// A connection a lock guard holds (the server gives the lock to a
+/// connection), lent meanwhile to the calls of the thread that took the lock:
+/// the seed's `with lock: d[k] -= 1` then runs on one connection, served by one
+/// server thread that is awake already, instead of waking a second one.
+#[derive(Debug)]
+struct Pinned {
+    token: u64,
+    thread: ThreadId,
+    conn: PinState,
+}
+
+#[derive(Debug)]
+enum PinState {
+    Here(Connection),
+    /// Lent to a call of the guard's thread.
+    Lent,
+    /// A call on it failed and closed it (the server released the lock).
+    Lost,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// This process's pid, with no system call after a thread's first: cached
+/// with the calling thread's id, which the thread of a fork child does not share.
+fn this_pid() -> u32 {
+    thread_local! {
+        static PID: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    }
+    let tid = current_tid();
+    PID.with(|c| match c.get() {
+        (t, pid) if t == tid => pid,
+        _ => {
+            let pid = std::process::id();
+            c.set((tid, pid));
+            pid
+        }
+    })
 }
 
 /// Endpoints of this process, by server token, so that proxies of one server
@@ -101,25 +158,41 @@ fn connect_error(e: ConnectError) -> ManagerError {
     }
 }
 
-/// Sends `req` on `conn` and waits for the reply until `deadline`.
-pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-    roundtrip_frame(conn, &codec::encode(req, false)?, deadline)
+/// Maps a send failure to the caller's error.
+fn write_error(e: std::io::Error) -> ManagerError {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        ManagerError::Timeout
+    } else if is_gone(&e) {
+        ManagerError::ManagerGone
+    } else {
+        ManagerError::Io(e)
+    }
 }
 
-/// [`roundtrip`] with the request already encoded.
-fn roundtrip_frame(conn: &Connection, out: &Outgoing<'_>, deadline: Deadline) -> Result<Reply, ManagerError> {
-    write_frame(conn.fd(), out, deadline).map_err(|e| {
-        if e.kind() == std::io::ErrorKind::TimedOut {
-            ManagerError::Timeout
-        } else if is_gone(&e) {
-            ManagerError::ManagerGone
-        } else {
-            ManagerError::Io(e)
-        }
-    })?;
-    let reply = match deadline.remaining() {
-        None => conn.recv::<Reply>(),
-        Some(left) => conn.recv_timeout::<Reply>(left),
+/// Sends `req` on `conn` and waits for the reply until `deadline`.
+pub(crate) fn roundtrip(conn: &Connection, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
+    roundtrip_frame(conn, &codec::encode(req, false)?, deadline, None)
+}
+
+/// [`roundtrip`] with the request already encoded, polling for the reply a
+/// little first if `spin` says it pays.
+fn roundtrip_frame(
+    conn: &Connection,
+    out: &Outgoing<'_>,
+    deadline: Deadline,
+    spin: Option<&Spin>,
+) -> Result<Reply, ManagerError> {
+    write_frame(conn.fd(), out, deadline).map_err(write_error)?;
+    let polled = spin.and_then(|spin| {
+        spin.run(REPLY_SPIN, || match conn.try_recv::<Reply>() {
+            Err(RecvError::Timeout) => None,
+            r => Some(r),
+        })
+    });
+    let reply = match (polled, deadline.remaining()) {
+        (Some(r), _) => r,
+        (None, None) => conn.recv::<Reply>(),
+        (None, Some(left)) => conn.recv_timeout::<Reply>(left),
     };
     reply.map_err(recv_error)
 }
@@ -133,6 +206,10 @@ impl Endpoint {
             pid: std::process::id(),
             idle: Mutex::new(Vec::new()),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         ep
@@ -170,6 +247,10 @@ impl Endpoint {
             pid: std::process::id(),
             idle: Mutex::new(vec![conn]),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         Ok(ep)
@@ -202,7 +283,7 @@ impl Endpoint {
     }
 
     fn check_process(&self) -> Result<(), ManagerError> {
-        if std::process::id() != self.pid {
+        if this_pid() != self.pid {
             return Err(ManagerError::Refused(
                 "this proxy was inherited through fork (StartMethod::Fork) and its connections belong to \
                  the parent: give proxies to children started with ForkServer or Spawn, or connect to a \
@@ -226,35 +307,82 @@ impl Endpoint {
         }
     }
 
-    /// `count` new connections from a local server, asked for on the control connection.
-    fn new_local(&self, count: u8) -> Result<Vec<Connection>, ManagerError> {
+    /// `count` new connections to a local server: socketpairs made here, whose
+    /// other ends go to the server on the control connection (`Adopt`, no
+    /// reply: no round trip, and the server starts serving them while this
+    /// process goes on). A server that is gone is `ManagerGone` here or at the
+    /// connection's first call.
+    fn new_local(&self, count: usize) -> Result<Vec<Connection>, ManagerError> {
         let Route::Local(control) = &self.route else {
             return Err(ManagerError::Refused(
                 "a remote manager hands out no connections".into(),
             ));
         };
+        let mut ours = Vec::with_capacity(count);
+        let mut theirs = Vec::with_capacity(count);
+        for _ in 0..count {
+            let (a, b) = Pipe::new().map_err(ManagerError::Io)?;
+            ours.push(a);
+            theirs.push(b);
+        }
+        let req = Request::Adopt { conns: theirs };
+        let out = codec::encode(&req, true)?;
         let mut control = lock(control);
         if control.is_none() {
-            // The control connection failed (a timeout): any healthy
-            // connection of the pool can take its place.
+            // The control connection failed: an idle connection can take its
+            // place (`Adopt` has no reply, so it leaves no reply unread).
             *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
         }
         let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
-        match roundtrip(c, &Request::NewConnection { count }, self.deadline()) {
-            Ok(Reply::Conns(conns)) if conns.len() == usize::from(count) => Ok(conns),
-            Ok(Reply::Fault(f)) => Err(f.into()),
-            Ok(other) => Err(unexpected(&other)),
+        match write_frame(c.fd(), &out, self.deadline()) {
+            Ok(()) => Ok(ours),
             Err(e) => {
-                // A control connection that failed is out of step: drop it.
+                // A control connection that failed may be out of step: drop it.
                 *control = None;
-                Err(e)
+                Err(write_error(e))
             }
         }
     }
 
     /// A connection for one call (or one held lock), from the pool or new.
+    /// The calling thread's lock guard's connection if it has one (see
+    /// [`Pinned`]), else one of the pool or a new one.
     pub(crate) fn lease(&self) -> Result<Lease<'_>, ManagerError> {
         self.check_process()?;
+        self.lease_checked()
+    }
+
+    /// [`lease`](Endpoint::lease) after the process check.
+    fn lease_checked(&self) -> Result<Lease<'_>, ManagerError> {
+        {
+            let mut pins = lock(&self.pinned);
+            if !pins.is_empty() {
+                let me = std::thread::current().id();
+                if let Some(p) = pins
+                    .iter_mut()
+                    .find(|p| p.thread == me && matches!(p.conn, PinState::Here(_)))
+                {
+                    if let PinState::Here(c) = std::mem::replace(&mut p.conn, PinState::Lent) {
+                        return Ok(Lease {
+                            ep: self,
+                            conn: Some(c),
+                            pin: Some(p.token),
+                        });
+                    }
+                }
+            }
+        }
+        self.pooled()
+    }
+
+    /// A connection of the pool or a new one: for taking a lock, whose
+    /// connection must be none that a guard holds.
+    pub(crate) fn lease_unpinned(&self) -> Result<Lease<'_>, ManagerError> {
+        self.check_process()?;
+        self.pooled()
+    }
+
+    fn pooled(&self) -> Result<Lease<'_>, ManagerError> {
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
             Some(c) => c,
@@ -263,7 +391,46 @@ impl Endpoint {
         Ok(Lease {
             ep: self,
             conn: Some(conn),
+            pin: None,
         })
+    }
+
+    /// Takes back the connection a lock guard pinned (waiting until `deadline`
+    /// while a call of the guard's thread uses it).
+    ///
+    /// # Errors
+    ///
+    /// `ManagerGone` if a call closed it meanwhile (the lock went with it),
+    /// `Timeout` if it was not given back in time.
+    pub(crate) fn unpin(&self, token: u64, deadline: Deadline) -> Result<Lease<'_>, ManagerError> {
+        self.check_process()?;
+        let mut pins = lock(&self.pinned);
+        loop {
+            let i = pins
+                .iter()
+                .position(|p| p.token == token)
+                .ok_or(ManagerError::ManagerGone)?;
+            if !matches!(pins[i].conn, PinState::Lent) {
+                return match pins.swap_remove(i).conn {
+                    PinState::Here(c) => Ok(Lease {
+                        ep: self,
+                        conn: Some(c),
+                        pin: None,
+                    }),
+                    _ => Err(ManagerError::ManagerGone),
+                };
+            }
+            let wait = match deadline.remaining() {
+                Some(left) if left.is_zero() => return Err(ManagerError::Timeout),
+                Some(left) => left,
+                None => Duration::from_secs(1),
+            };
+            pins = self
+                .pin_back
+                .wait_timeout(pins, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn give_back(&self, conn: Connection) {
@@ -295,17 +462,30 @@ impl Endpoint {
 pub(crate) struct Lease<'a> {
     ep: &'a Endpoint,
     conn: Option<Connection>,
+    /// Lent by this lock guard: goes back to it.
+    pin: Option<u64>,
 }
 
 impl<'a> Lease<'a> {
-    /// The endpoint this connection belongs to.
-    pub(crate) fn endpoint(&self) -> &'a Endpoint {
-        self.ep
+    /// Keeps this connection for a lock guard (see [`Pinned`]): the token to
+    /// take it back with [`Endpoint::unpin`].
+    pub(crate) fn pin(mut self) -> u64 {
+        let token = self.ep.next_pin.fetch_add(1, Ordering::Relaxed);
+        let conn = match self.conn.take() {
+            Some(c) => PinState::Here(c),
+            None => PinState::Lost,
+        };
+        lock(&self.ep.pinned).push(Pinned {
+            token,
+            thread: std::thread::current().id(),
+            conn,
+        });
+        token
     }
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        settle(&mut self.conn, req, deadline, self.ep.info.max_request)
+        settle(&mut self.conn, req, deadline, self.ep)
     }
 }
 
@@ -316,16 +496,19 @@ fn settle(
     slot: &mut Option<Connection>,
     req: &Request,
     deadline: Deadline,
-    max: u64,
+    ep: &Endpoint,
 ) -> Result<Reply, ManagerError> {
     let conn = slot.as_ref().ok_or(ManagerError::ManagerGone)?;
     let out = codec::encode(req, false)?;
     let len = out.payload.len() as u64;
+    let max = ep.info.max_request;
     if len > max {
         // The server would refuse it from its header and close the connection.
         return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
     }
-    match roundtrip_frame(conn, &out, deadline) {
+    // A reply that may be long in coming is not polled for.
+    let spin = (!may_wait(req)).then_some(&ep.spin);
+    match roundtrip_frame(conn, &out, deadline, spin) {
         Ok(Reply::Fault(f @ Fault::Malformed(_))) => {
             // The server closes a connection whose stream it could not read.
             *slot = None;
@@ -343,11 +526,34 @@ fn settle(
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.conn.take() {
-            if std::process::id() == self.ep.pid {
-                self.ep.give_back(c);
+        if this_pid() != self.ep.pid {
+            return;
+        }
+        if let Some(token) = self.pin {
+            let mut pins = lock(&self.ep.pinned);
+            if let Some(p) = pins.iter_mut().find(|p| p.token == token) {
+                p.conn = match self.conn.take() {
+                    Some(c) => PinState::Here(c),
+                    None => PinState::Lost,
+                };
+                self.ep.pin_back.notify_all();
+                return;
             }
         }
+        if let Some(c) = self.conn.take() {
+            self.ep.give_back(c);
+        }
+    }
+}
+
+/// True if the server may hold `req`'s reply back (a lock, queue or event wait).
+fn may_wait(req: &Request) -> bool {
+    match req {
+        Request::Call {
+            op: Op::LockAcquire(ms) | Op::EventWait(ms) | Op::QueueGet(ms) | Op::QueuePut(_, ms),
+            ..
+        } => *ms != Some(0),
+        _ => false,
     }
 }
 
@@ -433,6 +639,10 @@ impl<'de> Deserialize<'de> for EndpointRef {
             pid: std::process::id(),
             idle: Mutex::new(idle),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
+            spin: Spin::default(),
+            pinned: Mutex::new(Vec::new()),
+            pin_back: Condvar::new(),
+            next_pin: AtomicU64::new(1),
         });
         register(&ep);
         Ok(EndpointRef(ep))

@@ -8,6 +8,7 @@
 //! | `server.rs` | the server process: object table, a thread per connection |
 //! | `protocol.rs` | requests and replies |
 //! | `endpoint.rs` | the client side: connection pool, calls with deadlines, how proxies travel |
+//! | `spin.rs` | bounded adaptive polling for a reply or the next request |
 //! | `proxy.rs` | what every proxy shares, the sealed `Proxy` trait |
 //! | `dict.rs`, `list.rs`, `value.rs` | `Dict`, `List`, `ValueProxy` |
 //! | `sync_proxies.rs` | `LockProxy`, `EventProxy`, `QueueProxy` |
@@ -21,6 +22,7 @@ mod list;
 mod protocol;
 mod proxy;
 mod server;
+mod spin;
 mod sync_proxies;
 mod update;
 mod value;

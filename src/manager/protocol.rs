@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::connection::Connection;
 
 /// Bumped whenever a request or reply changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 1;
+pub(crate) const PROTOCOL_VERSION: u32 = 2;
 
 /// The most connections one `NewConnection` request gets.
 pub(crate) const MAX_NEW_CONNECTIONS: u8 = 4;
@@ -154,7 +154,7 @@ pub(crate) enum Op {
 }
 
 /// A request.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// The first request of a remote client: versions and build.
     Hello { version: u32 },
@@ -168,10 +168,16 @@ pub(crate) enum Request {
     /// The id and kind of a named object.
     Lookup { name: String },
     /// Asks for `count` new connections to the server (Unix socketpair ends;
-    /// not over TCP), at most [`MAX_NEW_CONNECTIONS`].
+    /// not over TCP), at most [`MAX_NEW_CONNECTIONS`]. (This crate's clients
+    /// make their own and send `Adopt` instead: no round trip.)
     NewConnection { count: u8 },
     /// Stops the server.
     Shutdown,
+    /// Serves these connections (ends of Unix socketpairs the client made)
+    /// like any other. The only request without a reply, so that a client
+    /// makes a connection without waiting (see `Endpoint::new_local`). Only
+    /// for clients of a local manager (not remote ones).
+    Adopt { conns: Vec<Connection> },
 }
 
 /// Facts a server states about itself.

@@ -1,27 +1,35 @@
 //! The server: a process holding the objects, with a thread per client
-//! connection.
+//! connection (threads whose connection ended wait a while for the next one).
 //!
 //! Objects are opaque encoded bytes in a table behind one lock; blocking
-//! operations (a lock's acquire, a queue's get, an event's wait) wait on one
-//! condition variable in slices, checking between slices that their client is
-//! still connected. A connection that ends releases the locks it held.
+//! operations (a queue's get, an event's wait) wait on one condition variable
+//! in slices, checking between slices that their client is still connected. A
+//! lock's waiters queue on the lock, each on a condition variable of its own; a
+//! release hands the lock to the first and sends its client the reply itself.
+//! A connection that ends releases the locks it held.
+//!
+//! After a reply, a connection's thread polls for the next request for a
+//! moment before it sleeps (see `spin.rs`): a busy client then never waits for
+//! a sleeping thread to wake.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rustix::event::PollFlags;
 use serde::{Deserialize, Serialize};
 
+use crate::codec::stream::write_frame;
 use crate::codec::{self, CodecError};
 use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
 use crate::deadline::Deadline;
 use crate::manager::protocol::{
     Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
 };
+use crate::manager::spin::Spin;
 use crate::manager::update::{run_update, this_build, UpdateFailure};
 use crate::sys::sock::poll_one;
 
@@ -77,11 +85,16 @@ const HANDSHAKE: Duration = Duration::from_secs(2);
 /// Waiting slices: how often a blocked operation checks that its client is alive.
 const SLICE: Duration = Duration::from_millis(100);
 
+/// How long a connection's thread polls for the next request after a reply
+/// before it sleeps (see `spin.rs`): a busy client's next request comes well
+/// within it.
+const REQUEST_SPIN: Duration = Duration::from_micros(100);
+
 enum Obj {
     Dict(HashMap<Vec<u8>, Vec<u8>>),
     List(Vec<Vec<u8>>),
     Value(Vec<u8>),
-    Lock(Option<u64>),
+    Lock(LockState),
     Event(bool),
     Queue {
         items: VecDeque<Vec<u8>>,
@@ -102,6 +115,56 @@ impl Obj {
     }
 }
 
+/// A manager lock: its holder (a connection) and the connections waiting for
+/// it, in order, each with the condition variable its thread sleeps on. A
+/// release hands the lock to the first waiter and wakes that thread alone.
+#[derive(Default)]
+struct LockState {
+    holder: Option<u64>,
+    waiters: VecDeque<Waiter>,
+}
+
+/// A connection waiting for a lock.
+struct Waiter {
+    id: u64,
+    /// What its thread sleeps on.
+    cv: Arc<Condvar>,
+    conn: Arc<Connection>,
+}
+
+/// How long a release may take to send a waiter its reply.
+const HANDOFF_SEND: Duration = Duration::from_millis(10);
+
+impl LockState {
+    /// Releases the lock: to the first waiter, if any. The releasing thread
+    /// sends that waiter its reply itself (the waiter's client goes on without
+    /// waiting for the waiter's thread to wake), then wakes its thread. A
+    /// waiter whose reply cannot be sent is passed over (its thread, finding
+    /// itself neither waiting nor holding, closes its connection).
+    fn release(&mut self) {
+        self.holder = None;
+        while let Some(w) = self.waiters.pop_front() {
+            let sent = codec::encode(&Reply::Unit, false)
+                .ok()
+                .is_some_and(|out| write_frame(w.conn.fd(), &out, Deadline::after(HANDOFF_SEND)).is_ok());
+            w.cv.notify_one();
+            if sent {
+                self.holder = Some(w.id);
+                return;
+            }
+        }
+    }
+
+    fn is_waiting(&self, me: u64) -> bool {
+        self.waiters.iter().any(|w| w.id == me)
+    }
+
+    /// True if `me` holds the lock and does not wait for it (again).
+    fn granted(&self, me: u64) -> bool {
+        self.holder == Some(me) && !self.is_waiting(me)
+    }
+}
+
 #[derive(Default)]
 struct State {
     objects: HashMap<u64, Obj>,
@@ -116,6 +179,60 @@ struct Server {
     max_request: u64,
     next_conn: AtomicU64,
     stop: Mutex<mpsc::Sender<()>>,
+    /// Connection threads polling for a request now, and how many may: one CPU
+    /// is left for the clients.
+    spinners: AtomicUsize,
+    max_spinners: usize,
+    /// Connections waiting for an idle connection thread, and how many idle
+    /// threads wait for one.
+    handoff: Mutex<Handoff>,
+    handoff_cv: Condvar,
+}
+
+/// See [`Server::handoff`].
+#[derive(Default)]
+struct Handoff {
+    pending: VecDeque<(Connection, Origin)>,
+    idle: usize,
+}
+
+/// How long a connection thread whose connection ended waits for another
+/// before it exits, and how many may wait: a manager whose clients come and
+/// go (a child process each) reuses its threads instead of starting new ones.
+const THREAD_IDLE: Duration = Duration::from_secs(5);
+const MAX_IDLE_THREADS: usize = 64;
+
+impl Server {
+    /// The next request (with the descriptors it carries): polled for briefly
+    /// as `mode` says
+    /// (if no more than the allowed number of threads poll already), else
+    /// waited for.
+    fn next_request(&self, conn: &Connection, spin: &Spin, mode: Poll) -> Result<Request, RecvError> {
+        let taken = match mode {
+            Poll::No => false,
+            Poll::Capped => self
+                .spinners
+                .fetch_update(Ordering::Acquire, Ordering::Relaxed, |n| {
+                    (n < self.max_spinners).then_some(n + 1)
+                })
+                .is_ok(),
+            Poll::Always => {
+                self.spinners.fetch_add(1, Ordering::Acquire);
+                true
+            }
+        };
+        if taken {
+            let got = spin.run(REQUEST_SPIN, || match conn.try_recv::<Request>() {
+                Err(RecvError::Timeout) => None,
+                r => Some(r),
+            });
+            self.spinners.fetch_sub(1, Ordering::Release);
+            if let Some(r) = got {
+                return r;
+            }
+        }
+        conn.recv::<Request>()
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -169,6 +286,12 @@ pub(crate) fn server_main(args: ServerArgs) {
         max_request,
         next_conn: AtomicU64::new(1),
         stop: Mutex::new(stop_tx),
+        spinners: AtomicUsize::new(0),
+        handoff: Mutex::new(Handoff::default()),
+        handoff_cv: Condvar::new(),
+        max_spinners: std::thread::available_parallelism()
+            .map_or(1, |n| n.get().saturating_sub(1))
+            .max(1),
     });
     let ready: Ready = Ok((info, bound.clone()));
     if seed.send(&ready).is_err() {
@@ -227,37 +350,128 @@ fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
     }
 }
 
+/// Serves `conn` on an idle connection thread, or a new one.
 fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
+    {
+        let mut h = lock(&srv.handoff);
+        // Each pending connection has an idle thread of its own.
+        if h.idle > h.pending.len() {
+            h.pending.push_back((conn, origin));
+            srv.handoff_cv.notify_one();
+            return;
+        }
+    }
     let srv = srv.clone();
     let _ = std::thread::Builder::new()
         .name("manager-conn".into())
-        .spawn(move || serve_conn(&srv, &conn, origin));
+        .spawn(move || conn_thread(&srv, conn, origin));
 }
 
-fn serve_conn(srv: &Arc<Server>, conn: &Connection, origin: Origin) {
+/// A connection thread: serves its connection, then the next one handed to it.
+fn conn_thread(srv: &Arc<Server>, conn: Connection, origin: Origin) {
+    let mut job = Some((conn, origin));
+    while let Some((conn, origin)) = job.take() {
+        let conn = Arc::new(conn);
+        serve_conn(srv, &conn, origin);
+        drop(conn);
+        let mut h = lock(&srv.handoff);
+        if h.idle >= MAX_IDLE_THREADS {
+            return;
+        }
+        h.idle += 1;
+        let until = Deadline::after(THREAD_IDLE);
+        loop {
+            if let Some(next) = h.pending.pop_front() {
+                job = Some(next);
+                break;
+            }
+            match until.remaining() {
+                Some(left) if !left.is_zero() => {
+                    h = srv
+                        .handoff_cv
+                        .wait_timeout(h, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0;
+                }
+                _ => break,
+            }
+        }
+        h.idle -= 1;
+    }
+}
+
+/// Whether a connection thread polls for the next request before it sleeps.
+#[derive(Debug, Clone, Copy)]
+enum Poll {
+    /// No: no request is expected soon (a new connection, whose client may not
+    /// run yet; after a lock release, often a client's last request; after an
+    /// `Adopt`).
+    No,
+    /// If fewer threads than the limit poll: after an ordinary reply.
+    Capped,
+    /// Whatever the limit: a lock was just handed over, and every waiter
+    /// waits for this client's critical section.
+    Always,
+}
+
+/// What a request's handling leaves to do.
+enum Answer {
+    /// Send this reply.
+    Reply(Reply),
+    /// The reply was sent already (by the thread that handed over a lock).
+    Sent,
+    /// The stream may be out of step: close the connection.
+    Close,
+}
+
+fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
     conn.set_max_frame(srv.max_request);
     let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
+    let spin = Spin::default();
+    let mut mode = Poll::No;
     loop {
-        let payload = match conn.recv_bytes() {
-            Ok(p) => p,
+        let req = match srv.next_request(conn, &spin, mode) {
+            Ok(Request::Adopt { conns }) if !origin.remote => {
+                // No reply: the client does not wait for one. Too many at once
+                // are closed unserved (their client sees the end of the stream).
+                if conns.len() <= usize::from(MAX_NEW_CONNECTIONS) {
+                    for c in conns {
+                        spawn_conn(srv, c, origin);
+                    }
+                }
+                mode = Poll::No;
+                continue;
+            }
+            Ok(r) => r,
             Err(RecvError::Codec(e @ (CodecError::TooLarge { .. } | CodecError::BadHeader(_)))) => {
                 // The stream is unusable past a refused header: say why, then close.
                 let _ = conn.send(&Reply::Fault(Fault::Malformed(e.to_string())));
                 break;
             }
-            Err(_) => break,
-        };
-        let req = match codec::decode_value::<Request>(&payload, Vec::new()) {
-            Ok(r) => r,
-            Err(e) => {
+            Err(RecvError::Codec(e @ CodecError::Decode(_))) => {
+                // Not a request, but a whole frame: the stream goes on.
                 if conn.send(&Reply::Fault(Fault::Malformed(e.to_string()))).is_err() {
                     break;
                 }
                 continue;
             }
+            Err(_) => break,
         };
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
-        let reply = srv.handle(me, conn, origin, req);
+        mode = match &req {
+            Request::Call {
+                op: Op::LockRelease, ..
+            } => Poll::No,
+            _ => Poll::Capped,
+        };
+        let reply = match srv.handle(me, conn, origin, req) {
+            Answer::Reply(r) => r,
+            Answer::Sent => {
+                mode = Poll::Always;
+                continue;
+            }
+            Answer::Close => break,
+        };
         match conn.send(&reply) {
             Ok(()) => {}
             Err(SendError::Codec(e)) => {
@@ -307,7 +521,18 @@ fn deadline_ms(ms: Option<u64>) -> Deadline {
 }
 
 impl Server {
-    fn handle(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
+    fn handle(self: &Arc<Self>, me: u64, conn: &Arc<Connection>, origin: Origin, req: Request) -> Answer {
+        match req {
+            Request::Call {
+                id,
+                kind: ObjKind::Lock,
+                op: Op::LockAcquire(ms),
+            } => self.acquire(me, conn, id, ms),
+            other => Answer::Reply(self.handle_other(me, conn, origin, other)),
+        }
+    }
+
+    fn handle_other(self: &Arc<Self>, me: u64, conn: &Connection, origin: Origin, req: Request) -> Reply {
         match req {
             Request::Hello { version } => {
                 if version == PROTOCOL_VERSION {
@@ -379,6 +604,10 @@ impl Server {
                 "only the process that started the manager can shut it down".into(),
             )),
             Request::Shutdown => Reply::Unit,
+            // A local client's is served without a reply (see `serve_conn`).
+            Request::Adopt { .. } => Reply::Fault(Fault::Unsupported(
+                "a remote client cannot hand the manager connections".into(),
+            )),
         }
     }
 
@@ -390,7 +619,7 @@ impl Server {
                 Err(e) => return Reply::Fault(Fault::Malformed(e.to_string())),
             },
             ObjKind::Value => Obj::Value(init.0),
-            ObjKind::Lock => Obj::Lock(None),
+            ObjKind::Lock => Obj::Lock(LockState::default()),
             ObjKind::Event => Obj::Event(false),
             ObjKind::Queue => match codec::decode_value::<Option<u64>>(&init.0, Vec::new()) {
                 Ok(max) => Obj::Queue {
@@ -409,17 +638,65 @@ impl Server {
 
     fn release_all(&self, me: u64) {
         let mut st = lock(&self.state);
-        let mut released = false;
         for obj in st.objects.values_mut() {
-            if let Obj::Lock(holder) = obj {
-                if *holder == Some(me) {
-                    *holder = None;
-                    released = true;
+            if let Obj::Lock(l) = obj {
+                l.waiters.retain(|w| w.id != me);
+                if l.holder == Some(me) {
+                    l.release();
                 }
             }
         }
-        if released {
-            self.changed.notify_all();
+    }
+
+    /// Takes lock `id` for `me`, waiting until `ms` (`None`: forever) if it is held.
+    fn acquire(&self, me: u64, conn: &Arc<Connection>, id: u64, ms: Option<u64>) -> Answer {
+        let mut st = lock(&self.state);
+        let l = match lock_state(&mut st, id) {
+            Ok(l) => l,
+            Err(f) => return Answer::Reply(Reply::Fault(f)),
+        };
+        if l.holder.is_none() {
+            l.holder = Some(me);
+            return Answer::Reply(Reply::Unit);
+        }
+        let deadline = deadline_ms(ms);
+        if deadline.passed() {
+            return Answer::Reply(Reply::Fault(Fault::TimedOut));
+        }
+        let cv = Arc::new(Condvar::new());
+        l.waiters.push_back(Waiter {
+            id: me,
+            cv: cv.clone(),
+            conn: conn.clone(),
+        });
+        // Sleeps in slices, checking that the client is still there.
+        loop {
+            let slice = deadline.remaining().map_or(SLICE, |r| r.min(SLICE));
+            let give_up = slice.is_zero() || {
+                st = cv
+                    .wait_timeout(st, slice)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+                let l = match lock_state(&mut st, id) {
+                    Ok(l) => l,
+                    Err(f) => return Answer::Reply(Reply::Fault(f)),
+                };
+                if l.granted(me) {
+                    // The releasing thread sent the reply.
+                    return Answer::Sent;
+                }
+                if !l.is_waiting(me) {
+                    // Passed over: the reply could not be sent, perhaps in part.
+                    return Answer::Close;
+                }
+                client_gone(conn)
+            };
+            if give_up {
+                if let Ok(l) = lock_state(&mut st, id) {
+                    l.waiters.retain(|w| w.id != me);
+                }
+                return Answer::Reply(Reply::Fault(Fault::TimedOut));
+            }
         }
     }
 
@@ -560,19 +837,11 @@ impl Server {
                 Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
                 _ => Err(unsupported("set", kind)),
             },
-            Op::LockAcquire(ms) => self
-                .wait_for(conn, st, deadline_ms(ms), |st| match get_obj(st, id, kind)? {
-                    Obj::Lock(h @ None) => {
-                        *h = Some(me);
-                        Ok(Some(()))
-                    }
-                    _ => Ok(None),
-                })
-                .map(|()| Reply::Unit),
+            // A lock's is `Server::acquire`.
+            Op::LockAcquire(_) => Err(unsupported("acquire", kind)),
             Op::LockRelease => match obj {
-                Obj::Lock(h) if *h == Some(me) => {
-                    *h = None;
-                    self.changed.notify_all();
+                Obj::Lock(l) if l.granted(me) => {
+                    l.release();
                     Ok(Reply::Unit)
                 }
                 _ => Err(Fault::NotOwner),
@@ -660,6 +929,13 @@ fn get_obj(st: &mut State, id: u64, kind: ObjKind) -> Result<&mut Obj, Fault> {
 
 fn unsupported(what: &str, kind: ObjKind) -> Fault {
     Fault::Unsupported(format!("{what} does not apply to a {kind}"))
+}
+
+fn lock_state(st: &mut State, id: u64) -> Result<&mut LockState, Fault> {
+    match get_obj(st, id, ObjKind::Lock)? {
+        Obj::Lock(l) => Ok(l),
+        o => Err(unsupported("a lock operation", o.kind())),
+    }
 }
 
 fn dict(obj: &mut Obj) -> Result<&mut HashMap<Vec<u8>, Vec<u8>>, Fault> {
@@ -771,6 +1047,19 @@ mod tests {
         assert!(matches!(
             call(&c, Request::NewConnection { count: 200 }),
             Reply::Fault(Fault::Malformed(_))
+        ));
+        // Nor hand the server connections: refused, and closed.
+        let (mine, theirs) = Pipe::new().unwrap();
+        let adopt = codec::encode(&Request::Adopt { conns: vec![theirs] }, true).unwrap();
+        write_frame(c.fd(), &adopt, Deadline::after(Duration::from_secs(20))).unwrap();
+        drop(adopt);
+        assert!(matches!(
+            c.recv_timeout::<Reply>(Duration::from_secs(20)).unwrap(),
+            Reply::Fault(Fault::Unsupported(_))
+        ));
+        assert!(matches!(
+            mine.recv_timeout::<Reply>(Duration::from_secs(20)),
+            Err(RecvError::Eof)
         ));
         let Reply::Conns(mut conns) = call(&c, Request::NewConnection { count: 1 }) else {
             panic!("no connection")

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::manager::endpoint::Lease;
+use crate::manager::endpoint::Endpoint;
 use crate::manager::error::ManagerError;
 use crate::manager::protocol::{ObjKind, Op, Request};
 use crate::manager::proxy::{self, enc, proxy_common, Core};
@@ -26,7 +26,13 @@ fn ms(d: Duration) -> u64 {
 /// The lock belongs to the connection that acquired it, and the server releases
 /// it when that connection ends: a holder that dies (even by SIGKILL) never
 /// wedges the others. [`acquire`](LockProxy::acquire) returns a guard that
-/// releases on drop.
+/// releases on drop. Waiters get the lock in the order they asked for it.
+///
+/// While a thread holds a guard, its calls to the same manager (through any
+/// proxy) go over the guard's connection. A call there that fails in a way that
+/// closes the connection ([`ManagerError::Timeout`], [`ManagerError::ManagerGone`])
+/// releases the lock with it; the guard's [`release`](LockProxyGuard::release)
+/// then reports [`ManagerError::ManagerGone`].
 ///
 /// # Examples
 ///
@@ -59,7 +65,9 @@ proxy_common!(LockProxy, ObjKind::Lock);
 /// Holds a [`LockProxy`]'s lock; releases it on drop.
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockProxyGuard<'a> {
-    lease: Option<Lease<'a>>,
+    ep: &'a Endpoint,
+    /// The pinned connection that holds the lock (`None` once released).
+    pin: Option<u64>,
     id: u64,
 }
 
@@ -80,7 +88,7 @@ impl LockProxyGuard<'_> {
     }
 
     fn release_inner(&mut self) -> Result<(), ManagerError> {
-        let Some(mut lease) = self.lease.take() else {
+        let Some(token) = self.pin.take() else {
             return Ok(());
         };
         let req = Request::Call {
@@ -88,7 +96,8 @@ impl LockProxyGuard<'_> {
             kind: ObjKind::Lock,
             op: Op::LockRelease,
         };
-        let deadline = lease.endpoint().deadline();
+        let deadline = self.ep.deadline();
+        let mut lease = self.ep.unpin(token, deadline)?;
         proxy::unit(lease.call(&req, deadline)?)
     }
 }
@@ -102,7 +111,7 @@ impl Drop for LockProxyGuard<'_> {
 impl LockProxy {
     fn acquire_inner(&self, wait: Option<Duration>) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
         let ep = &self.core.ep.0;
-        let mut lease = ep.lease()?;
+        let mut lease = ep.lease_unpinned()?;
         let req = Request::Call {
             id: self.core.id,
             kind: ObjKind::Lock,
@@ -112,7 +121,8 @@ impl LockProxy {
             Ok(r) => {
                 proxy::unit(r)?;
                 Ok(Some(LockProxyGuard {
-                    lease: Some(lease),
+                    ep,
+                    pin: Some(lease.pin()),
                     id: self.core.id,
                 }))
             }

@@ -264,7 +264,9 @@ pub(crate) fn recv_some(
         match recvmsg_fds(sock, buf, fds, flags) {
             Ok(n) => return Ok(n),
             Err(Errno::AGAIN) => {
-                if !poll_one(sock, PollFlags::IN, deadline)? {
+                // A deadline already passed (a `try_` call) needs no `poll`: one
+                // system call per attempt, for callers that poll in a loop.
+                if deadline.passed() || !poll_one(sock, PollFlags::IN, deadline)? {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "receive timed out"));
                 }
             }
