@@ -3,9 +3,10 @@
 //!
 //! Every primitive lives in its own shared-memory segment ([`shared::Shared`]):
 //! handles are `Clone + Send + Sync` and `Serialize + Deserialize`, so they can
-//! be given to a child process or sent over a `Connection`. Locks are glibc
-//! robust mutexes (a holder's death is reported to the next acquirer); the
-//! other primitives block on shared futex words with deadlines.
+//! be given to a child process or sent over a `Connection`. Locks are robust
+//! lock words of the crate's own, linked on the kernel's robust list as glibc
+//! links its robust mutexes (a holder's death is reported to the next
+//! acquirer); the other primitives block on shared futex words with deadlines.
 
 pub(crate) mod barrier;
 pub(crate) mod condition;

@@ -1,8 +1,9 @@
 //! The only module that talks to the kernel.
 //!
 //! Everything above it works with owned descriptors, deadlines and plain Rust
-//! values. Built on rustix; libc only where rustix has nothing (fork, `_exit`,
-//! `close_range`, and the pthread robust mutexes of the sync layer).
+//! values. Built on rustix; libc only where rustix has nothing (fork, clone3,
+//! `_exit`, `close_range`, `recvmsg` without an address buffer, the robust
+//! list, and glibc's robust mutex in the tests of the sync layer).
 
 pub(crate) mod futex;
 pub(crate) mod hook;
