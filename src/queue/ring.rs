@@ -176,7 +176,6 @@ struct Snap {
 /// fields only this side's lock holder touches. 128-byte aligned, so that the
 /// two sides never share a cache line (nor an adjacent-line prefetch pair).
 #[repr(C, align(128))]
-#[derive(Default)]
 struct Side {
     lock: RobustLock,
     pos: AtomicU64,
@@ -202,24 +201,42 @@ impl Side {
         }
     }
 
-    /// Makes `new` this side's state, crash-atomically (lock held).
-    fn commit(&self, old: u64, new: Snap) {
+    /// Writes the redo log: the state moves from position `old` to `new`
+    /// (lock held). Release: the log is complete before it is marked valid,
+    /// for whoever locks next (even after this process dies).
+    fn log(&self, old: u64, new: Snap) {
         self.pending_old.store(old, Relaxed);
         self.pending_pos.store(new.pos, Relaxed);
         self.pending_count.store(new.count, Relaxed);
-        // Release: the log is complete before it is marked valid, and the
-        // state before the log is cleared, for whoever locks next (even after
-        // this process dies).
         self.pending_valid.store(1, Release);
+    }
+
+    /// Makes `new` the state and clears the log (lock held; release: the
+    /// state is complete before the log is cleared).
+    fn apply(&self, new: Snap) {
         self.pos.store(new.pos, Release);
         self.count.store(new.count, Release);
         self.pending_valid.store(0, Release);
+    }
+
+    /// The logged state (`pending_valid` set).
+    fn logged(&self) -> (u64, Snap) {
+        let new = Snap {
+            pos: self.pending_pos.load(Relaxed),
+            count: self.pending_count.load(Relaxed),
+        };
+        (self.pending_old.load(Relaxed), new)
+    }
+
+    /// Makes `new` this side's state, crash-atomically (lock held).
+    fn commit(&self, old: u64, new: Snap) {
+        self.log(old, new);
+        self.apply(new);
     }
 }
 
 /// Words both sides read on every operation and write rarely.
 #[repr(C, align(128))]
-#[derive(Default)]
 struct Common {
     /// Logical position of data byte 0.
     base: AtomicU64,
@@ -569,22 +586,18 @@ impl Ring {
         let h = self.h();
         let p = &h.prod;
         if p.pending_valid.load(Acquire) != 0 {
-            let old = p.pending_old.load(Relaxed);
-            let new = Snap {
-                pos: p.pending_pos.load(Relaxed),
-                count: p.pending_count.load(Relaxed),
-            };
+            let (old, new) = p.logged();
             let base = h.common.base.load(Acquire);
             if self.slot(base, old).load(Acquire) != 0 {
                 // Published: the consumers may have it already. Keep it.
-                p.pos.store(new.pos, Release);
-                p.count.store(new.count, Release);
+                p.apply(new);
             } else {
                 // Never published: its bytes lie in free space.
-                p.pos.store(old, Release);
-                p.count.store(new.count.wrapping_sub(1), Release);
+                p.apply(Snap {
+                    pos: old,
+                    count: new.count.wrapping_sub(1),
+                });
             }
-            p.pending_valid.store(0, Release);
         }
         Ring::wake_everyone(h);
     }
@@ -596,9 +609,7 @@ impl Ring {
         if c.pending_valid.load(Acquire) != 0 {
             // The record was copied out before the log was written: the item
             // went with the dead process. Roll forward.
-            c.pos.store(c.pending_pos.load(Relaxed), Release);
-            c.count.store(c.pending_count.load(Relaxed), Release);
-            c.pending_valid.store(0, Release);
+            c.apply(c.logged().1);
         }
         Ring::wake_everyone(h);
     }
@@ -805,15 +816,10 @@ impl Ring {
                 pos: end,
                 count: s.count.wrapping_add(1),
             };
-            p.pending_old.store(s.pos, Relaxed);
-            p.pending_pos.store(new.pos, Relaxed);
-            p.pending_count.store(new.count, Relaxed);
-            p.pending_valid.store(1, Release);
+            p.log(s.pos, new);
             let word = PUBLISHED | (u64::from(kind & 0x7f) << 56) | len;
             self.slot(base, s.pos).store(word, Release);
-            p.pos.store(new.pos, Release);
-            p.count.store(new.count, Release);
-            p.pending_valid.store(0, Release);
+            p.apply(new);
             let populate = self.track_writes(p, base, s.pos, rec);
             drop(g);
             fence(SeqCst);
@@ -1339,10 +1345,13 @@ mod tests {
                 let pos = p.pos.load(SeqCst);
                 r.slot(base, pos + 16).store(0, SeqCst);
                 r.write_at(base, pos + 8, b"lost");
-                p.pending_old.store(pos, SeqCst);
-                p.pending_pos.store(pos + 16, SeqCst);
-                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
-                p.pending_valid.store(1, SeqCst);
+                p.log(
+                    pos,
+                    Snap {
+                        pos: pos + 16,
+                        count: p.count.load(SeqCst) + 1,
+                    },
+                );
             });
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"first");
             r.put(0, b"third", Block::No).unwrap();
@@ -1351,10 +1360,13 @@ mod tests {
                 let pos = p.pos.load(SeqCst);
                 r.slot(base, pos + 16).store(0, SeqCst);
                 r.write_at(base, pos + 8, b"fourth");
-                p.pending_old.store(pos, SeqCst);
-                p.pending_pos.store(pos + 16, SeqCst);
-                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
-                p.pending_valid.store(1, SeqCst);
+                p.log(
+                    pos,
+                    Snap {
+                        pos: pos + 16,
+                        count: p.count.load(SeqCst) + 1,
+                    },
+                );
                 r.slot(base, pos).store(PUBLISHED | 6, SeqCst);
             });
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"second");
@@ -1379,10 +1391,13 @@ mod tests {
                 let pos = p.pos.load(SeqCst);
                 r.slot(base, pos + 16).store(0, SeqCst);
                 r.write_at(base, pos + 8, b"two");
-                p.pending_old.store(pos, SeqCst);
-                p.pending_pos.store(pos + 16, SeqCst);
-                p.pending_count.store(p.count.load(SeqCst) + 1, SeqCst);
-                p.pending_valid.store(1, SeqCst);
+                p.log(
+                    pos,
+                    Snap {
+                        pos: pos + 16,
+                        count: p.count.load(SeqCst) + 1,
+                    },
+                );
                 r.slot(base, pos).store(PUBLISHED | 3, SeqCst);
             });
             assert_eq!(r.len(), 1, "counted once repaired, not before");
@@ -1421,10 +1436,13 @@ mod tests {
                     let c = &r.h().cons;
                     assert_eq!(c.lock.lock(Deadline::NEVER).unwrap(), Locked::Clean);
                     let pos = c.pos.load(SeqCst);
-                    c.pending_old.store(pos, SeqCst);
-                    c.pending_pos.store(pos + 16, SeqCst);
-                    c.pending_count.store(c.count.load(SeqCst) + 1, SeqCst);
-                    c.pending_valid.store(1, SeqCst);
+                    c.log(
+                        pos,
+                        Snap {
+                            pos: pos + 16,
+                            count: c.count.load(SeqCst) + 1,
+                        },
+                    );
                 });
             });
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"c");
