@@ -807,11 +807,11 @@ impl Ring {
                 }
             }
             let base = h.common.base.load(Acquire);
-            let end = s.pos + rec;
+            let end = s.pos.wrapping_add(rec);
             // The zero word that ends the records, then the payload, then the
             // log, then the header word that publishes it all.
             self.slot(base, end).store(0, Relaxed);
-            self.write_at(base, s.pos + REC_HDR, payload);
+            self.write_at(base, s.pos.wrapping_add(REC_HDR), payload);
             let new = Snap {
                 pos: end,
                 count: s.count.wrapping_add(1),
@@ -914,10 +914,10 @@ impl Ring {
             }
             let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
             let new = Snap {
-                pos: s.pos + rec,
+                pos: s.pos.wrapping_add(rec),
                 count: s.count.wrapping_add(1),
             };
-            let start = self.phys(base, s.pos + REC_HDR);
+            let start = self.phys(base, s.pos.wrapping_add(REC_HDR));
             let taken = if len <= IN_PLACE && start + len <= self.cap {
                 // SAFETY: `start + len <= cap`: the bytes are inside the data
                 // ring; they were published (acquire above) and no producer
@@ -928,7 +928,7 @@ impl Ring {
                 let f = std::panic::AssertUnwindSafe(|| f(kind, Cow::Borrowed(bytes)));
                 Taken::InPlace(std::panic::catch_unwind(f))
             } else {
-                Taken::Copied(self.read_vec(base, s.pos + REC_HDR, len as usize), f)
+                Taken::Copied(self.read_vec(base, s.pos.wrapping_add(REC_HDR), len as usize), f)
             };
             c.commit(s.pos, new);
             self.release(base, s.pos, new.pos);
@@ -989,7 +989,7 @@ impl Ring {
             return;
         }
         let (a, b) = (self.phys(base, from), self.phys(base, to));
-        if a / CHUNK == b / CHUNK && to - from < CHUNK {
+        if a / CHUNK == b / CHUNK && to.wrapping_sub(from) < CHUNK {
             return; // no chunk left behind
         }
         let Ok(_g) = self.lock_prod(Deadline::NEVER) else {
@@ -1014,7 +1014,7 @@ impl Ring {
         let fd = std::os::fd::AsFd::as_fd(seg.fd());
         let nchunks = self.cap.div_ceil(CHUNK);
         let first = a / CHUNK;
-        let last = (a + (to - from).max(1) - 1) / CHUNK;
+        let last = (a + to.wrapping_sub(from).clamp(1, self.cap) - 1) / CHUNK;
         for i in 0..(last - first + 1).min(nchunks) {
             let c = (first + i) % nchunks;
             if c * CHUNK < HOT || is_live(c) {
