@@ -573,3 +573,64 @@ fn large_results_and_panic_messages_come_back() {
         }
     }
 }
+
+/// What a child that ignores SIGCHLD saw of its own children, per start method.
+#[derive(Debug, Serialize, Deserialize)]
+struct Ignored {
+    method: String,
+    value: Option<u64>,
+    panicked: bool,
+    code: Option<i32>,
+    signal: Option<i32>,
+    alive_after: bool,
+}
+
+#[test]
+fn a_program_that_ignores_sigchld_still_gets_values_and_panics() {
+    // With SIGCHLD ignored the kernel reaps children at once, so their exit
+    // status is lost: `join` must still answer (never hang, never fail) with
+    // what the child sent. Runs in a child, whose signal disposition is its own.
+    #[allow(unsafe_code)]
+    fn ignore_sigchld_then_spawn(_: ()) -> Vec<Ignored> {
+        // SAFETY: sets a signal disposition in this single-purpose child; no
+        // handler runs, SIG_IGN only changes how the kernel treats SIGCHLD.
+        unsafe { libc::signal(libc::SIGCHLD, libc::SIG_IGN) };
+        METHODS
+            .iter()
+            .map(|&m| {
+                let p = Process::builder()
+                    .start_method(m)
+                    .spawn(41u64, |x| x + 1)
+                    .unwrap();
+                let value = join(&p).ok();
+                let status = p.exit_status().expect("joined: the child has ended");
+                let q = Process::builder()
+                    .start_method(m)
+                    .spawn((), |_| -> () { panic!("boom") })
+                    .unwrap();
+                let panicked = matches!(join(&q), Err(ProcessError::Panicked { .. }));
+                Ignored {
+                    method: format!("{m:?}"),
+                    value,
+                    panicked,
+                    code: status.code(),
+                    signal: status.signal(),
+                    alive_after: p.is_alive() || q.is_alive(),
+                }
+            })
+            .collect()
+    }
+    let p = Process::spawn((), ignore_sigchld_then_spawn).unwrap();
+    let seen = join(&p).unwrap();
+    assert_eq!(seen.len(), METHODS.len());
+    for s in seen {
+        assert_eq!(s.value, Some(42), "{s:?}");
+        assert!(s.panicked, "{s:?}");
+        assert!(!s.alive_after, "{s:?}");
+        // The status is either lost (reaped by the kernel) or exit code 0.
+        assert!(
+            matches!((s.code, s.signal), (None, None) | (Some(0), None)),
+            "{s:?}"
+        );
+    }
+}

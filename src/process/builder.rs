@@ -47,8 +47,9 @@ use crate::sys::sock;
 /// `CLONE_PARENT`; its `getppid()` is the program), which reaps it as it
 /// reaps a `Spawn` child (so, as with `Spawn`, a program that ignores
 /// `SIGCHLD` or waits for any child itself takes exit statuses away from
-/// the library); a daemon child is the fork server's own child and dies with
-/// it.
+/// the library: `join` still returns the child's value or its panic, and
+/// the exit status is unknown, see [`ExitStatus::code`](crate::ExitStatus::code)); a daemon child is
+/// the fork server's own child and dies with it.
 ///
 /// # Differences from Python's multiprocessing
 /// Python's `fork` forks a multi-threaded parent anyway (and children may

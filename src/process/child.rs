@@ -124,9 +124,14 @@ impl Child {
             return Ok(Some(s));
         }
         let status = match &self.source {
-            ExitSource::Direct => match proc::reap(self.pidfd.as_fd(), false)? {
-                Some(e) => from_ended(e),
-                None => return Ok(None),
+            ExitSource::Direct => match proc::reap(self.pidfd.as_fd(), false) {
+                Ok(Some(e)) => from_ended(e),
+                Ok(None) => return Ok(None),
+                // Reaped by someone else: the kernel, in a program that ignores
+                // SIGCHLD, or the program's own wait for any child. The child
+                // has ended (its pidfd is readable); its status is lost.
+                Err(e) if e.raw_os_error() == Some(libc::ECHILD) => ExitStatus::unknown(),
+                Err(e) => return Err(e),
             },
             ExitSource::Served { status } => {
                 let mut b = [0u8; 8];

@@ -28,6 +28,14 @@ impl ExitStatus {
         }
     }
 
+    /// The status of a child reaped by someone else (see [`ExitStatus::code`]).
+    pub(crate) fn unknown() -> ExitStatus {
+        ExitStatus {
+            code: None,
+            signal: None,
+        }
+    }
+
     pub(crate) fn from_signal(signal: i32) -> ExitStatus {
         ExitStatus {
             code: None,
@@ -36,6 +44,13 @@ impl ExitStatus {
     }
 
     /// The exit code, if the process exited (rather than being killed).
+    ///
+    /// Both `code()` and [`signal()`](ExitStatus::signal) are `None` when the
+    /// status was taken by someone else: the kernel, in a program that sets
+    /// `SIGCHLD` to `SIG_IGN`, or the program's own `wait` for any child.
+    /// `join` still returns what the child returned (or its panic), and
+    /// [`exitcode`](ExitStatus::exitcode) is then 0, as for Python's
+    /// `subprocess` in the same case.
     pub fn code(&self) -> Option<i32> {
         self.code
     }
