@@ -1329,6 +1329,26 @@ mod tests {
         });
     }
 
+    /// A put (of at most 8 bytes) that dies holding the producer lock after
+    /// writing its record and its log, with its header word published or not.
+    fn die_mid_put(r: &Ring, payload: &[u8], publish: bool) {
+        die_holding_producer_lock(r, |r, p, base| {
+            let pos = p.pos.load(SeqCst);
+            r.slot(base, pos + 16).store(0, SeqCst);
+            r.write_at(base, pos + 8, payload);
+            p.log(
+                pos,
+                Snap {
+                    pos: pos + 16,
+                    count: p.count.load(SeqCst) + 1,
+                },
+            );
+            if publish {
+                r.slot(base, pos).store(PUBLISHED | payload.len() as u64, SeqCst);
+            }
+        });
+    }
+
     #[test]
     fn a_producer_that_dies_mid_put_loses_nothing_else() {
         for r in rings(Flavor::Joinable, 0, 1024) {
@@ -1341,34 +1361,11 @@ mod tests {
             assert_eq!(r.len(), 1);
             r.put(0, b"second", Block::No).unwrap();
             // Dies after writing the log, before publishing: dropped.
-            die_holding_producer_lock(&r, |r, p, base| {
-                let pos = p.pos.load(SeqCst);
-                r.slot(base, pos + 16).store(0, SeqCst);
-                r.write_at(base, pos + 8, b"lost");
-                p.log(
-                    pos,
-                    Snap {
-                        pos: pos + 16,
-                        count: p.count.load(SeqCst) + 1,
-                    },
-                );
-            });
+            die_mid_put(&r, b"lost", false);
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"first");
             r.put(0, b"third", Block::No).unwrap();
             // Dies after publishing, before moving `tail`: kept.
-            die_holding_producer_lock(&r, |r, p, base| {
-                let pos = p.pos.load(SeqCst);
-                r.slot(base, pos + 16).store(0, SeqCst);
-                r.write_at(base, pos + 8, b"fourth");
-                p.log(
-                    pos,
-                    Snap {
-                        pos: pos + 16,
-                        count: p.count.load(SeqCst) + 1,
-                    },
-                );
-                r.slot(base, pos).store(PUBLISHED | 6, SeqCst);
-            });
+            die_mid_put(&r, b"fourth", true);
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"second");
             assert_eq!(r.get(Block::No).unwrap().1.as_slice(), b"third");
             // The next put repairs the producer side first.
@@ -1387,19 +1384,7 @@ mod tests {
         // task_done and join must still agree.
         for r in rings(Flavor::Joinable, 0, 1024) {
             r.put(0, b"one", Block::No).unwrap();
-            die_holding_producer_lock(&r, |r, p, base| {
-                let pos = p.pos.load(SeqCst);
-                r.slot(base, pos + 16).store(0, SeqCst);
-                r.write_at(base, pos + 8, b"two");
-                p.log(
-                    pos,
-                    Snap {
-                        pos: pos + 16,
-                        count: p.count.load(SeqCst) + 1,
-                    },
-                );
-                r.slot(base, pos).store(PUBLISHED | 3, SeqCst);
-            });
+            die_mid_put(&r, b"two", true);
             assert_eq!(r.len(), 1, "counted once repaired, not before");
             for want in [&b"one"[..], b"two"] {
                 assert_eq!(r.get(Block::No).unwrap().1, want);
