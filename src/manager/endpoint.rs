@@ -200,11 +200,16 @@ fn roundtrip_frame(
 impl Endpoint {
     /// An endpoint over the owner's control connection (a local server).
     pub(crate) fn local(info: ServerInfo, control: Connection) -> Arc<Endpoint> {
+        Endpoint::registered_new(info, Route::Local(Mutex::new(Some(control))), Vec::new())
+    }
+
+    /// A new endpoint, registered under its server's token.
+    fn registered_new(info: ServerInfo, route: Route, idle: Vec<Connection>) -> Arc<Endpoint> {
         let ep = Arc::new(Endpoint {
             info,
-            route: Route::Local(Mutex::new(Some(control))),
+            route,
             pid: std::process::id(),
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(idle),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
             pinned: Mutex::new(Vec::new()),
@@ -238,22 +243,11 @@ impl Endpoint {
             // share that way, and close this connection.
             return Ok(ep);
         }
-        let ep = Arc::new(Endpoint {
-            info,
-            route: Route::Remote {
-                addr: WireAddr::from(addr),
-                authkey: authkey.to_vec(),
-            },
-            pid: std::process::id(),
-            idle: Mutex::new(vec![conn]),
-            timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
-            spin: Spin::default(),
-            pinned: Mutex::new(Vec::new()),
-            pin_back: Condvar::new(),
-            next_pin: AtomicU64::new(1),
-        });
-        register(&ep);
-        Ok(ep)
+        let route = Route::Remote {
+            addr: WireAddr::from(addr),
+            authkey: authkey.to_vec(),
+        };
+        Ok(Endpoint::registered_new(info, route, vec![conn]))
     }
 
     /// The call timeout in force.
@@ -633,18 +627,6 @@ impl<'de> Deserialize<'de> for EndpointRef {
             drop(pool);
             return Ok(EndpointRef(ep));
         }
-        let ep = Arc::new(Endpoint {
-            info,
-            route,
-            pid: std::process::id(),
-            idle: Mutex::new(idle),
-            timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
-            spin: Spin::default(),
-            pinned: Mutex::new(Vec::new()),
-            pin_back: Condvar::new(),
-            next_pin: AtomicU64::new(1),
-        });
-        register(&ep);
-        Ok(EndpointRef(ep))
+        Ok(EndpointRef(Endpoint::registered_new(info, route, idle)))
     }
 }
