@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use multiproc::{ExitStatus, Process, ProcessError, StartMethod};
 use serde::{Deserialize, Serialize};
 
+mod common;
+
 const LONG: Duration = Duration::from_secs(30);
 const METHODS: [StartMethod; 2] = [StartMethod::ForkServer, StartMethod::Spawn];
 
@@ -436,32 +438,12 @@ fn wait_over_processes_and_connections() {
 
 /// The live children of `parent` (from /proc).
 fn children_of(parent: u32) -> Vec<u32> {
-    proc_children(parent, |state| state != "Z")
+    common::proc_children(parent, |state| state != "Z")
 }
 
 /// The children of `parent` that are zombies (ended, not reaped).
 fn zombie_children(parent: u32) -> Vec<u32> {
-    proc_children(parent, |state| state == "Z")
-}
-
-fn proc_children(parent: u32, keep: impl Fn(&str) -> bool) -> Vec<u32> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[1].parse::<u32>().ok() == Some(parent) && keep(f[0]) {
-            found.push(pid);
-        }
-    }
-    found
+    common::proc_children(parent, |state| state == "Z")
 }
 
 #[test]

@@ -5,30 +5,15 @@ use std::time::Duration;
 
 use multiproc::{Process, StartMethod};
 
+mod common;
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// Our children that are zombies (ended, not reaped).
 fn zombie_children() -> Vec<u32> {
-    let me = std::process::id();
-    let mut z = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        if f.len() > 2 && f[0] == "Z" && f[1].parse::<u32>().ok() == Some(me) {
-            z.push(pid);
-        }
-    }
-    z
+    common::proc_children(std::process::id(), |state| state == "Z")
 }
 
 #[test]
