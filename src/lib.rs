@@ -194,8 +194,8 @@ pub use connection::{
     SendError, Waitable, DEFAULT_CONNECT_TIMEOUT, DEFAULT_HANDSHAKE_TIMEOUT,
 };
 pub use manager::{
-    Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Proxy,
-    QueueProxy, ValueProxy,
+    Dict, EventProxy, List, LockProxy, LockProxyGuard, Manager, ManagerBuilder, ManagerError, Namespace,
+    Proxy, QueueProxy, ValueProxy,
 };
 pub use pool::{AsyncGetError, AsyncResult, Imap, ImapTimeout, Pool, PoolBuilder, PoolError, TaskError};
 pub use process::{

@@ -536,3 +536,62 @@ fn start_methods_all_work() {
         );
     }
 }
+
+#[test]
+fn namespace_fields_of_several_types_shared_with_children() {
+    let m = Manager::start().unwrap();
+    let ns = m.namespace().unwrap();
+    ns.set("name", "run-7").unwrap();
+    ns.set("count", &0u64).unwrap();
+    ns.set("xs", &vec![1u8, 2]).unwrap();
+    assert!(ns.contains("name").unwrap());
+    assert!(!ns.contains("missing").unwrap());
+    assert_eq!(ns.get::<String>("missing").unwrap(), None);
+    let mut fields = ns.fields().unwrap();
+    fields.sort();
+    assert_eq!(fields, ["count", "name", "xs"]);
+    // Read as another type: an error, not a wrong value.
+    assert!(matches!(ns.get::<bool>("name"), Err(ManagerError::Codec(_))));
+
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Process::spawn(ns.clone(), |ns| {
+                for _ in 0..25 {
+                    ns.update_with("count", |c: &mut u64| *c += 1).unwrap();
+                }
+                (
+                    ns.get::<String>("name").unwrap(),
+                    ns.get::<Vec<u8>>("xs").unwrap(),
+                )
+            })
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        assert_eq!(join(c), (Some("run-7".to_string()), Some(vec![1, 2])));
+    }
+    assert_eq!(ns.get::<u64>("count").unwrap(), Some(100));
+    assert!(matches!(
+        ns.update_with("missing", |c: &mut u64| *c += 1),
+        Err(ManagerError::KeyNotFound)
+    ));
+
+    // A child's changes are seen by the parent, and removals too.
+    let p = Process::spawn(ns.clone(), |ns| {
+        ns.set("from_child", &(1u8, 'x')).unwrap();
+        ns.remove("xs").unwrap()
+    })
+    .unwrap();
+    assert!(join(p));
+    assert_eq!(ns.get::<(u8, char)>("from_child").unwrap(), Some((1, 'x')));
+    assert!(!ns.contains("xs").unwrap());
+    assert!(!ns.remove("xs").unwrap());
+
+    // The same object as a typed dict.
+    let counts = m.namespace().unwrap();
+    counts.set("a", &1i32).unwrap();
+    let d = counts.as_dict::<i32>();
+    d.insert("b".into(), 2).unwrap();
+    assert_eq!(counts.get::<i32>("b").unwrap(), Some(2));
+    assert_eq!(d.len().unwrap(), 2);
+}

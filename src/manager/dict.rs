@@ -50,9 +50,10 @@ use crate::manager::update::{this_build, update_id};
 ///
 /// # Differences from Python's multiprocessing
 ///
-/// - Typed: every key is a `K` and every value a `V`; a value stored through a
-///   proxy of another type fails to decode ([`ManagerError::Codec`]) instead of
-///   surprising later.
+/// - Typed: every key is a `K` and every value a `V`. A value stored through a
+///   proxy of another type fails to decode ([`ManagerError::Codec`]) when its
+///   bytes do not fit a `V` (the encoding does not record types, so a value of
+///   the same shape, a `String` read as a `Vec<u8>`, decodes).
 /// - `d[k] -= 1` in Python is a get and a set, two requests: not atomic.
 ///   [`update_with`](Dict::update_with) is one request and is.
 /// - The order of [`keys`](Dict::keys), [`values`](Dict::values) and

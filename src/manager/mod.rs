@@ -19,6 +19,7 @@ mod dict;
 mod endpoint;
 mod error;
 mod list;
+mod namespace;
 mod protocol;
 mod proxy;
 mod server;
@@ -37,6 +38,7 @@ use serde::Serialize;
 pub use dict::Dict;
 pub use error::ManagerError;
 pub use list::List;
+pub use namespace::Namespace;
 pub use proxy::Proxy;
 pub use sync_proxies::{EventProxy, LockProxy, LockProxyGuard, QueueProxy};
 pub use value::ValueProxy;
@@ -366,6 +368,17 @@ impl Manager {
     ///
     /// [`ManagerError::ManagerGone`], [`ManagerError::Timeout`].
     pub fn dict<K, V>(&self) -> Result<Dict<K, V>, ManagerError> {
+        self.create(Bytes::default())
+    }
+
+    /// A new namespace with no field set: named fields of any types (Python's
+    /// `Manager().Namespace()`).
+    ///
+    /// # Errors
+    ///
+    /// As [`dict`](Manager::dict).
+    #[doc(alias = "Namespace")]
+    pub fn namespace(&self) -> Result<Namespace, ManagerError> {
         self.create(Bytes::default())
     }
 
