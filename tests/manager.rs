@@ -595,3 +595,30 @@ fn namespace_fields_of_several_types_shared_with_children() {
     assert_eq!(counts.get::<i32>("b").unwrap(), Some(2));
     assert_eq!(d.len().unwrap(), 2);
 }
+
+#[test]
+fn proxies_work_in_children_started_with_fork() {
+    // Fork needs a single-threaded caller: the test harness is not, so a
+    // ForkServer child (single-threaded) does the forking.
+    fn fork_and_use(d: Dict<String, u32>) -> Result<u32, String> {
+        let p = Process::builder()
+            .start_method(StartMethod::Fork)
+            .spawn(d.clone(), |d| {
+                d.insert("forked".to_string(), 7).unwrap();
+                d.update_with("count", |c: &mut u32| *c += 1).unwrap()
+            })
+            .map_err(|e| e.to_string())?;
+        let got = p.join_timeout(JOIN).map_err(|e| e.to_string())?.ok_or("hung")?;
+        // The parent's own proxy still works after the fork.
+        d.update_with("count", |c: &mut u32| *c += 10)
+            .map_err(|e| e.to_string())?;
+        Ok(got)
+    }
+    let m = Manager::start().unwrap();
+    let d = m.dict::<String, u32>().unwrap();
+    d.insert("count".to_string(), 0).unwrap();
+    let p = Process::spawn(d.clone(), fork_and_use).unwrap();
+    assert_eq!(join(p), Ok(1));
+    assert_eq!(d.get("forked").unwrap(), Some(7));
+    assert_eq!(d.get("count").unwrap(), Some(11));
+}

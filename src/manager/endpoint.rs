@@ -279,9 +279,9 @@ impl Endpoint {
     fn check_process(&self) -> Result<(), ManagerError> {
         if this_pid() != self.pid {
             return Err(ManagerError::Refused(
-                "this proxy was inherited through fork (StartMethod::Fork) and its connections belong to \
-                 the parent: give proxies to children started with ForkServer or Spawn, or connect to a \
-                 served manager (Manager::serve / Manager::connect) in the child"
+                "this proxy was inherited through fork, in the memory of the process, and its \
+                 connections belong to the parent: give proxies to children as arguments (with any start \
+                 method), or connect to a served manager (Manager::serve / Manager::connect) in the child"
                     .into(),
             ));
         }

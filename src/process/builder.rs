@@ -38,7 +38,10 @@ use crate::sys::sock;
 /// sees the environment variables and working directory the program had when
 /// the server started (on the first `ForkServer` spawn), as in Python. A
 /// `Spawn` child gets the caller's current environment and directory; a `Fork`
-/// child is a copy of the caller.
+/// child is a copy of the caller. With every method the arguments are encoded
+/// and decoded in the child (with `Fork` too, unlike Python), so that a handle
+/// with state of its own in each process, such as a manager proxy's
+/// connections, is made afresh for the child.
 ///
 /// The fork server forks each child before it is asked for one: one child
 /// always waits, idle, to be the next (it exits when the program does), so
@@ -246,8 +249,14 @@ fn spawn_fork<A, R, F>(
 ) -> Result<Process<R>, ProcessError>
 where
     F: Fn(A) -> R + Copy + 'static,
+    A: Serialize + DeserializeOwned,
     R: Serialize + Any,
 {
+    // The arguments cross as with the other start methods, encoded here and
+    // decoded in the child, so that a handle with per-process state (a
+    // manager proxy's connections) is made afresh for the child instead of
+    // being shared with this process through the fork.
+    let out = codec::encode(&args, true)?;
     let (ours, theirs) = sock::socketpair_stream()?;
     match proc::fork_single_threaded()? {
         Err(threads) => Err(ProcessError::ForkWithThreads { threads }),
@@ -260,10 +269,23 @@ where
             if daemon && proc::die_with_parent(parent_pid).is_err() {
                 proc::exit_now(bootstrap::EXIT_REFUSED);
             }
-            finish(&theirs, run_and_encode(move || f(args)))
+            // The copy of the caller's arguments: dropping it closes this
+            // process's copies of their descriptors (the decoded arguments
+            // hold their own, from `out`).
+            drop(args);
+            match codec::decode_value::<A>(&out.payload, out.fds) {
+                Ok(args) => finish(&theirs, run_and_encode(move || f(args))),
+                Err(e) => finish(
+                    &theirs,
+                    Err(bootstrap::Report::Refused(format!(
+                        "cannot decode the arguments: {e}"
+                    ))),
+                ),
+            }
         }
         Ok(Forked::Parent(pid)) => {
             drop(theirs);
+            drop(out);
             let raw = pid.as_raw_nonzero().get().unsigned_abs();
             let child = Arc::new(Child::new(
                 raw,
