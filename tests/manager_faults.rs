@@ -180,7 +180,14 @@ fn a_client_killed_mid_run_does_not_disturb_the_others() {
     for _ in 0..100 {
         d.update_with(&0, |n: &mut u64| *n += 1).unwrap();
     }
-    assert_eq!(d.get(&0).unwrap().unwrap(), before + 100);
+    // None of ours is lost. The killed client's last request may have been
+    // sent before the kill and be applied by the server after our first
+    // read: at most one more.
+    let after = d.get(&0).unwrap().unwrap();
+    assert!(
+        (before + 100..=before + 101).contains(&after),
+        "{before} -> {after} after 100 updates"
+    );
 }
 
 fn start_manager_and_wait(report: multiproc::Connection) {
