@@ -26,6 +26,18 @@ fn check(v: &[u8]) -> u64 {
     seq
 }
 
+/// Spawns a child that is meant to be killed as a daemon, so that a test that
+/// fails before it kills it leaves no process behind (a daemon dies with its
+/// parent; an orphan would also keep the test's output pipe open).
+fn victim<A, R, F>(args: A, f: F) -> Process<R>
+where
+    A: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    R: serde::Serialize + serde::de::DeserializeOwned + 'static,
+    F: Fn(A) -> R + Copy + 'static,
+{
+    Process::builder().daemon(true).spawn(args, f).unwrap()
+}
+
 fn kill_and_reap<R: serde::de::DeserializeOwned + 'static>(p: Process<R>) {
     p.kill().unwrap();
     match p.join_timeout(T) {
@@ -51,7 +63,7 @@ fn consumer_killed_while_blocked_in_get() {
         q.get().map(|v| v.len()).unwrap_or(0)
     }
     for round in 0..4u8 {
-        let p = Process::spawn(q.clone(), wait_forever).unwrap();
+        let p = victim(q.clone(), wait_forever);
         std::thread::sleep(Duration::from_millis(150));
         kill_and_reap(p);
         // Nothing was lost: the next item reaches a live consumer.
@@ -70,7 +82,7 @@ fn producer_killed_while_blocked_in_put() {
     fn put_more(q: Queue<Vec<u8>>) {
         q.put(vec![3]).unwrap();
     }
-    let p = Process::spawn(q.clone(), put_more).unwrap();
+    let p = victim(q.clone(), put_more);
     std::thread::sleep(Duration::from_millis(150));
     kill_and_reap(p);
     assert_eq!(q.len(), 2);
@@ -96,7 +108,7 @@ fn consumer_killed_mid_get_loses_at_most_its_item() {
         for s in 0..N {
             q.put(item(s)).unwrap();
         }
-        let p = Process::spawn((q.clone(), done.clone()), consume).unwrap();
+        let p = victim((q.clone(), done.clone()), consume);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_reap(p);
         let mut seen = HashSet::new();
@@ -141,7 +153,7 @@ fn producer_killed_mid_put_leaves_a_consistent_queue() {
     }
     for delay in [10u64, 35, 60, 90, 120, 150] {
         let q: Queue<Vec<u8>> = Queue::new().unwrap();
-        let p = Process::spawn(q.clone(), produce).unwrap();
+        let p = victim(q.clone(), produce);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_reap(p);
         // Every committed item is intact and in order, with no gap: only the
@@ -177,12 +189,18 @@ fn survivors_keep_going_while_others_are_killed() {
         .collect();
     let mut got = Vec::new();
     for round in 0..6u64 {
-        let victim_p = Process::spawn((q.clone(), 1_000_000 * (round + 1)), produce).unwrap();
-        let victim_c = Process::spawn((q.clone(), taken.clone()), consume_forever).unwrap();
-        for _ in 0..2000 {
+        let victim_p = victim((q.clone(), 1_000_000 * (round + 1)), produce);
+        let victim_c = victim((q.clone(), taken.clone()), consume_forever);
+        for i in 0..2000 {
             match q.get_timeout(T) {
                 Ok(v) => got.push(v),
-                Err(e) => panic!("{e}"),
+                Err(e) => panic!(
+                    "round {round}, item {i}: {e}; len {}, survivors alive {:?}, victims alive {} {}",
+                    q.len(),
+                    survivors.iter().map(|p| p.is_alive()).collect::<Vec<_>>(),
+                    victim_p.is_alive(),
+                    victim_c.is_alive(),
+                ),
             }
         }
         kill_and_reap(victim_p);
