@@ -1477,18 +1477,20 @@ mod tests {
         assert!(r.h().common.base.load(SeqCst) > 0);
     }
 
+    /// Puts 0..n as 8-byte items, waiting for room.
+    fn put_numbers(r: &Ring, n: u64) {
+        for i in 0..n {
+            r.put(0, &i.to_le_bytes(), Block::Until(Deadline::NEVER)).unwrap();
+        }
+    }
+
     #[test]
     fn counts_stay_exact_while_both_sides_run() {
         let r = Ring::private(Flavor::Queue, 0, 1 << 16).unwrap();
         let n = 20_000u64;
         std::thread::scope(|s| {
             let r2 = r.clone();
-            s.spawn(move || {
-                for i in 0..n {
-                    r2.put(0, &i.to_le_bytes(), Block::Until(Deadline::NEVER))
-                        .unwrap();
-                }
-            });
+            s.spawn(move || put_numbers(&r2, n));
             let mut got = 0;
             while got < n {
                 assert!(r.len() <= n - got, "len counts an item twice");
@@ -1506,12 +1508,7 @@ mod tests {
         let n = 50_000u64;
         std::thread::scope(|s| {
             let r2 = r.clone();
-            s.spawn(move || {
-                for i in 0..n {
-                    r2.put(0, &i.to_le_bytes(), Block::Until(Deadline::NEVER))
-                        .unwrap();
-                }
-            });
+            s.spawn(move || put_numbers(&r2, n));
             for _ in 0..n {
                 r.get(Block::Until(Deadline::after(Duration::from_secs(20))))
                     .unwrap();
