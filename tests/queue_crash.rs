@@ -177,6 +177,14 @@ fn survivors_keep_going_while_others_are_killed() {
             q.put_timeout(base + i, T).unwrap();
         }
     }
+    // The victim producer puts until it is killed: a finite one could finish
+    // early while the victim consumer, scheduled ahead of the test thread on a
+    // loaded machine, eats all it put, leaving this round short of items.
+    fn produce_forever((q, base): (Queue<u64>, u64)) {
+        for i in 0.. {
+            q.put_timeout(base + i, T).unwrap();
+        }
+    }
     fn consume_forever((q, taken): (Queue<u64>, Queue<u64>)) {
         while let Ok(v) = q.get() {
             taken.put(v).unwrap();
@@ -189,7 +197,7 @@ fn survivors_keep_going_while_others_are_killed() {
         .collect();
     let mut got = Vec::new();
     for round in 0..6u64 {
-        let victim_p = victim((q.clone(), 1_000_000 * (round + 1)), produce);
+        let victim_p = victim((q.clone(), 1 << (32 + round)), produce_forever);
         let victim_c = victim((q.clone(), taken.clone()), consume_forever);
         for i in 0..2000 {
             match q.get_timeout(T) {

@@ -253,14 +253,6 @@ impl RobustLock {
                 registered = true;
                 continue;
             }
-            if v & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
-            }
             if !requested && (naps > 0 || started.elapsed() >= FAIR_AFTER) {
                 // Woken once and still beaten to it, or waited long enough while
                 // others barged in: ask the owner to hand the lock over at its
@@ -269,6 +261,24 @@ impl RobustLock {
                     .handoff
                     .compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok();
+                if requested {
+                    // A running owner unlocks soon: wait for the hand-over
+                    // awake, so that it needs no wake-up.
+                    let mut spins = 0;
+                    while spins < SPIN && self.word.load(Ordering::Relaxed) & TID_MASK == owner {
+                        std::hint::spin_loop();
+                        spins += 1;
+                    }
+                    continue;
+                }
+            }
+            if v & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
             }
             let (nap, recheck) = match deadline.remaining() {
                 Some(left) if left < RECHECK => (deadline, false),
@@ -344,17 +354,7 @@ impl RobustLock {
         // thread's list and it is still mapped (the caller holds a reference).
         unsafe { list.dequeue(self.entry()) };
         let h = self.handoff.load(Ordering::Relaxed);
-        if h != 0
-            && self
-                .handoff
-                .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            // A waiter asked for the lock: give it directly, never freeing the
-            // word, so that this thread cannot barge in again.
-            self.word.store(h | WAITERS, Ordering::Release);
-            list.clear_pending();
-            futex::wake_all(&self.word);
+        if h != 0 && self.hand_over(list, h) {
             return Ok(());
         }
         let old = self.word.swap(0, Ordering::Release);
@@ -363,6 +363,37 @@ impl RobustLock {
             self.wake_one();
         }
         Ok(())
+    }
+
+    /// Gives the lock to the waiter `h` that asked for it, never freeing the
+    /// word, so that this thread cannot barge in again (unlock, with the
+    /// lock already off this thread's list). False if `h` withdrew its request.
+    #[cold]
+    #[inline(never)]
+    fn hand_over(&self, list: ThreadList, h: u32) -> bool {
+        if self
+            .handoff
+            .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        // `h` may be spinning rather than asleep: wake sleepers (`h` among
+        // them, whatever the others) only if someone announced a sleep.
+        // (A sleeper sets `WAITERS` itself before it sleeps: with no sleeper
+        // now, `h` may take the word without it.)
+        let mut old = self.word.load(Ordering::Relaxed);
+        while let Err(v) =
+            self.word
+                .compare_exchange_weak(old, h | (old & WAITERS), Ordering::Release, Ordering::Relaxed)
+        {
+            old = v;
+        }
+        list.clear_pending();
+        if old & WAITERS != 0 {
+            futex::wake_all(&self.word);
+        }
+        true
     }
 
     #[cold]
