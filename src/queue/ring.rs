@@ -529,6 +529,7 @@ impl Ring {
 
     /// The largest payload a single item can have in this ring: the ring less
     /// the record's header word and the zero word after it.
+    #[inline]
     pub(crate) fn max_payload(&self) -> u64 {
         (self.cap - 2 * REC_HDR).min(MAX_LEN)
     }
@@ -682,15 +683,14 @@ impl Ring {
         // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
         // `src.len() - first <= cap` (callers check the record fits), starts at 0:
         // both copies stay inside the data ring; these bytes are free space,
-        // which only the producer lock holder writes and no one reads; `src`
-        // is ordinary memory, not the ring.
+        // which only the producer lock holder writes and no one reads (so a
+        // `&mut` slice over them aliases nothing); `src` is ordinary memory,
+        // not the ring.
         unsafe {
             let dst = self.data.as_ptr().add(off as usize);
-            if first == src.len() && first <= 16 {
+            if first == src.len() {
                 // Short items (most encoded values): no call into memcpy.
-                for (i, b) in src.iter().enumerate() {
-                    dst.add(i).write(*b);
-                }
+                super::typed::copy_short(std::slice::from_raw_parts_mut(dst, first), src);
                 return;
             }
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, first);
@@ -957,12 +957,21 @@ impl Ring {
     ///   hold no live data and the queue is less than a quarter full.
     ///
     /// Both need the producer lock: rewinding only if it is free at once.
+    #[inline]
     fn release(&self, base: u64, from: u64, to: u64) {
-        let h = self.h();
         let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
         if b < self.cap && a / PAGE == b / PAGE {
             return; // the common case: no page (so no chunk) left behind
         }
+        self.release_pages(base, from, to);
+    }
+
+    /// [`release`](Ring::release) once a get left a page behind.
+    #[cold]
+    #[inline(never)]
+    fn release_pages(&self, base: u64, from: u64, to: u64) {
+        let h = self.h();
+        let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
         // At most once per page consumed: each attempt touches the producers'
         // lock word, which a running producer would then have to fetch back.
         if b >= REWIND && a / PAGE != b / PAGE && self.slot(base, to).load(Acquire) == 0 {

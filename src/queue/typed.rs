@@ -48,6 +48,70 @@ impl<T> std::fmt::Debug for Typed<T> {
     }
 }
 
+/// A postcard output into the stack buffer: like postcard's `Slice`, but
+/// short pieces (varints, small fields) are copied without a call into
+/// `memcpy`, which costs more than the copy itself at these sizes.
+struct StackBuf<'a> {
+    buf: &'a mut [u8; STACK_ENCODE],
+    len: usize,
+}
+
+impl postcard::ser_flavors::Flavor for StackBuf<'_> {
+    type Output = usize;
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        let slot = self
+            .buf
+            .get_mut(self.len)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        *slot = byte;
+        self.len += 1;
+        Ok(())
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        let dst = self
+            .buf
+            .get_mut(self.len..end)
+            .ok_or(postcard::Error::SerializeBufferFull)?;
+        copy_short(dst, data);
+        self.len = end;
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.len)
+    }
+}
+
+/// `dst.copy_from_slice(src)` (same lengths) without a call into `memcpy`
+/// for up to 16 bytes: overlapping fixed-size copies, which compile to a few
+/// moves (a byte loop would be turned back into a `memcpy` call).
+#[inline]
+pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
 /// Encodes into `buf` when it fits, else on the heap (or borrowed, for bytes).
 fn encode<'a, T: Serialize + Any>(
     item: &'a T,
@@ -58,8 +122,7 @@ fn encode<'a, T: Serialize + Any>(
         let out = codec::encode_fast(item, false)?;
         return Ok((Kind::Bytes as u8, out.payload));
     }
-    if let Ok(used) = postcard::to_slice(item, &mut buf[..]) {
-        let n = used.len();
+    if let Ok(n) = postcard::serialize_with_flavor(item, StackBuf { buf, len: 0 }) {
         return Ok((Kind::Value as u8, Cow::Borrowed(&buf[..n])));
     }
     // Too long for the stack buffer, or a failure: the codec gives the right message.
@@ -204,6 +267,36 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_short_copies_every_length() {
+        let src: Vec<u8> = (1..=40).collect();
+        for n in 0..=40 {
+            let mut dst = vec![0u8; n];
+            copy_short(&mut dst, &src[..n]);
+            assert_eq!(dst, src[..n], "length {n}");
+        }
+    }
+
+    #[test]
+    fn stack_encoding_is_postcard_and_falls_back_past_the_buffer() {
+        for len in [0, 1, 3, 7, 8, 15, 16, 17, 40, 62, 63, 64, 65, 200] {
+            let item = (len as u64 * 0x0123_4567_89ab, "x".repeat(len));
+            let mut buf = [0u8; STACK_ENCODE];
+            let (kind, bytes) = encode(&item, &mut buf).unwrap();
+            assert_eq!(kind, Kind::Value as u8);
+            assert_eq!(
+                bytes.as_ref(),
+                postcard::to_allocvec(&item).unwrap(),
+                "length {len}"
+            );
+            assert_eq!(
+                matches!(bytes, Cow::Borrowed(_)),
+                bytes.len() <= STACK_ENCODE,
+                "length {len}"
+            );
+        }
+    }
 
     #[test]
     fn wrong_type_is_a_decode_error_and_the_queue_goes_on() {
