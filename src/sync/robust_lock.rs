@@ -26,9 +26,11 @@
 //!
 //! Fairness: a waiter that was woken once and lost the race again, or has
 //! waited 100 us, puts its thread id in `handoff`;
-//! the next unlock then stores that id (with `FUTEX_WAITERS`) into the word
-//! instead of freeing it, so a holder that re-locks in a loop cannot starve
-//! the others. The waiter keeps the lock announced in its `list_op_pending`
+//! the next unlock then stores that id into the word instead of freeing it,
+//! so a holder that re-locks in a loop cannot starve the others. The
+//! requester first waits for the hand-over spinning (a running holder
+//! unlocks soon), then sleeps; the unlock keeps `FUTEX_WAITERS` and makes a
+//! futex call only if someone announced a sleep. The waiter keeps the lock announced in its `list_op_pending`
 //! while it sleeps, so the kernel marks the word if it dies after the
 //! hand-over; if it died before, the 250 ms re-check finds the owner thread
 //! gone and takes over (reported as `OwnerDied`).
