@@ -252,6 +252,41 @@ fn rlock_holder_sigkilled_reports_owner_died_once() {
 }
 
 #[test]
+fn a_holder_that_retakes_the_lock_in_a_loop_does_not_starve_a_waiter() {
+    // The child re-takes the lock as soon as it releases it, without pause;
+    // the parent still gets it, again and again, each time well within its
+    // deadline (the waiter asks for a hand-over, which the child's next
+    // unlock honours).
+    let lock = Lock::new().unwrap();
+    let (running, stop) = (Event::new().unwrap(), Event::new().unwrap());
+    let p = Process::spawn(
+        (lock.clone(), running.clone(), stop.clone()),
+        |(l, running, stop): (Lock, Event, Event)| {
+            let mut rounds = 0u64;
+            while !stop.is_set() {
+                drop(l.acquire().unwrap());
+                rounds += 1;
+                if rounds == 1000 {
+                    running.set(); // the loop is under way
+                }
+            }
+            rounds
+        },
+    )
+    .unwrap();
+    assert!(running.wait_timeout(T));
+    for i in 0..200 {
+        match lock.acquire_timeout(Duration::from_secs(10)) {
+            Ok(g) => drop(g),
+            Err(e) => panic!("acquisition {i} failed against a busy holder: {e}"),
+        }
+    }
+    stop.set();
+    let rounds = p.join_timeout(T).unwrap().unwrap();
+    assert!(rounds >= 1000, "the child stopped after {rounds} rounds");
+}
+
+#[test]
 fn waiter_killed_while_waiting_for_a_hand_over_does_not_wedge_the_lock() {
     // The parent holds the lock long enough for a waiting child to ask for a
     // direct hand-over, kills the child, then releases: the lock may be handed
