@@ -13,6 +13,20 @@ use crate::process::ExitStatus;
 /// CPython's `Pool` hangs forever when a worker dies while running a task, and
 /// has no per-task timeout. Here the job gets [`TaskError::WorkerLost`] (with
 /// the worker's exit status) or [`TaskError::TimedOut`], and the worker is replaced.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Pool, TaskError};
+///
+/// let pool = Pool::new(2)?;
+/// let r = pool.apply(|x: u32| if x == 0 { panic!("zero") } else { 100 / x }, 0);
+/// assert_eq!(r, Err(TaskError::Panicked { message: "zero".into() }));
+/// // A worker that dies fails only its own job.
+/// let r = pool.apply(|()| -> u32 { std::process::abort() }, ());
+/// assert!(matches!(r, Err(TaskError::WorkerLost { .. })));
+/// assert_eq!(pool.apply(|x: u32| 100 / x, 4)?, 25);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TaskError {
@@ -69,6 +83,17 @@ impl fmt::Display for TaskError {
 impl std::error::Error for TaskError {}
 
 /// Why a pool could not be built, or joined.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Pool, PoolError};
+///
+/// let pool = Pool::new(1)?;
+/// assert!(matches!(pool.join(), Err(PoolError::NotClosed)));
+/// pool.close();
+/// pool.join()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum PoolError {

@@ -17,6 +17,18 @@ use crate::pool::pool::Pool;
 use crate::pool::protocol::{task_id, JobOutput};
 
 /// [`Imap::next_timeout`] found no result in time (the iteration can go on).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{ImapTimeout, Pool};
+///
+/// let pool = Pool::new(1)?;
+/// let mut it = pool.imap(|ms: u64| std::thread::sleep(Duration::from_millis(ms)), [300]);
+/// assert_eq!(it.next_timeout(Duration::ZERO).unwrap_err(), ImapTimeout);
+/// assert!(matches!(it.next_timeout(Duration::from_secs(30)), Ok(Some(Ok(())))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImapTimeout;
 
@@ -40,6 +52,20 @@ impl std::error::Error for ImapTimeout {}
 /// A failed task yields an `Err` for its item and the iteration goes on
 /// (Python raises and the iterator is then still usable, the same idea).
 /// Python's `next(timeout)` is [`next_timeout`](Imap::next_timeout).
+///
+/// # Examples
+/// ```
+/// use multiproc::{Pool, TaskError};
+///
+/// let pool = Pool::new(2)?;
+/// let out: Vec<Result<u32, TaskError>> = pool
+///     .imap(|x: u32| if x == 2 { panic!("two") } else { x * 10 }, 1..=3)
+///     .collect();
+/// assert_eq!(out[0], Ok(10));
+/// assert!(matches!(out[1], Err(TaskError::Panicked { .. })));
+/// assert_eq!(out[2], Ok(30)); // the iteration goes on after a failed task
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[doc(alias = "IMapIterator")]
 pub struct Imap<'a, A, R, I> {
     pool: &'a Pool,
@@ -148,6 +174,19 @@ where
     ///
     /// # Errors
     /// [`ImapTimeout`] if no result is ready in time; the next call goes on.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let mut it = pool.imap(|x: u8| x + 1, [1, 2]);
+    /// let t = Duration::from_secs(30);
+    /// assert_eq!(it.next_timeout(t)?, Some(Ok(2)));
+    /// assert_eq!(it.next_timeout(t)?, Some(Ok(3)));
+    /// assert_eq!(it.next_timeout(t)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Result<R, TaskError>>, ImapTimeout> {
         self.next_deadline(Deadline::after(timeout))
     }

@@ -121,12 +121,30 @@ impl Pool {
     /// # Errors
     /// [`PoolError::Config`] for zero processes, [`PoolError::Spawn`] if a
     /// worker cannot be started.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Pool;
+    ///
+    /// let pool = Pool::new(2)?;
+    /// assert_eq!(pool.map(|x: i64| x * x, [1, 2, 3])?, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(processes: usize) -> Result<Pool, PoolError> {
         Pool::builder().processes(processes).build()
     }
 
     /// A builder for the number of processes, start method, initializer,
     /// `max_tasks_per_child` and `task_timeout`.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Pool;
+    ///
+    /// let pool = Pool::builder().processes(2).max_tasks_per_child(10).build()?;
+    /// assert_eq!(pool.apply(|s: String| s.to_uppercase(), "hi".to_string())?, "HI");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn builder() -> PoolBuilder {
         PoolBuilder::default()
     }
@@ -171,6 +189,13 @@ impl Pool {
     }
 
     /// The number of worker processes.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(2)?;
+    /// assert_eq!(pool.processes(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn processes(&self) -> usize {
         self.processes
     }
@@ -284,6 +309,16 @@ impl Pool {
     ///
     /// # Errors
     /// As [`map`](Pool::map).
+    ///
+    /// # Examples
+    /// ```
+    /// # let pool = multiproc::Pool::new(2)?;
+    /// // 1,000 items in 10 jobs of 100.
+    /// let v = pool.map_chunked(|x: u32| x % 7, 0..1000, 100)?;
+    /// assert_eq!(v.len(), 1000);
+    /// assert_eq!(v[..8], [0, 1, 2, 3, 4, 5, 6, 0]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> Result<Vec<R>, TaskError>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -297,6 +332,15 @@ impl Pool {
 
     /// [`map`](Pool::map) without waiting: the [`AsyncResult`] gives the
     /// whole `Vec` (Python's `map_async`).
+    ///
+    /// # Examples
+    /// ```
+    /// # let pool = multiproc::Pool::new(2)?;
+    /// let pending = pool.map_async(|x: u8| u32::from(x) * 2, [1, 2, 3]);
+    /// // ... other work meanwhile ...
+    /// assert_eq!(pending.get()?, [2, 4, 6]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "starmap_async")]
     pub fn map_async<F, A, R, I>(&self, f: F, items: I) -> AsyncResult<Vec<R>>
     where
@@ -309,6 +353,14 @@ impl Pool {
     }
 
     /// [`map_async`](Pool::map_async) with an explicit chunk size (0 counts as 1).
+    ///
+    /// # Examples
+    /// ```
+    /// # let pool = multiproc::Pool::new(2)?;
+    /// let pending = pool.map_async_chunked(|x: u64| x + 1, 0..10, 3);
+    /// assert_eq!(pending.get()?, (1..=10).collect::<Vec<u64>>());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn map_async_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> AsyncResult<Vec<R>>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -376,6 +428,17 @@ impl Pool {
     }
 
     /// [`imap`](Pool::imap) sending `chunksize` items per job.
+    ///
+    /// # Examples
+    /// ```
+    /// # let pool = multiproc::Pool::new(2)?;
+    /// let firsts: Vec<u64> = pool
+    ///     .imap_chunked(|x: u64| x * 10, 0.., 50)
+    ///     .take(3)
+    ///     .collect::<Result<_, _>>()?;
+    /// assert_eq!(firsts, [0, 10, 20]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn imap_chunked<F, A, R, I>(&self, f: F, items: I, chunksize: usize) -> Imap<'_, A, R, I::IntoIter>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -409,6 +472,16 @@ impl Pool {
     }
 
     /// [`imap_unordered`](Pool::imap_unordered) sending `chunksize` items per job.
+    ///
+    /// # Examples
+    /// ```
+    /// # let pool = multiproc::Pool::new(2)?;
+    /// let total: u64 = pool
+    ///     .imap_unordered_chunked(|x: u64| x, 1..=100, 10)
+    ///     .sum::<Result<u64, _>>()?;
+    /// assert_eq!(total, 5050);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn imap_unordered_chunked<F, A, R, I>(
         &self,
         f: F,
@@ -427,6 +500,19 @@ impl Pool {
     /// Stops accepting tasks: later submissions fail with
     /// [`TaskError::PoolClosed`]. Queued tasks still run; the workers exit once
     /// they are done. Then [`join`](Pool::join) waits for them.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Pool, TaskError};
+    ///
+    /// let pool = Pool::new(2)?;
+    /// let queued = pool.apply_async(|x: u32| x + 1, 1);
+    /// pool.close();
+    /// assert_eq!(pool.apply(|x: u32| x + 1, 2), Err(TaskError::PoolClosed));
+    /// assert_eq!(queued.get()?, 2); // submitted before close: it still runs
+    /// pool.join()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "shutdown")]
     pub fn close(&self) {
         self.shared.control(false);
@@ -435,6 +521,18 @@ impl Pool {
     /// Kills the workers at once (SIGKILL) and reaps them; every unfinished
     /// task fails with [`TaskError::PoolTerminated`]. Returns when all workers
     /// are gone, which takes milliseconds however many tasks were queued.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Pool, TaskError};
+    ///
+    /// let pool = Pool::new(1)?;
+    /// let slow = pool.apply_async(|()| std::thread::sleep(Duration::from_secs(60)), ());
+    /// pool.terminate();
+    /// assert_eq!(slow.get(), Err(TaskError::PoolTerminated));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn terminate(&self) {
         self.shared.control(true);
         self.shared.wait_finished(Deadline::NEVER);
@@ -453,6 +551,16 @@ impl Pool {
     ///
     /// # Errors
     /// [`PoolError::NotClosed`] if the pool is neither closed nor terminated.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let results: Vec<_> = (0..4).map(|i| pool.apply_async(|x: u32| x * x, i)).collect();
+    /// pool.close();
+    /// pool.join()?; // every queued task has run
+    /// assert!(results.iter().all(|r| r.ready()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) -> Result<(), PoolError> {
         self.join_deadline(Deadline::NEVER).map(|_| ())
     }
@@ -462,6 +570,19 @@ impl Pool {
     ///
     /// # Errors
     /// As [`join`](Pool::join).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let busy = pool.apply_async(|()| std::thread::sleep(Duration::from_millis(300)), ());
+    /// pool.close();
+    /// assert!(!pool.join_timeout(Duration::from_millis(10))?); // still working
+    /// assert!(pool.join_timeout(Duration::from_secs(30))?);
+    /// busy.get()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool, PoolError> {
         self.join_deadline(Deadline::after(timeout))
     }

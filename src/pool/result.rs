@@ -174,6 +174,21 @@ impl<R> fmt::Debug for AsyncResult<R> {
 }
 
 /// Why [`AsyncResult::get_timeout`] or [`AsyncResult::try_get`] returned no value.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{AsyncGetError, Pool};
+///
+/// let pool = Pool::new(1)?;
+/// let r = pool.apply_async(|()| std::thread::sleep(Duration::from_millis(200)), ());
+/// let r = match r.try_get() {
+///     Err(AsyncGetError::Timeout(handle)) => handle, // not ready: the handle comes back
+///     other => panic!("{other:?}"),
+/// };
+/// r.get_timeout(Duration::from_secs(30))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub enum AsyncGetError<R> {
     /// Not ready in time: the handle is given back.
     Timeout(AsyncResult<R>),
@@ -183,11 +198,33 @@ pub enum AsyncGetError<R> {
 
 impl<R> AsyncGetError<R> {
     /// True for [`AsyncGetError::Timeout`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|()| std::thread::sleep(Duration::from_millis(200)), ());
+    /// assert!(r.get_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, AsyncGetError::Timeout(_))
     }
 
     /// The task error, if the task failed.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::TaskError;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|()| -> u8 { panic!("no") }, ());
+    /// let e = r.get_timeout(Duration::from_secs(30)).unwrap_err();
+    /// assert_eq!(e.task_error(), Some(&TaskError::Panicked { message: "no".into() }));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn task_error(&self) -> Option<&TaskError> {
         match self {
             AsyncGetError::Failed(e) => Some(e),
@@ -229,6 +266,18 @@ impl<R> AsyncResult<R> {
     }
 
     /// True once the task has finished (successfully or not).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|()| std::thread::sleep(Duration::from_millis(200)), ());
+    /// assert!(!r.ready());
+    /// r.wait();
+    /// assert!(r.ready());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn ready(&self) -> bool {
         self.slot.lock().remaining == 0
     }
@@ -236,6 +285,18 @@ impl<R> AsyncResult<R> {
     /// `Some(true)` if the task finished without error, `Some(false)` if it
     /// failed, `None` while it runs. (A result that then fails to decode in
     /// [`get`](Self::get) still counts as successful here.)
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let ok = pool.apply_async(|x: u32| x + 1, 1);
+    /// let bad = pool.apply_async(|x: u32| 10 / x, 0); // divides by zero: panics
+    /// assert!(ok.wait_timeout(Duration::from_secs(30)) && bad.wait_timeout(Duration::from_secs(30)));
+    /// assert_eq!((ok.successful(), bad.successful()), (Some(true), Some(false)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn successful(&self) -> Option<bool> {
         let st = self.slot.lock();
         if st.remaining > 0 {
@@ -248,11 +309,32 @@ impl<R> AsyncResult<R> {
     }
 
     /// Blocks until the task has finished.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: u64| x * 3, 14);
+    /// r.wait();
+    /// assert!(r.ready());
+    /// assert_eq!(r.get()?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) {
         self.slot.wait(Deadline::NEVER);
     }
 
     /// Blocks until the task has finished or `timeout` passes; true if it finished.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|()| std::thread::sleep(Duration::from_millis(300)), ());
+    /// assert!(!r.wait_timeout(Duration::from_millis(1)));
+    /// assert!(r.wait_timeout(Duration::from_secs(30)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.slot.wait(Deadline::after(timeout))
     }
@@ -266,6 +348,15 @@ impl<R> AsyncResult<R> {
     /// # Errors
     /// The task's [`TaskError`]: it panicked, its worker died or timed out, a
     /// value failed to encode or decode, or the pool was closed or terminated.
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(2)?;
+    /// let handles: Vec<_> = (1..=3).map(|i| pool.apply_async(|x: u32| x * x, i)).collect();
+    /// let squares: Vec<u32> = handles.into_iter().map(|h| h.get()).collect::<Result<_, _>>()?;
+    /// assert_eq!(squares, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(self) -> Result<R, TaskError> {
         self.wait();
         self.take()
@@ -276,6 +367,16 @@ impl<R> AsyncResult<R> {
     /// # Errors
     /// [`AsyncGetError::Timeout`] with the handle back if it is not ready in
     /// time (the task goes on); [`AsyncGetError::Failed`] if the task failed.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|s: String| s.repeat(2), "ab".to_string());
+    /// assert_eq!(r.get_timeout(Duration::from_secs(30))?, "abab");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_timeout(self, timeout: Duration) -> Result<R, AsyncGetError<R>> {
         if !self.wait_timeout(timeout) {
             return Err(AsyncGetError::Timeout(self));
@@ -287,6 +388,15 @@ impl<R> AsyncResult<R> {
     ///
     /// # Errors
     /// As [`get_timeout`](Self::get_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// let pool = multiproc::Pool::new(1)?;
+    /// let r = pool.apply_async(|x: i32| -x, 7);
+    /// r.wait();
+    /// assert_eq!(r.try_get()?, -7); // finished: no waiting
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_get(self) -> Result<R, AsyncGetError<R>> {
         self.get_timeout(Duration::ZERO)
     }
