@@ -44,6 +44,18 @@ pub(crate) enum Kind {
 }
 
 /// Why a value could not be encoded or decoded.
+///
+/// # Examples
+/// ```
+/// use multiproc::{CodecError, Pipe, RecvError};
+///
+/// let (a, b) = Pipe::new()?;
+/// a.send(&"not a number")?;
+/// assert!(matches!(b.recv::<u64>(), Err(RecvError::Codec(CodecError::Decode(_)))));
+/// a.send(&7u64)?; // the connection stays usable
+/// assert_eq!(b.recv::<u64>()?, 7);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CodecError {
