@@ -175,7 +175,9 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// use std::time::Duration;
     /// let q: Queue<String> = Queue::new()?;
     /// q.put("hello".to_string())?;
-    /// let child = Process::spawn(q.clone(), |q: Queue<String>| q.get_timeout(Duration::from_secs(30)).ok())?;
+    /// let child = Process::spawn(q.clone(), |q: Queue<String>| {
+    ///     q.get_timeout(Duration::from_secs(30)).ok()
+    /// })?;
     /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(Some("hello".to_string())));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

@@ -80,7 +80,9 @@ impl<T: Serialize + DeserializeOwned + 'static> SimpleQueue<T> {
     /// use multiproc::{Process, SimpleQueue};
     /// use std::time::Duration;
     /// let q: SimpleQueue<String> = SimpleQueue::new()?;
-    /// let child = Process::spawn(q.clone(), |q: SimpleQueue<String>| q.put("from the child".to_string()).is_ok())?;
+    /// let child = Process::spawn(q.clone(), |q: SimpleQueue<String>| {
+    ///     q.put("from the child".to_string()).is_ok()
+    /// })?;
     /// assert_eq!(q.get_timeout(Duration::from_secs(30))?, "from the child");
     /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -442,7 +442,10 @@ impl ConditionGuard<'_> {
     /// let cond = Condition::new()?;
     /// assert_eq!(cond.acquire()?.notify(1), 0); // nobody waits
     /// let c2 = cond.clone();
-    /// let waiter = std::thread::spawn(move || c2.acquire().unwrap().wait_timeout(Duration::from_secs(30)).unwrap());
+    /// let waiter = std::thread::spawn(move || {
+    ///     let mut g = c2.acquire().unwrap();
+    ///     g.wait_timeout(Duration::from_secs(30)).unwrap()
+    /// });
     /// let mut woken = 0;
     /// for _ in 0..10_000 {
     ///     woken = cond.acquire()?.notify(2); // once the waiter sleeps
@@ -496,7 +499,10 @@ impl ConditionGuard<'_> {
     /// let waiters: Vec<_> = (0..2)
     ///     .map(|_| {
     ///         let c = cond.clone();
-    ///         std::thread::spawn(move || c.acquire().unwrap().wait_timeout(Duration::from_secs(30)).unwrap())
+    ///         std::thread::spawn(move || {
+    ///             let mut g = c.acquire().unwrap();
+    ///             g.wait_timeout(Duration::from_secs(30)).unwrap()
+    ///         })
     ///     })
     ///     .collect();
     /// let mut woken = 0;
