@@ -7,6 +7,21 @@ use crate::codec::CodecError;
 
 /// Why an item was not put. Every variant gives the item back
 /// ([`PutError::into_inner`]); nothing was added to the queue.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{PutError, Queue};
+/// let q = Queue::bounded(1)?;
+/// q.put(1u8)?;
+/// match q.try_put(2) {
+///     Err(PutError::Full(item)) => assert_eq!(item, 2), // the item comes back
+///     other => panic!("expected Full, got {other:?}"),
+/// }
+/// q.close();
+/// assert!(matches!(q.put(3), Err(PutError::Closed(3))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 pub enum PutError<T> {
     /// The queue is full (`try_put`).
@@ -33,6 +48,17 @@ pub enum PutError<T> {
 
 impl<T> PutError<T> {
     /// The item that was not put.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::new()?;
+    /// q.close();
+    /// let err = q.put(vec![1u8, 2, 3]).unwrap_err();
+    /// assert_eq!(err.into_inner(), [1, 2, 3]); // nothing is lost
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> T {
         match self {
             PutError::Full(t)
@@ -45,16 +71,49 @@ impl<T> PutError<T> {
     }
 
     /// True for [`PutError::Full`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// let err = q.try_put(2).unwrap_err();
+    /// assert!(err.is_full() && !err.is_timeout() && !err.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_full(&self) -> bool {
         matches!(self, PutError::Full(_))
     }
 
     /// True for [`PutError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// use std::time::Duration;
+    /// let q = Queue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// let err = q.put_timeout(2, Duration::from_millis(10)).unwrap_err();
+    /// assert!(err.is_timeout() && !err.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, PutError::Timeout(_))
     }
 
     /// True for [`PutError::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::new()?;
+    /// q.close();
+    /// assert!(q.put(1u8).unwrap_err().is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, PutError::Closed(_))
     }
@@ -104,6 +163,19 @@ impl<T> std::error::Error for PutError<T> {
 }
 
 /// Why no item was taken.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{GetError, Queue};
+/// use std::time::Duration;
+/// let q: Queue<u8> = Queue::new()?;
+/// assert!(matches!(q.try_get(), Err(GetError::Empty)));
+/// assert!(matches!(q.get_timeout(Duration::from_millis(5)), Err(GetError::Timeout)));
+/// q.close();
+/// assert!(matches!(q.get(), Err(GetError::Closed)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum GetError {
@@ -124,16 +196,48 @@ pub enum GetError {
 
 impl GetError {
     /// True for [`GetError::Empty`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q: Queue<u8> = Queue::new()?;
+    /// let err = q.try_get().unwrap_err();
+    /// assert!(err.is_empty() && !err.is_timeout() && !err.is_closed());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         matches!(self, GetError::Empty)
     }
 
     /// True for [`GetError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// use std::time::Duration;
+    /// let q: Queue<u8> = Queue::new()?;
+    /// let err = q.get_timeout(Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.is_timeout() && !err.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, GetError::Timeout)
     }
 
     /// True for [`GetError::Closed`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q: Queue<u8> = Queue::new()?;
+    /// q.close();
+    /// let err = q.try_get().unwrap_err();
+    /// assert!(err.is_closed() && !err.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         matches!(self, GetError::Closed)
     }
@@ -162,6 +266,15 @@ impl std::error::Error for GetError {
 }
 
 /// Why [`JoinableQueue::task_done`](crate::JoinableQueue::task_done) failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{JoinableQueue, TaskDoneError};
+/// let q: JoinableQueue<u8> = JoinableQueue::new()?;
+/// assert!(matches!(q.task_done(), Err(TaskDoneError::TooManyCalls))); // nothing was put
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TaskDoneError {
@@ -190,6 +303,18 @@ impl std::error::Error for TaskDoneError {
 }
 
 /// A queue could not be created or attached, or `join` failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Queue, QueueError};
+/// use std::error::Error;
+/// let err: QueueError = Queue::<u8>::bounded(0).unwrap_err();
+/// assert!(err.to_string().contains("maxsize must be at least 1"));
+/// let kind = err.source().and_then(|e| e.downcast_ref::<std::io::Error>()).map(|e| e.kind());
+/// assert_eq!(kind, Some(std::io::ErrorKind::InvalidInput));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug)]
 pub struct QueueError {
     what: &'static str,

@@ -90,6 +90,17 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// The memfd could not be created or mapped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::JoinableQueue;
+    /// let q = JoinableQueue::new()?;
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// q.put("job".to_string())?;
+    /// assert_eq!(q.unfinished_tasks(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new() -> Result<JoinableQueue<T>, QueueError> {
         Ok(JoinableQueue::from_typed(Typed::create(
             Flavor::Joinable,
@@ -102,6 +113,17 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// `maxsize` is 0, or the memfd could not be created or mapped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::JoinableQueue;
+    /// let q = JoinableQueue::bounded(1)?;
+    /// q.put(1u8)?;
+    /// assert!(q.try_put(2).unwrap_err().is_full());
+    /// assert!(JoinableQueue::<u8>::bounded(0).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn bounded(maxsize: usize) -> Result<JoinableQueue<T>, QueueError> {
         JoinableQueue::with_limits(Some(maxsize), DEFAULT_RING_BYTES)
     }
@@ -111,6 +133,17 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// `max_items` is `Some(0)`, or the memfd could not be created or mapped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::JoinableQueue;
+    /// let q: JoinableQueue<Vec<u8>> = JoinableQueue::with_limits(Some(8), 1024)?;
+    /// assert_eq!(q.maxsize(), Some(8));
+    /// assert!(q.max_item_bytes() <= 1024);
+    /// assert!(JoinableQueue::<u8>::with_limits(Some(0), 1024).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_limits(max_items: Option<usize>, max_bytes: u64) -> Result<JoinableQueue<T>, QueueError> {
         let max = check_max(max_items)?;
         Ok(JoinableQueue::from_typed(Typed::create(
@@ -124,6 +157,20 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// [`TaskDoneError::TooManyCalls`] if every item put is already done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{JoinableQueue, TaskDoneError};
+    /// let q = JoinableQueue::new()?;
+    /// q.put(1u8)?;
+    /// q.get()?; // taken, not yet done
+    /// assert_eq!(q.unfinished_tasks(), 1);
+    /// q.task_done()?;
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// assert!(matches!(q.task_done(), Err(TaskDoneError::TooManyCalls)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn task_done(&self) -> Result<(), TaskDoneError> {
         self.queue.inner.task_done()
     }
@@ -132,6 +179,21 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// The operating system refused a lock or futex operation.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::JoinableQueue;
+    /// let q = JoinableQueue::new()?;
+    /// q.put(1u8)?;
+    /// q.put(2)?;
+    /// while let Ok(_item) = q.try_get() {
+    ///     q.task_done()?;
+    /// }
+    /// q.join()?; // every task is done: returns at once
+    /// assert_eq!(q.unfinished_tasks(), 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join(&self) -> Result<(), QueueError> {
         self.queue.inner.join_deadline(Deadline::NEVER).map(|_| ())
     }
@@ -141,11 +203,52 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     ///
     /// # Errors
     /// As `join`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{JoinableQueue, Process};
+    /// use std::time::Duration;
+    ///
+    /// fn consume(q: JoinableQueue<u32>) -> u32 {
+    ///     let mut sum = 0;
+    ///     for _ in 0..3 {
+    ///         sum += q.get_timeout(Duration::from_secs(30)).unwrap();
+    ///         q.task_done().unwrap();
+    ///     }
+    ///     sum
+    /// }
+    ///
+    /// let q = JoinableQueue::new()?;
+    /// for i in 1..=3 {
+    ///     q.put(i)?;
+    /// }
+    /// assert!(!q.join_timeout(Duration::from_millis(10))?); // nobody consumed yet
+    /// let child = Process::spawn(q.clone(), consume)?;
+    /// assert!(q.join_timeout(Duration::from_secs(30))?); // the child marked all three done
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(6));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> Result<bool, QueueError> {
         self.queue.inner.join_deadline(Deadline::after(timeout))
     }
 
     /// Items put and not yet marked done, exact at the moment of the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::JoinableQueue;
+    /// let q = JoinableQueue::new()?;
+    /// q.put('a')?;
+    /// q.put('b')?;
+    /// assert_eq!(q.unfinished_tasks(), 2);
+    /// q.get()?;
+    /// assert_eq!(q.unfinished_tasks(), 2); // taken is not done
+    /// q.task_done()?;
+    /// assert_eq!(q.unfinished_tasks(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn unfinished_tasks(&self) -> usize {
         usize::try_from(self.queue.inner.ring.unfinished()).unwrap_or(usize::MAX)
     }

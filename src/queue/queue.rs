@@ -167,6 +167,20 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// # Errors
     /// [`PutError::Closed`], [`PutError::Encode`] (the item's `Serialize`
     /// failed, or it holds a handle), [`PutError::TooLarge`]; the item comes back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, Queue};
+    /// use std::time::Duration;
+    /// let q: Queue<String> = Queue::new()?;
+    /// q.put("hello".to_string())?;
+    /// let child = Process::spawn(q.clone(), |q: Queue<String>| {
+    ///     q.get_timeout(Duration::from_secs(30)).ok()
+    /// })?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(Some("hello".to_string())));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put(&self, item: T) -> Result<(), PutError<T>> {
         self.inner.put(item)
     }
@@ -175,6 +189,19 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As `put`, plus [`PutError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// use std::time::Duration;
+    /// let q = Queue::bounded(1)?;
+    /// q.put_timeout(1u8, Duration::from_millis(10))?;
+    /// let err = q.put_timeout(2, Duration::from_millis(10)).unwrap_err(); // still full
+    /// assert!(err.is_timeout());
+    /// assert_eq!(err.into_inner(), 2); // the item comes back
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), PutError<T>> {
         self.inner.put_timeout(item, timeout)
     }
@@ -183,6 +210,17 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As `put`, plus [`PutError::Full`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{PutError, Queue};
+    /// let q = Queue::bounded(1)?;
+    /// q.try_put(1u8)?;
+    /// assert!(matches!(q.try_put(2), Err(PutError::Full(2))));
+    /// assert_eq!(q.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "put_nowait")]
     pub fn try_put(&self, item: T) -> Result<(), PutError<T>> {
         self.inner.try_put(item)
@@ -193,6 +231,20 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// # Errors
     /// [`GetError::Closed`] once the queue is closed and empty;
     /// [`GetError::Decode`] if the item is not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{GetError, Queue};
+    /// let q = Queue::new()?;
+    /// q.put(1u32)?;
+    /// q.put(2)?;
+    /// q.close();
+    /// assert_eq!(q.get()?, 1); // oldest first
+    /// assert_eq!(q.get()?, 2);
+    /// assert!(matches!(q.get(), Err(GetError::Closed))); // closed and empty: no wait
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<T, GetError> {
         self.inner.get()
     }
@@ -201,6 +253,19 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As `get`, plus [`GetError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{GetError, Process, Queue};
+    /// use std::time::Duration;
+    /// let q: Queue<u32> = Queue::new()?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(GetError::Timeout)));
+    /// let child = Process::spawn(q.clone(), |q: Queue<u32>| q.put(7).is_ok())?;
+    /// assert_eq!(q.get_timeout(Duration::from_secs(30))?, 7);
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, GetError> {
         self.inner.get_timeout(timeout)
     }
@@ -209,18 +274,54 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// As `get`, plus [`GetError::Empty`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{GetError, Queue};
+    /// let q = Queue::new()?;
+    /// assert!(matches!(q.try_get(), Err(GetError::Empty)));
+    /// q.put('x')?;
+    /// assert_eq!(q.try_get()?, 'x');
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "get_nowait")]
     pub fn try_get(&self) -> Result<T, GetError> {
         self.inner.try_get()
     }
 
     /// The number of items in the queue, exact at the moment of the call.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::new()?;
+    /// for i in 0..3u8 {
+    ///     q.put(i)?;
+    /// }
+    /// assert_eq!(q.len(), 3);
+    /// q.get()?;
+    /// assert_eq!(q.len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "qsize")]
     pub fn len(&self) -> usize {
         self.inner.len()
     }
 
     /// True if the queue holds no item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::new()?;
+    /// assert!(q.is_empty());
+    /// q.put(0u8)?;
+    /// assert!(!q.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "empty")]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -228,17 +329,53 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
 
     /// True if the queue holds its maximum number of items (never for an
     /// unbounded queue; a byte budget can still make `put` wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// let q = Queue::bounded(2)?;
+    /// q.put(1u8)?;
+    /// assert!(!q.is_full());
+    /// q.put(2)?;
+    /// assert!(q.is_full());
+    /// let unbounded = Queue::new()?;
+    /// unbounded.put(1u8)?;
+    /// assert!(!unbounded.is_full());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "full")]
     pub fn is_full(&self) -> bool {
         self.inner.is_full()
     }
 
     /// The item limit, `None` for none.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Queue;
+    /// assert_eq!(Queue::<u8>::bounded(5)?.maxsize(), Some(5));
+    /// assert_eq!(Queue::<u8>::new()?.maxsize(), None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn maxsize(&self) -> Option<usize> {
         self.inner.maxsize()
     }
 
     /// The largest encoded item this queue accepts, in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{PutError, Queue};
+    /// let q: Queue<Vec<u8>> = Queue::with_limits(None, 1024)?;
+    /// let max = q.max_item_bytes();
+    /// assert!(max > 0 && max <= 1024);
+    /// let too_big = vec![0u8; max as usize + 1]; // encodes to more than `max` bytes
+    /// assert!(matches!(q.put(too_big), Err(PutError::TooLarge { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_item_bytes(&self) -> u64 {
         self.inner.max_item_bytes()
     }
@@ -246,11 +383,37 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// Closes the queue for every process: puts fail with `Closed` from now on;
     /// gets return the items still queued, then fail with `Closed`. Wakes every
     /// process waiting on the queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{GetError, PutError, Queue};
+    /// let q = Queue::new()?;
+    /// q.put(1u8)?;
+    /// q.close();
+    /// assert!(matches!(q.put(2), Err(PutError::Closed(2))));
+    /// assert_eq!(q.get()?, 1); // items already queued still come out
+    /// assert!(matches!(q.get(), Err(GetError::Closed)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(&self) {
         self.inner.ring.close()
     }
 
     /// True once any process closed the queue.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, Queue};
+    /// use std::time::Duration;
+    /// let q: Queue<u8> = Queue::new()?;
+    /// assert!(!q.is_closed());
+    /// let child = Process::spawn(q.clone(), |q: Queue<u8>| q.close())?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(()));
+    /// assert!(q.is_closed()); // closed by the child, for every process
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_closed(&self) -> bool {
         self.inner.ring.is_closed()
     }

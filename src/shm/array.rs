@@ -56,6 +56,15 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// The system refused the memory, or `len * size_of::<T>()` overflows.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// assert_eq!(Array::<u32>::zeroed(3)?.to_vec()?, [0, 0, 0]);
+    /// assert!(Array::<u64>::zeroed(usize::MAX).is_err()); // the size overflows
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn zeroed(len: usize) -> io::Result<Array<T>> {
         Ok(Array {
             block: PodBlock::create("multiproc-array", len, None)?,
@@ -66,6 +75,15 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// let a = Array::from_slice(&[1i32, -2, 3])?;
+    /// assert_eq!(a.to_vec()?, [1, -2, 3]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn from_slice(values: &[T]) -> io::Result<Array<T>> {
         Ok(Array {
             block: PodBlock::create("multiproc-array", values.len(), Some(values))?,
@@ -73,11 +91,28 @@ impl<T: Pod> Array<T> {
     }
 
     /// The number of elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// assert_eq!(Array::<f32>::zeroed(5)?.len(), 5);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn len(&self) -> usize {
         self.block.len()
     }
 
     /// True for an array of no elements.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// assert!(Array::<u8>::zeroed(0)?.is_empty());
+    /// assert!(!Array::from_slice(&[1u8])?.is_empty());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -98,6 +133,21 @@ impl<T: Pod> Array<T> {
     /// # Errors
     /// [`LockError::OwnerDied`] (guard inside: the lock is held) once after a
     /// holder died; [`LockError::WouldDeadlock`] if this thread holds it already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// let a = Array::<i32>::zeroed(3)?;
+    /// {
+    ///     let mut g = a.lock()?;
+    ///     g[0] = 5;
+    ///     g[1..].copy_from_slice(&[6, 7]);
+    ///     assert!(a.try_lock().is_err()); // held until the guard drops
+    /// }
+    /// assert_eq!(a.to_vec()?, [5, 6, 7]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[doc(alias = "get_lock")]
     pub fn lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         self.lock_with(Wait::Until(Deadline::NEVER))
@@ -106,7 +156,22 @@ impl<T: Pod> Array<T> {
     /// Locks the array if the lock is free now.
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] when it is held; otherwise as [`lock`](Array::lock).
+    /// [`LockError::WouldBlock`] when another thread or process holds it;
+    /// [`LockError::WouldDeadlock`] when the calling thread does; otherwise as
+    /// [`lock`](Array::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Array, LockError};
+    /// let a = Array::<u8>::zeroed(2)?;
+    /// let _g = a.try_lock()?;
+    /// let other = a.clone();
+    /// let refused = std::thread::spawn(move || matches!(other.try_lock(), Err(LockError::WouldBlock)));
+    /// assert!(refused.join().unwrap());
+    /// assert!(matches!(a.try_lock(), Err(LockError::WouldDeadlock))); // this thread holds it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_lock(&self) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         self.lock_with(Wait::No)
     }
@@ -115,6 +180,21 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// [`LockError::Timeout`] when the timeout passed; otherwise as [`lock`](Array::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Array, LockError};
+    /// use std::time::Duration;
+    /// let a = Array::<u8>::zeroed(2)?;
+    /// let _g = a.lock()?;
+    /// let other = a.clone();
+    /// let r = std::thread::spawn(move || {
+    ///     matches!(other.lock_timeout(Duration::from_millis(10)), Err(LockError::Timeout))
+    /// });
+    /// assert!(r.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ArrayGuard<'_, T>, LockError<ArrayGuard<'_, T>>> {
         self.lock_with(Wait::Until(Deadline::after(timeout)))
     }
@@ -123,17 +203,56 @@ impl<T: Pod> Array<T> {
     ///
     /// # Errors
     /// As [`lock`](Array::lock); `OwnerDied` carries the copy.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Array, Process};
+    /// use std::time::Duration;
+    /// let a = Array::<u64>::zeroed(4)?;
+    /// let child = Process::spawn(a.clone(), |a: Array<u64>| {
+    ///     for (i, x) in a.lock().unwrap().iter_mut().enumerate() {
+    ///         *x = i as u64 * 10;
+    ///     }
+    /// })?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(()));
+    /// assert_eq!(a.to_vec()?, [0, 10, 20, 30]); // written by the child
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>, LockError<Vec<T>>> {
         self.lock().map(|g| g.to_vec()).map_err(|e| e.map(|g| g.to_vec()))
     }
 
     /// True when both handles refer to the same shared array.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Array;
+    /// let a = Array::<u8>::zeroed(1)?;
+    /// assert!(a.same_as(&a.clone()));
+    /// assert!(!a.same_as(&Array::zeroed(1)?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn same_as(&self, other: &Array<T>) -> bool {
         self.block.same(&other.block)
     }
 }
 
 /// The locked array; derefs to `[T]`, unlocks on drop. `!Send`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Array;
+/// let a = Array::from_slice(&[3u16, 1, 2])?;
+/// let mut g = a.lock()?;
+/// g.sort(); // any slice method
+/// assert_eq!(*g, [1, 2, 3]);
+/// drop(g); // unlocked
+/// assert_eq!(a.to_vec()?, [1, 2, 3]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "the array is unlocked as soon as the guard is dropped"]
 pub struct ArrayGuard<'a, T: Pod> {
     inner: PodGuard<'a, T>,

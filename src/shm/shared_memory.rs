@@ -90,6 +90,21 @@ impl SharedMemory {
     /// `InvalidInput` for a zero size or an invalid name (empty, containing
     /// `/` or NUL, longer than 250 bytes); `AlreadyExists` if the name is taken;
     /// or the system refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use std::io::ErrorKind;
+    /// let anon = SharedMemory::create(None, 4096)?;
+    /// assert_eq!((anon.name(), anon.size()), (None, 4096));
+    /// let name = format!("multiproc-doc-create-{}", std::process::id());
+    /// let named = SharedMemory::create(Some(&name), 64)?;
+    /// assert_eq!(SharedMemory::create(Some(&name), 64).unwrap_err().kind(), ErrorKind::AlreadyExists);
+    /// named.unlink()?;
+    /// assert_eq!(SharedMemory::create(None, 0).unwrap_err().kind(), ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn create(name: Option<&str>, size: usize) -> io::Result<SharedMemory> {
         if size == 0 {
             return Err(io::Error::new(
@@ -125,6 +140,25 @@ impl SharedMemory {
     /// `NotFound` if no such name exists (never created, or unlinked);
     /// `InvalidInput` for an invalid name or an empty object (one whose creator
     /// has not sized it yet: `create` makes the name, then sizes it; retry).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, SharedMemory};
+    /// use std::time::Duration;
+    /// let name = format!("multiproc-doc-open-{}", std::process::id());
+    /// let shm = SharedMemory::create(Some(&name), 16)?;
+    /// // The child gets only the name and attaches by it.
+    /// let child = Process::spawn(name.clone(), |name: String| {
+    ///     SharedMemory::open(&name).and_then(|shm| shm.write_at(0, b"hi")).is_ok()
+    /// })?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// let mut buf = [0u8; 2];
+    /// shm.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"hi");
+    /// shm.unlink()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(name: &str) -> io::Result<SharedMemory> {
         let fd = named_shm::open(name)?;
         Ok(SharedMemory {
@@ -139,6 +173,20 @@ impl SharedMemory {
     ///
     /// # Errors
     /// `NotFound` if the name was already removed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use std::io::ErrorKind;
+    /// let name = format!("multiproc-doc-unlink-{}", std::process::id());
+    /// let shm = SharedMemory::create(Some(&name), 8)?;
+    /// shm.unlink()?;
+    /// assert_eq!(SharedMemory::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
+    /// shm.write_at(0, b"still ok")?; // open handles keep working
+    /// assert_eq!(shm.unlink().unwrap_err().kind(), ErrorKind::NotFound);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn unlink(&self) -> io::Result<()> {
         match &self.name {
             Some(n) => named_shm::unlink(n),
@@ -150,21 +198,69 @@ impl SharedMemory {
     ///
     /// # Errors
     /// `NotFound` if there is no such name; `InvalidInput` for an invalid name.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use std::io::ErrorKind;
+    /// let name = format!("multiproc-doc-unlink-name-{}", std::process::id());
+    /// drop(SharedMemory::create(Some(&name), 8)?); // the name outlives the handle
+    /// SharedMemory::unlink_name(&name)?;
+    /// assert_eq!(SharedMemory::open(&name).unwrap_err().kind(), ErrorKind::NotFound);
+    /// assert_eq!(SharedMemory::unlink_name(&name).unwrap_err().kind(), ErrorKind::NotFound);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn unlink_name(name: &str) -> io::Result<()> {
         named_shm::unlink(name)
     }
 
     /// The name (without a leading `/`), `None` for an anonymous block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let name = format!("multiproc-doc-name-{}", std::process::id());
+    /// let shm = SharedMemory::create(Some(&format!("/{name}")), 8)?;
+    /// assert_eq!(shm.name(), Some(name.as_str())); // without the leading '/'
+    /// shm.unlink()?;
+    /// assert_eq!(SharedMemory::create(None, 8)?.name(), None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn name(&self) -> Option<&str> {
         self.name.as_deref()
     }
 
     /// The size in bytes.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// assert_eq!(SharedMemory::create(None, 100)?.size(), 100);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn size(&self) -> usize {
         self.seg.len()
     }
 
     /// The bytes as atomics: a safe view that other processes may write concurrently.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use std::sync::atomic::Ordering;
+    /// let shm = SharedMemory::create(None, 4)?;
+    /// let bytes = shm.as_atomic_bytes();
+    /// assert_eq!(bytes.len(), 4);
+    /// bytes[3].fetch_add(7, Ordering::Relaxed);
+    /// let mut buf = [0u8; 4];
+    /// shm.read_at(0, &mut buf)?;
+    /// assert_eq!(buf, [0, 0, 0, 7]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn as_atomic_bytes(&self) -> &[AtomicU8] {
         // SAFETY: the mapping is `size` bytes, lives as long as `self`, and
         // `AtomicU8` has the layout of `u8` and tolerates concurrent access.
@@ -175,6 +271,20 @@ impl SharedMemory {
     ///
     /// # Errors
     /// `InvalidInput` if the range is outside the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create(None, 8)?;
+    /// shm.write_at(4, &[1, 2, 3, 4])?;
+    /// let mut buf = [0u8; 3];
+    /// shm.read_at(3, &mut buf)?;
+    /// assert_eq!(buf, [0, 1, 2]);
+    /// let err = shm.read_at(6, &mut buf).unwrap_err(); // bytes 6..9 of 8
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> io::Result<()> {
         let src = offset
             .checked_add(buf.len())
@@ -191,6 +301,19 @@ impl SharedMemory {
     ///
     /// # Errors
     /// `InvalidInput` if the range is outside the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// use std::sync::atomic::Ordering;
+    /// let shm = SharedMemory::create(None, 4)?;
+    /// shm.write_at(1, b"ab")?;
+    /// assert_eq!(shm.as_atomic_bytes()[2].load(Ordering::Relaxed), b'b');
+    /// assert!(shm.write_at(3, b"ab").is_err()); // past the end: nothing written
+    /// assert_eq!(shm.as_atomic_bytes()[3].load(Ordering::Relaxed), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn write_at(&self, offset: usize, data: &[u8]) -> io::Result<()> {
         let dst = offset
             .checked_add(data.len())
@@ -204,6 +327,17 @@ impl SharedMemory {
     }
 
     /// The first byte of the mapping (page aligned), for FFI or custom layouts.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create(None, 64)?;
+    /// let p = shm.as_ptr();
+    /// assert!(!p.is_null());
+    /// assert_eq!(p as usize % 4096, 0); // page aligned
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn as_ptr(&self) -> *mut u8 {
         self.seg.as_ptr()
     }
@@ -212,6 +346,18 @@ impl SharedMemory {
     ///
     /// # Safety
     /// While the slice lives, no thread or process may write the block.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create(None, 4)?;
+    /// shm.write_at(0, &[1, 2, 3, 4])?;
+    /// // SAFETY: nothing writes the block while `bytes` lives.
+    /// let bytes = unsafe { shm.as_slice() };
+    /// assert_eq!(bytes, [1, 2, 3, 4]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub unsafe fn as_slice(&self) -> &[u8] {
         // SAFETY: in bounds and alive (see `as_atomic_bytes`); no concurrent
         // writer per the caller's promise.
@@ -223,6 +369,22 @@ impl SharedMemory {
     /// # Safety
     /// While the slice lives, no other thread or process may read or write the
     /// block, and no other slice of it may exist in this process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::SharedMemory;
+    /// let shm = SharedMemory::create(None, 4)?;
+    /// {
+    ///     // SAFETY: no other slice exists and no one else touches the block meanwhile.
+    ///     let bytes = unsafe { shm.as_mut_slice() };
+    ///     bytes.copy_from_slice(b"rust");
+    /// }
+    /// let mut buf = [0u8; 4];
+    /// shm.read_at(0, &mut buf)?;
+    /// assert_eq!(&buf, b"rust");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn as_mut_slice(&self) -> &mut [u8] {
         // SAFETY: in bounds and alive; exclusive per the caller's promise.

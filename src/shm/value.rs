@@ -63,6 +63,15 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Value;
+    /// let v = Value::new(1.5f64)?;
+    /// assert_eq!(v.load()?, 1.5);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(value: T) -> io::Result<Value<T>> {
         Ok(Value {
             block: PodBlock::create("multiproc-value", 1, Some(std::slice::from_ref(&value)))?,
@@ -73,6 +82,15 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Value;
+    /// let v = Value::<[u16; 4]>::zeroed()?;
+    /// assert_eq!(v.load()?, [0; 4]);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn zeroed() -> io::Result<Value<T>> {
         Ok(Value {
             block: PodBlock::create("multiproc-value", 1, None)?,
@@ -95,6 +113,20 @@ impl<T: Pod> Value<T> {
     /// # Errors
     /// [`LockError::OwnerDied`] (guard inside: the lock is held) once after a
     /// holder died; [`LockError::WouldDeadlock`] if this thread holds it already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Value;
+    /// let v = Value::new(0u32)?;
+    /// {
+    ///     let mut g = v.lock()?;
+    ///     *g += 1;
+    ///     assert!(v.try_lock().is_err()); // held until the guard drops
+    /// }
+    /// assert_eq!(v.load()?, 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[doc(alias = "get_lock")]
     pub fn lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
         self.lock_with(Wait::Until(Deadline::NEVER))
@@ -103,7 +135,22 @@ impl<T: Pod> Value<T> {
     /// Locks the value if the lock is free now.
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] when it is held; otherwise as [`lock`](Value::lock).
+    /// [`LockError::WouldBlock`] when another thread or process holds it;
+    /// [`LockError::WouldDeadlock`] when the calling thread does; otherwise as
+    /// [`lock`](Value::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockError, Value};
+    /// let v = Value::new(0u8)?;
+    /// let _g = v.try_lock()?;
+    /// let other = v.clone();
+    /// let refused = std::thread::spawn(move || matches!(other.try_lock(), Err(LockError::WouldBlock)));
+    /// assert!(refused.join().unwrap());
+    /// assert!(matches!(v.try_lock(), Err(LockError::WouldDeadlock))); // this thread holds it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_lock(&self) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
         self.lock_with(Wait::No)
     }
@@ -112,6 +159,21 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// [`LockError::Timeout`] when the timeout passed; otherwise as [`lock`](Value::lock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockError, Value};
+    /// use std::time::Duration;
+    /// let v = Value::new(0u8)?;
+    /// let _g = v.lock()?;
+    /// let other = v.clone();
+    /// let r = std::thread::spawn(move || {
+    ///     matches!(other.lock_timeout(Duration::from_millis(10)), Err(LockError::Timeout))
+    /// });
+    /// assert!(r.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn lock_timeout(&self, timeout: Duration) -> Result<ValueGuard<'_, T>, LockError<ValueGuard<'_, T>>> {
         self.lock_with(Wait::Until(Deadline::after(timeout)))
     }
@@ -120,6 +182,18 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// As [`lock`](Value::lock); `OwnerDied` carries the value read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, Value};
+    /// use std::time::Duration;
+    /// let v = Value::new(0u64)?;
+    /// let child = Process::spawn(v.clone(), |v: Value<u64>| v.store(42).is_ok())?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(v.load()?, 42); // stored by the child
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn load(&self) -> Result<T, LockError<T>> {
         self.lock().map(|g| *g).map_err(|e| e.map(|g| *g))
     }
@@ -128,6 +202,18 @@ impl<T: Pod> Value<T> {
     ///
     /// # Errors
     /// As [`lock`](Value::lock); on `OwnerDied` the value has been written.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, Value};
+    /// use std::time::Duration;
+    /// let v = Value::new(0i32)?;
+    /// v.store(-5)?;
+    /// let child = Process::spawn(v.clone(), |v: Value<i32>| v.load().ok())?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(Some(-5))); // seen by the child
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn store(&self, value: T) -> Result<(), LockError<()>> {
         match self.lock() {
             Ok(mut g) => {
@@ -139,12 +225,35 @@ impl<T: Pod> Value<T> {
     }
 
     /// True when both handles refer to the same shared value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Value;
+    /// let v = Value::new(0u8)?;
+    /// assert!(v.same_as(&v.clone()));
+    /// assert!(!v.same_as(&Value::new(0u8)?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn same_as(&self, other: &Value<T>) -> bool {
         self.block.same(&other.block)
     }
 }
 
 /// The locked value; derefs to `T`, unlocks on drop. `!Send`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Value;
+/// let v = Value::new([1u8, 2])?;
+/// let mut g = v.lock()?;
+/// g.swap(0, 1); // derefs to the value
+/// assert_eq!(*g, [2, 1]);
+/// drop(g); // unlocked
+/// assert_eq!(v.load()?, [2, 1]);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "the value is unlocked as soon as the guard is dropped"]
 pub struct ValueGuard<'a, T: Pod> {
     inner: PodGuard<'a, T>,

@@ -263,6 +263,16 @@ impl Barrier {
     ///
     /// # Errors
     /// `InvalidInput` for zero parties; or the system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// let b = Barrier::new(3)?;
+    /// assert_eq!(b.parties(), 3);
+    /// assert_eq!(Barrier::new(0).unwrap_err().kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(parties: u32) -> io::Result<Barrier> {
         Barrier::builder(parties).build()
     }
@@ -293,6 +303,22 @@ impl Barrier {
     ///
     /// # Errors
     /// As [`new`](Barrier::new); also fails if this executable's image cannot be read.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// static ROUNDS: AtomicU32 = AtomicU32::new(0);
+    /// fn count_round() {
+    ///     ROUNDS.fetch_add(1, Ordering::SeqCst);
+    /// }
+    /// let b = Barrier::with_action(1, count_round)?;
+    /// b.wait()?;
+    /// b.wait()?;
+    /// assert_eq!(ROUNDS.load(Ordering::SeqCst), 2); // once per round
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn with_action(parties: u32, action: fn()) -> io::Result<Barrier> {
         Barrier::builder(parties).action(action).build()
     }
@@ -321,6 +347,20 @@ impl Barrier {
     /// # Errors
     /// [`BrokenBarrierError`] if the barrier is or becomes broken (or the
     /// default timeout passes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Barrier, Process};
+    /// use std::time::Duration;
+    /// // A default timeout, so that `wait` cannot hang if the child fails.
+    /// let b = Barrier::builder(2).timeout(Duration::from_secs(30)).build()?;
+    /// let child = Process::spawn(b.clone(), |b: Barrier| b.wait().ok())?;
+    /// let mine = b.wait()?;
+    /// let theirs = child.join_timeout(Duration::from_secs(30))?.flatten();
+    /// assert_eq!(theirs, Some(1 - mine)); // indices 0 and 1
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) -> Result<u32, BrokenBarrierError> {
         let ns = self.state().timeout_ns.load(Ordering::Relaxed);
         let deadline = if ns == 0 {
@@ -337,27 +377,94 @@ impl Barrier {
     /// # Errors
     /// [`BrokenBarrierError`] (with [`is_timeout`](BrokenBarrierError::is_timeout)
     /// true for the party whose timeout broke it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// let b = Barrier::new(2)?;
+    /// let err = b.wait_timeout(Duration::from_millis(10)).unwrap_err(); // alone
+    /// assert!(err.is_timeout());
+    /// assert!(b.broken()); // for every party
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<u32, BrokenBarrierError> {
         self.state().wait(Deadline::after(timeout))
     }
 
     /// Breaks the barrier: current and future waits fail until [`reset`](Barrier::reset).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// let b = Barrier::new(2)?;
+    /// b.abort();
+    /// assert!(b.broken());
+    /// let err = b.wait_timeout(Duration::from_secs(30)).unwrap_err(); // at once
+    /// assert!(!err.is_timeout());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn abort(&self) {
         self.state().abort();
     }
 
     /// Returns the barrier to its initial state; parties waiting in the
     /// current round get [`BrokenBarrierError`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// let b = Barrier::new(1)?;
+    /// b.abort();
+    /// assert!(b.wait().is_err());
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// assert_eq!(b.wait()?, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn reset(&self) {
         self.state().reset();
     }
 
     /// The number of parties.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// assert_eq!(Barrier::new(4)?.parties(), 4);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn parties(&self) -> u32 {
         self.state().parties.load(Ordering::Relaxed)
     }
 
     /// How many parties are waiting in the current round (a snapshot; 0 when broken).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// let b = Barrier::new(2)?;
+    /// assert_eq!(b.n_waiting(), 0);
+    /// let b2 = b.clone();
+    /// let t = std::thread::spawn(move || b2.wait_timeout(Duration::from_secs(30)));
+    /// for _ in 0..10_000 {
+    ///     if b.n_waiting() == 1 {
+    ///         break;
+    ///     }
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert_eq!(b.n_waiting(), 1); // the other thread arrived
+    /// b.wait_timeout(Duration::from_secs(30))?;
+    /// assert!(t.join().unwrap().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn n_waiting(&self) -> u32 {
         let s = self.state();
         if s.broken.load(Ordering::Relaxed) != 0 {
@@ -368,12 +475,35 @@ impl Barrier {
     }
 
     /// True while the barrier is broken.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// let b = Barrier::new(2)?;
+    /// assert!(!b.broken());
+    /// b.abort();
+    /// assert!(b.broken());
+    /// b.reset();
+    /// assert!(!b.broken());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn broken(&self) -> bool {
         self.state().broken.load(Ordering::Relaxed) != 0
     }
 }
 
 /// Builds a [`Barrier`]: `Barrier::builder(parties).action(f).timeout(t).build()`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Barrier;
+/// use std::time::Duration;
+/// let b = Barrier::builder(2).timeout(Duration::from_millis(10)).build()?;
+/// assert!(b.wait().unwrap_err().is_timeout()); // the default timeout applies
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone)]
 #[must_use = "call build() to create the barrier"]
 pub struct BarrierBuilder {
@@ -385,12 +515,36 @@ pub struct BarrierBuilder {
 impl BarrierBuilder {
     /// The action run once per round by the last party to arrive, before any
     /// party is released (a plain `fn()` of this executable).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// static RAN: AtomicBool = AtomicBool::new(false);
+    /// let b = Barrier::builder(1).action(|| RAN.store(true, Ordering::SeqCst)).build()?;
+    /// assert!(!RAN.load(Ordering::SeqCst));
+    /// b.wait()?;
+    /// assert!(RAN.load(Ordering::SeqCst)); // run by the last party to arrive
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn action(mut self, action: fn()) -> Self {
         self.action = Some(action);
         self
     }
 
     /// The default timeout of [`Barrier::wait`] (Python's `timeout=`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// let b = Barrier::builder(2).timeout(Duration::from_millis(10)).build()?;
+    /// assert!(b.wait().unwrap_err().is_timeout());
+    /// assert!(b.broken());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
         self
@@ -401,6 +555,16 @@ impl BarrierBuilder {
     /// # Errors
     /// `InvalidInput` for zero parties; the system refused the memory; or this
     /// executable's image cannot be read (with an action).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// assert_eq!(Barrier::builder(2).build()?.parties(), 2);
+    /// let err = Barrier::builder(0).build().unwrap_err();
+    /// assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn build(self) -> io::Result<Barrier> {
         let action = match self.action {
             None => None,
@@ -423,11 +587,35 @@ enum Reason {
 
 /// The barrier is broken (aborted, reset during the wait, a party timed out, or
 /// the action panicked): Python's `BrokenBarrierError`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Barrier, BrokenBarrierError};
+/// let b = Barrier::new(2)?;
+/// b.abort();
+/// let err: BrokenBarrierError = b.wait().unwrap_err();
+/// assert!(!err.is_timeout());
+/// assert!(err.to_string().contains("broken"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokenBarrierError(Reason);
 
 impl BrokenBarrierError {
     /// True when this party's own timeout broke the barrier.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Barrier;
+    /// use std::time::Duration;
+    /// let b = Barrier::new(2)?;
+    /// assert!(b.wait_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// // Broken by that timeout: the next wait fails at once, not by its own timeout.
+    /// assert!(!b.wait_timeout(Duration::from_secs(30)).unwrap_err().is_timeout());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         self.0 == Reason::TimedOut
     }

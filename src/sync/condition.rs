@@ -170,6 +170,15 @@ impl Condition {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Condition;
+    /// let cond = Condition::new()?;
+    /// assert!(cond.try_acquire().is_ok()); // its lock starts free
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Condition> {
         // SAFETY: `create` hands `init` the fresh, unshared, final address.
         let shared = Shared::create("multiproc-condition", 0, 1, |p| unsafe { CondState::init(p) })?;
@@ -193,6 +202,18 @@ impl Condition {
     /// # Errors
     /// [`LockError::OwnerDied`] (guard inside) once after a holder died;
     /// [`LockError::WouldDeadlock`] if this thread holds it already.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, LockError};
+    /// let cond = Condition::new()?;
+    /// let guard = cond.acquire()?;
+    /// assert!(matches!(cond.acquire(), Err(LockError::WouldDeadlock)));
+    /// drop(guard);
+    /// assert!(cond.acquire().is_ok());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn acquire(&self) -> Result<ConditionGuard<'_>, LockError<ConditionGuard<'_>>> {
         self.lock_with(Wait::Until(Deadline::NEVER))
     }
@@ -200,7 +221,22 @@ impl Condition {
     /// Takes the lock if it is free now.
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] when held; otherwise as [`acquire`](Condition::acquire).
+    /// [`LockError::WouldBlock`] when another thread or process holds it;
+    /// [`LockError::WouldDeadlock`] when the calling thread does; otherwise as
+    /// [`acquire`](Condition::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, LockError};
+    /// let cond = Condition::new()?;
+    /// let _guard = cond.acquire()?;
+    /// let other = cond.clone();
+    /// let refused = std::thread::spawn(move || matches!(other.try_acquire(), Err(LockError::WouldBlock)));
+    /// assert!(refused.join().unwrap());
+    /// assert!(matches!(cond.try_acquire(), Err(LockError::WouldDeadlock))); // this thread holds it
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> Result<ConditionGuard<'_>, LockError<ConditionGuard<'_>>> {
         self.lock_with(Wait::No)
     }
@@ -210,6 +246,21 @@ impl Condition {
     /// # Errors
     /// [`LockError::Timeout`] when the timeout passed; otherwise as
     /// [`acquire`](Condition::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, LockError};
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// let _guard = cond.acquire()?;
+    /// let other = cond.clone();
+    /// let r = std::thread::spawn(move || {
+    ///     matches!(other.acquire_timeout(Duration::from_millis(10)), Err(LockError::Timeout))
+    /// });
+    /// assert!(r.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn acquire_timeout(
         &self,
         timeout: Duration,
@@ -220,6 +271,20 @@ impl Condition {
 
 /// The held lock of a [`Condition`], through which one waits and notifies.
 /// Unlocks on drop. `!Send`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Condition;
+/// let cond = Condition::new()?;
+/// {
+///     let guard = cond.acquire()?;
+///     assert_eq!(guard.notify_all(), 0); // nobody is waiting
+///     assert!(cond.try_acquire().is_err());
+/// } // dropped: unlocked
+/// assert!(cond.try_acquire().is_ok());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct ConditionGuard<'a> {
     state: &'a CondState,
@@ -249,6 +314,27 @@ impl ConditionGuard<'_> {
     /// holding the lock (this thread holds it again). [`LockError::Io`] if the
     /// lock could not be taken back (not expected; the guard then no longer
     /// holds it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, Value};
+    /// let cond = Condition::new()?;
+    /// let ready = Value::<u32>::new(0)?;
+    /// let (c2, r2) = (cond.clone(), ready.clone());
+    /// let t = std::thread::spawn(move || {
+    ///     let g = c2.acquire().unwrap();
+    ///     r2.store(1).unwrap();
+    ///     g.notify_all();
+    /// });
+    /// let mut g = cond.acquire()?;
+    /// while ready.load()? == 0 {
+    ///     g.wait()?; // the lock is free while this thread sleeps
+    /// }
+    /// # drop(g);
+    /// # t.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait(&mut self) -> Result<(), LockError<()>> {
         self.wait_until(Deadline::NEVER)
             .map(drop)
@@ -260,6 +346,18 @@ impl ConditionGuard<'_> {
     ///
     /// # Errors
     /// As [`wait`](ConditionGuard::wait); `OwnerDied` carries the `bool`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Condition;
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// let mut g = cond.acquire()?;
+    /// assert!(!g.wait_timeout(Duration::from_millis(10))?); // nobody notified
+    /// assert!(cond.try_acquire().is_err()); // the lock is held again
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait_timeout(&mut self, timeout: Duration) -> Result<bool, LockError<bool>> {
         self.wait_until(Deadline::after(timeout))
     }
@@ -269,6 +367,28 @@ impl ConditionGuard<'_> {
     ///
     /// # Errors
     /// As [`wait`](ConditionGuard::wait).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, Value};
+    /// let cond = Condition::new()?;
+    /// let count = Value::<u32>::new(0)?;
+    /// let (c2, n2) = (cond.clone(), count.clone());
+    /// let t = std::thread::spawn(move || {
+    ///     for _ in 0..3 {
+    ///         let g = c2.acquire().unwrap();
+    ///         *n2.lock().unwrap() += 1;
+    ///         g.notify_all();
+    ///     }
+    /// });
+    /// let mut g = cond.acquire()?;
+    /// g.wait_for(|| count.load().is_ok_and(|n| n == 3))?;
+    /// assert_eq!(count.load()?, 3);
+    /// # drop(g);
+    /// # t.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait_for(&mut self, mut predicate: impl FnMut() -> bool) -> Result<(), LockError<()>> {
         while !predicate() {
             self.wait()?;
@@ -281,6 +401,18 @@ impl ConditionGuard<'_> {
     ///
     /// # Errors
     /// As [`wait`](ConditionGuard::wait); `OwnerDied` carries the predicate's value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Condition;
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// let mut g = cond.acquire()?;
+    /// assert!(g.wait_for_timeout(|| true, Duration::ZERO)?); // checked before any wait
+    /// assert!(!g.wait_for_timeout(|| false, Duration::from_millis(10))?); // timed out
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait_for_timeout(
         &mut self,
         mut predicate: impl FnMut() -> bool,
@@ -301,16 +433,92 @@ impl ConditionGuard<'_> {
     }
 
     /// Wakes up to `n` waiters (in any process); returns how many were notified.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Condition;
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// assert_eq!(cond.acquire()?.notify(1), 0); // nobody waits
+    /// let c2 = cond.clone();
+    /// let waiter = std::thread::spawn(move || {
+    ///     let mut g = c2.acquire().unwrap();
+    ///     g.wait_timeout(Duration::from_secs(30)).unwrap()
+    /// });
+    /// let mut woken = 0;
+    /// for _ in 0..10_000 {
+    ///     woken = cond.acquire()?.notify(2); // once the waiter sleeps
+    ///     if woken > 0 {
+    ///         break;
+    ///     }
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert_eq!(woken, 1); // one waiter: one notified
+    /// assert!(waiter.join().unwrap()); // notified, not timed out
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn notify(&self, n: u32) -> u32 {
         self.state.notify(n)
     }
 
     /// Wakes one waiter (Python's `notify()`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Condition, Value};
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// let flag = Value::<u8>::new(0)?;
+    /// let (c2, f2) = (cond.clone(), flag.clone());
+    /// let waiter = std::thread::spawn(move || {
+    ///     let mut g = c2.acquire().unwrap();
+    ///     g.wait_for_timeout(|| f2.load().is_ok_and(|v| v == 1), Duration::from_secs(30)).unwrap()
+    /// });
+    /// {
+    ///     let g = cond.acquire()?;
+    ///     flag.store(1)?;
+    ///     g.notify_one();
+    /// }
+    /// assert!(waiter.join().unwrap()); // woken and saw the flag
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn notify_one(&self) -> u32 {
         self.state.notify(1)
     }
 
     /// Wakes every waiter.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Condition;
+    /// use std::time::Duration;
+    /// let cond = Condition::new()?;
+    /// let waiters: Vec<_> = (0..2)
+    ///     .map(|_| {
+    ///         let c = cond.clone();
+    ///         std::thread::spawn(move || {
+    ///             let mut g = c.acquire().unwrap();
+    ///             g.wait_timeout(Duration::from_secs(30)).unwrap()
+    ///         })
+    ///     })
+    ///     .collect();
+    /// let mut woken = 0;
+    /// for _ in 0..10_000 {
+    ///     woken += cond.acquire()?.notify_all();
+    ///     if woken == 2 {
+    ///         break;
+    ///     }
+    ///     std::thread::sleep(Duration::from_millis(1));
+    /// }
+    /// assert_eq!(woken, 2);
+    /// for w in waiters {
+    ///     assert!(w.join().unwrap()); // every waiter was notified
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn notify_all(&self) -> u32 {
         self.state.notify(u32::MAX)
     }

@@ -49,6 +49,28 @@ pub enum LockError<G> {
 
 impl<G> LockError<G> {
     /// The value carried by [`OwnerDied`](LockError::OwnerDied), if any.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, Process};
+    /// use std::time::Duration;
+    ///
+    /// // The child takes the lock and exits without releasing it.
+    /// fn die_holding(lock: Lock) {
+    ///     lock.acquire().unwrap().leak();
+    /// }
+    ///
+    /// let lock = Lock::new()?;
+    /// let child = Process::spawn(lock.clone(), die_holding)?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(()));
+    /// let err = lock.acquire_timeout(Duration::from_secs(30)).unwrap_err();
+    /// let guard = err.into_inner(); // the guard: this thread holds the lock now
+    /// assert!(guard.is_some());
+    /// drop(guard);
+    /// assert!(lock.try_acquire().is_ok()); // reported once; clean again
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> Option<G> {
         match self {
             LockError::OwnerDied(g) => Some(g),
@@ -57,16 +79,65 @@ impl<G> LockError<G> {
     }
 
     /// True for [`OwnerDied`](LockError::OwnerDied).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, Process};
+    /// use std::time::Duration;
+    ///
+    /// let lock = Lock::new()?;
+    /// let child = Process::spawn(lock.clone(), |lock: Lock| lock.acquire().unwrap().leak())?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(()));
+    /// // The child died holding the lock: the next acquirer is told, once.
+    /// assert!(lock.acquire_timeout(Duration::from_secs(30)).unwrap_err().is_owner_died());
+    /// assert!(lock.acquire_timeout(Duration::from_secs(30)).is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_owner_died(&self) -> bool {
         matches!(self, LockError::OwnerDied(_))
     }
 
     /// True for [`Timeout`](LockError::Timeout) and [`WouldBlock`](LockError::WouldBlock).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Lock;
+    /// use std::time::Duration;
+    /// let lock = Lock::new()?;
+    /// let _held = lock.acquire()?;
+    /// let other = lock.clone();
+    /// let (would_block, timed_out) = std::thread::spawn(move || {
+    ///     let a = other.try_acquire().unwrap_err().is_timeout();
+    ///     let b = other.acquire_timeout(Duration::from_millis(5)).unwrap_err().is_timeout();
+    ///     (a, b)
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// assert!(would_block && timed_out);
+    /// assert!(!lock.try_acquire().unwrap_err().is_timeout()); // WouldDeadlock
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, LockError::Timeout | LockError::WouldBlock)
     }
 
     /// Maps the carried value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, LockError};
+    /// let lock = Lock::new()?;
+    /// let _held = lock.acquire()?;
+    /// // Drop the guard type (which borrows `lock`) to keep the error around.
+    /// let err: LockError<()> = lock.try_acquire().unwrap_err().map(drop);
+    /// assert!(matches!(err, LockError::WouldDeadlock));
+    /// let boxed: Box<dyn std::error::Error> = Box::new(err);
+    /// assert!(boxed.to_string().contains("already holds"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn map<H>(self, f: impl FnOnce(G) -> H) -> LockError<H> {
         match self {
             LockError::OwnerDied(g) => LockError::OwnerDied(f(g)),
@@ -127,6 +198,17 @@ impl<G> From<LockError<G>> for io::Error {
 }
 
 /// Why a `release` was refused.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{BoundedSemaphore, Lock, ReleaseError};
+/// let lock = Lock::new()?;
+/// assert!(matches!(lock.release(), Err(ReleaseError::NotHeld)));
+/// let sem = BoundedSemaphore::new(1)?;
+/// assert!(matches!(sem.release(), Err(ReleaseError::TooManyReleases)));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ReleaseError {

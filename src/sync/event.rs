@@ -122,6 +122,15 @@ impl Event {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Event;
+    /// let ev = Event::new()?;
+    /// assert!(!ev.is_set());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Event> {
         let shared = Shared::create_value("multiproc-event", EventState::new())?;
         Ok(Event { shared })
@@ -132,26 +141,87 @@ impl Event {
     }
 
     /// Sets the flag and wakes every waiter, in every process.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Event, Process};
+    /// use std::time::Duration;
+    /// let ev = Event::new()?;
+    /// let child = Process::spawn(ev.clone(), |ev: Event| ev.set())?;
+    /// assert!(ev.wait_timeout(Duration::from_secs(30))); // set by the child
+    /// child.join_timeout(Duration::from_secs(30))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self) {
         self.state().set();
     }
 
     /// Clears the flag.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Event;
+    /// use std::time::Duration;
+    /// let ev = Event::new()?;
+    /// ev.set();
+    /// ev.clear();
+    /// assert!(!ev.is_set());
+    /// assert!(!ev.wait_timeout(Duration::from_millis(1)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn clear(&self) {
         self.state().clear();
     }
 
     /// True while the flag is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Event;
+    /// let ev = Event::new()?;
+    /// assert!(!ev.is_set());
+    /// ev.clone().set(); // any handle
+    /// assert!(ev.is_set());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn is_set(&self) -> bool {
         self.state().is_set()
     }
 
     /// Waits until the flag is set.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Event;
+    /// let ev = Event::new()?;
+    /// let setter = ev.clone();
+    /// let t = std::thread::spawn(move || setter.set());
+    /// ev.wait(); // returns once the other thread has set the flag
+    /// assert!(ev.is_set());
+    /// # t.join().unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait(&self) {
         self.state().wait(Deadline::NEVER);
     }
 
     /// Waits at most `timeout`; true if the flag was set (Python's return value).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Event;
+    /// use std::time::Duration;
+    /// let ev = Event::new()?;
+    /// assert!(!ev.wait_timeout(Duration::from_millis(5))); // timed out
+    /// ev.set();
+    /// assert!(ev.wait_timeout(Duration::from_millis(5)));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.state().wait(Deadline::after(timeout))
     }

@@ -97,6 +97,15 @@ impl Lock {
     ///
     /// # Errors
     /// The system refused the memory (`memfd_create`/`mmap` failed).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Lock;
+    /// let lock = Lock::new()?;
+    /// assert!(lock.try_acquire().is_ok()); // created unlocked
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<Lock> {
         // SAFETY: `create` hands `init` the fresh, unshared, final address.
         let shared = Shared::create("multiproc-lock", 0, 1, |p| unsafe { LockState::init(p) })?;
@@ -121,6 +130,19 @@ impl Lock {
     ///   previous holder died holding it.
     /// - [`LockError::WouldDeadlock`] when the calling thread already holds it.
     /// - [`LockError::Io`] when the system refused (not expected).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, LockError};
+    /// let lock = Lock::new()?;
+    /// let guard = lock.acquire()?;
+    /// // Not reentrant: acquiring again from this thread is refused instead of hanging.
+    /// assert!(matches!(lock.acquire(), Err(LockError::WouldDeadlock)));
+    /// drop(guard); // released
+    /// assert!(lock.try_acquire().is_ok());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[doc(alias = "acquire(block=True)")]
     #[inline]
     pub fn acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
@@ -130,8 +152,30 @@ impl Lock {
     /// Takes the lock if it is free, at once.
     ///
     /// # Errors
-    /// [`LockError::WouldBlock`] when it is held (by anyone, this thread
-    /// included); otherwise as [`acquire`](Lock::acquire).
+    /// [`LockError::WouldBlock`] when another thread or process holds it;
+    /// [`LockError::WouldDeadlock`] when the calling thread holds it; otherwise
+    /// as [`acquire`](Lock::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, LockError, Process};
+    /// use std::time::Duration;
+    ///
+    /// fn try_take(lock: Lock) -> bool {
+    ///     matches!(lock.try_acquire(), Err(LockError::WouldBlock))
+    /// }
+    ///
+    /// let lock = Lock::new()?;
+    /// let guard = lock.acquire().map_err(std::io::Error::from)?;
+    /// // Held by this thread: an error, not a wait.
+    /// assert!(matches!(lock.try_acquire(), Err(LockError::WouldDeadlock)));
+    /// // Held by this process: another process is refused at once.
+    /// let child = Process::spawn(lock.clone(), try_take)?;
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// drop(guard);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "acquire(block=False)")]
     pub fn try_acquire(&self) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         lock_raw(self.raw(), Wait::No, || self.guard())
@@ -142,6 +186,22 @@ impl Lock {
     /// # Errors
     /// [`LockError::Timeout`] when the timeout passed; otherwise as
     /// [`acquire`](Lock::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Lock, LockError};
+    /// use std::time::Duration;
+    /// let lock = Lock::new()?;
+    /// let other = lock.clone();
+    /// let _guard = lock.acquire()?;
+    /// // Held by this thread: another thread waits 10 ms, then gives up.
+    /// let r = std::thread::spawn(move || {
+    ///     matches!(other.acquire_timeout(Duration::from_millis(10)), Err(LockError::Timeout))
+    /// });
+    /// assert!(r.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     #[doc(alias = "acquire(timeout)")]
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<LockGuard<'_>, LockError<LockGuard<'_>>> {
         lock_raw(self.raw(), Wait::Until(Deadline::after(timeout)), || self.guard())
@@ -169,6 +229,16 @@ impl Lock {
     }
 
     /// True when `self` and `other` are handles to the same lock.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Lock;
+    /// let lock = Lock::new()?;
+    /// assert!(lock.same_as(&lock.clone()));
+    /// assert!(!lock.same_as(&Lock::new()?));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn same_as(&self, other: &Lock) -> bool {
         self.shared.same(&other.shared)
     }
@@ -192,6 +262,18 @@ pub struct LockGuard<'a> {
 impl LockGuard<'_> {
     /// Keeps the lock held without a guard; release it later with
     /// [`Lock::release`] from the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Lock;
+    /// let lock = Lock::new()?;
+    /// lock.acquire()?.leak();
+    /// assert!(lock.try_acquire().is_err()); // still held without a guard
+    /// lock.release()?;
+    /// assert!(lock.try_acquire().is_ok());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn leak(self) {
         std::mem::forget(self);
     }

@@ -121,6 +121,15 @@ impl RLock {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RLock;
+    /// let lock = RLock::new()?;
+    /// assert_eq!(lock.held_count(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new() -> io::Result<RLock> {
         let shared = Shared::create_value("multiproc-rlock", RLockState::new())?;
         Ok(RLock { shared })
@@ -148,6 +157,19 @@ impl RLock {
     /// # Errors
     /// [`LockError::OwnerDied`] (lock held, guard given) when the previous owner
     /// died holding it; [`LockError::Io`] when the system refused.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RLock;
+    /// let lock = RLock::new()?;
+    /// let a = lock.acquire()?;
+    /// let b = lock.acquire()?; // the owner acquires again at once
+    /// assert_eq!(lock.held_count(), 2);
+    /// drop((a, b));
+    /// assert_eq!(lock.held_count(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
         self.finish(self.state().acquire(Wait::Until(Deadline::NEVER)))
     }
@@ -157,6 +179,19 @@ impl RLock {
     /// # Errors
     /// [`LockError::WouldBlock`] when another thread holds it; otherwise as
     /// [`acquire`](RLock::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockError, RLock};
+    /// let lock = RLock::new()?;
+    /// let _g = lock.acquire()?;
+    /// assert!(lock.try_acquire().is_ok()); // the owner: fine
+    /// let other = lock.clone();
+    /// let refused = std::thread::spawn(move || matches!(other.try_acquire(), Err(LockError::WouldBlock)));
+    /// assert!(refused.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
         self.finish(self.state().acquire(Wait::No))
     }
@@ -166,6 +201,21 @@ impl RLock {
     /// # Errors
     /// [`LockError::Timeout`] when the timeout passed; otherwise as
     /// [`acquire`](RLock::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockError, RLock};
+    /// use std::time::Duration;
+    /// let lock = RLock::new()?;
+    /// let _g = lock.acquire()?;
+    /// let other = lock.clone();
+    /// let r = std::thread::spawn(move || {
+    ///     matches!(other.acquire_timeout(Duration::from_millis(10)), Err(LockError::Timeout))
+    /// });
+    /// assert!(r.join().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<RLockGuard<'_>, LockError<RLockGuard<'_>>> {
         self.finish(self.state().acquire(Wait::Until(Deadline::after(timeout))))
     }
@@ -176,11 +226,39 @@ impl RLock {
     /// # Errors
     /// [`ReleaseError::NotHeld`] when the calling thread is not the owner
     /// (another thread or process holds it, or nobody does).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{RLock, ReleaseError};
+    /// let lock = RLock::new()?;
+    /// assert!(matches!(lock.release(), Err(ReleaseError::NotHeld)));
+    /// lock.acquire()?.leak();
+    /// lock.acquire()?.leak();
+    /// lock.release()?;
+    /// assert_eq!(lock.held_count(), 1);
+    /// lock.release()?;
+    /// assert_eq!(lock.held_count(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn release(&self) -> Result<(), ReleaseError> {
         self.state().release()
     }
 
     /// How many times the calling thread holds the lock (0 if it is not the owner).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RLock;
+    /// let lock = RLock::new()?;
+    /// let _g = lock.acquire()?;
+    /// assert_eq!(lock.held_count(), 1);
+    /// let other = lock.clone();
+    /// // Another thread is not the owner.
+    /// assert_eq!(std::thread::spawn(move || other.held_count()).join().unwrap(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn held_count(&self) -> u32 {
         let s = self.state();
         if s.owned() {
@@ -192,6 +270,20 @@ impl RLock {
 }
 
 /// One acquisition of an [`RLock`]; released on drop. `!Send`.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::RLock;
+/// let lock = RLock::new()?;
+/// {
+///     let _outer = lock.acquire()?;
+///     let _inner = lock.acquire()?;
+///     assert_eq!(lock.held_count(), 2);
+/// } // both guards dropped: the lock is free
+/// assert_eq!(lock.held_count(), 0);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "the acquisition is released as soon as the guard is dropped"]
 pub struct RLockGuard<'a> {
     state: &'a RLockState,
@@ -201,6 +293,18 @@ pub struct RLockGuard<'a> {
 impl RLockGuard<'_> {
     /// Keeps this acquisition without a guard; release it later with
     /// [`RLock::release`] from the same thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RLock;
+    /// let lock = RLock::new()?;
+    /// lock.acquire()?.leak();
+    /// assert_eq!(lock.held_count(), 1); // still held without a guard
+    /// lock.release()?;
+    /// assert_eq!(lock.held_count(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn leak(self) {
         std::mem::forget(self);
     }

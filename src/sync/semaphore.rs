@@ -159,6 +159,15 @@ impl Semaphore {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// let sem = Semaphore::new(3)?;
+    /// assert_eq!(sem.get_value(), 3);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(value: u32) -> io::Result<Semaphore> {
         Ok(Semaphore {
             shared: create(value, u32::MAX)?,
@@ -170,12 +179,35 @@ impl Semaphore {
     }
 
     /// Takes a unit, waiting as long as needed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// let sem = Semaphore::new(1)?;
+    /// let unit = sem.acquire();
+    /// assert_eq!(sem.get_value(), 0);
+    /// drop(unit); // given back
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn acquire(&self) -> SemaphoreGuard<'_> {
         self.state().acquire(Deadline::NEVER);
         SemaphoreGuard { state: self.state() }
     }
 
     /// Takes a unit if one is available now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// let sem = Semaphore::new(1)?;
+    /// let unit = sem.try_acquire();
+    /// assert!(unit.is_some());
+    /// assert!(sem.try_acquire().is_none()); // no unit left
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn try_acquire(&self) -> Option<SemaphoreGuard<'_>> {
         self.state()
             .try_take()
@@ -183,6 +215,18 @@ impl Semaphore {
     }
 
     /// Takes a unit, waiting at most `timeout`; `None` if the timeout passed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// use std::time::Duration;
+    /// let sem = Semaphore::new(0)?;
+    /// assert!(sem.acquire_timeout(Duration::from_millis(10)).is_none());
+    /// sem.release()?;
+    /// assert!(sem.acquire_timeout(Duration::from_millis(10)).is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Option<SemaphoreGuard<'_>> {
         self.state()
             .acquire(Deadline::after(timeout))
@@ -194,11 +238,34 @@ impl Semaphore {
     /// # Errors
     /// [`ReleaseError::TooManyReleases`] if the count would pass `u32::MAX`, or,
     /// for a [`BoundedSemaphore`], its initial value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Process, Semaphore};
+    /// use std::time::Duration;
+    /// let sem = Semaphore::new(0)?;
+    /// // Units are not owned: another process may add one.
+    /// let child = Process::spawn(sem.clone(), |sem: Semaphore| sem.release().is_ok())?;
+    /// assert!(sem.acquire_timeout(Duration::from_secs(30)).is_some());
+    /// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn release(&self) -> Result<(), ReleaseError> {
         self.state().release()
     }
 
     /// The number of available units (a snapshot).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// let sem = Semaphore::new(2)?;
+    /// let _unit = sem.acquire();
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn get_value(&self) -> u32 {
         self.state().value()
     }
@@ -235,6 +302,16 @@ impl BoundedSemaphore {
     ///
     /// # Errors
     /// The system refused the memory.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::BoundedSemaphore;
+    /// let sem = BoundedSemaphore::new(2)?;
+    /// assert_eq!(sem.get_value(), 2);
+    /// assert!(sem.release().is_err()); // never above 2
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn new(value: u32) -> io::Result<BoundedSemaphore> {
         Ok(BoundedSemaphore {
             inner: Semaphore {
@@ -256,6 +333,19 @@ impl std::ops::Deref for BoundedSemaphore {
 }
 
 /// One unit of a [`Semaphore`] or [`BoundedSemaphore`]; given back on drop.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::Semaphore;
+/// let sem = Semaphore::new(1)?;
+/// {
+///     let _unit = sem.acquire();
+///     assert_eq!(sem.get_value(), 0);
+/// }
+/// assert_eq!(sem.get_value(), 1);
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[must_use = "the unit is given back as soon as the guard is dropped"]
 pub struct SemaphoreGuard<'a> {
     state: &'a SemState,
@@ -264,6 +354,18 @@ pub struct SemaphoreGuard<'a> {
 impl SemaphoreGuard<'_> {
     /// Keeps the unit: nothing is given back (release it later with `release`,
     /// from any thread or process, or never).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::Semaphore;
+    /// let sem = Semaphore::new(1)?;
+    /// sem.acquire().forget();
+    /// assert_eq!(sem.get_value(), 0); // not given back
+    /// sem.release()?;
+    /// assert_eq!(sem.get_value(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn forget(self) {
         std::mem::forget(self);
     }
