@@ -78,6 +78,7 @@ pub(crate) struct FrameReader {
     /// The last frame was larger than [`CHUNK`]: the next one starts with a read of
     /// its header alone, so that a large payload is received straight into its own
     /// buffer instead of first filling (and then being copied out of) this one.
+    /// Cleared as soon as the next frame's header is consumed.
     big: bool,
 }
 
@@ -181,6 +182,7 @@ impl FrameReader {
             return Ok(None);
         }
         self.start += HEADER_LEN;
+        self.big = false;
         let len = header.len as usize;
         let take = len.min(self.end - self.start);
         buf[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
@@ -255,6 +257,7 @@ impl FrameReader {
                 // `whole_frame` checked that the payload is buffered, so `len` fits.
                 let end = body + header.len as usize;
                 self.start = end;
+                self.big = false;
                 return Ok(f(header.kind, Cow::Borrowed(&self.buf[body..end]), fds));
             }
         }
@@ -289,6 +292,7 @@ impl FrameReader {
             if self.current.is_none() {
                 let header = self.peek_header(sock, max, deadline)?;
                 self.start += HEADER_LEN;
+                self.big = false;
                 let len = usize::try_from(header.len)
                     .map_err(|_| ReadError::Codec(CodecError::TooLarge { len: header.len, max }))?;
                 // Reserve at most one growth step (untouched until the bytes arrive,
