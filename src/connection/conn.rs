@@ -1,7 +1,8 @@
 //! `Connection`: one end of a framed, duplex or one-way stream socket (a Unix
 //! socketpair, a Unix path connection or a TCP stream).
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::handles::{deserialize_fd, serialize_fd};
+use crate::codec::handles::{self, deserialize_fd, serialize_fd};
 use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::{self, CodecError, Frame, Kind, Outgoing, DEFAULT_MAX_FRAME};
 use crate::connection::error::{BufferTooShort, RecvError, SendError};
@@ -120,6 +121,91 @@ impl SendTimes {
         self.fastest_ns = self.fastest_ns.min(ns);
         slow
     }
+}
+
+/// Encodings up to this many bytes stay on the stack in `send`.
+const STACK_ENCODE: usize = 128;
+
+/// Where `send` encodes a value: a stack buffer, left for the heap once the
+/// encoding outgrows it (postcard's output "flavor"). Short pieces (varints,
+/// small fields) are copied without a call into `memcpy`.
+struct Encoding<'a> {
+    stack: &'a mut [u8; STACK_ENCODE],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl postcard::ser_flavors::Flavor for Encoding<'_> {
+    /// The length on the stack, or the heap buffer.
+    type Output = (usize, Option<Vec<u8>>);
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        match self.stack.get_mut(self.len) {
+            Some(slot) if self.heap.is_none() => {
+                *slot = byte;
+                self.len += 1;
+                Ok(())
+            }
+            _ => self.try_extend(&[byte]),
+        }
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        match (&mut self.heap, self.stack.get_mut(self.len..end)) {
+            (None, Some(dst)) => {
+                copy_short(dst, data);
+                self.len = end;
+            }
+            (Some(v), _) => v.extend_from_slice(data),
+            (None, None) => {
+                let mut v = Vec::with_capacity(2 * end);
+                v.extend_from_slice(&self.stack[..self.len]);
+                v.extend_from_slice(data);
+                self.heap = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<(usize, Option<Vec<u8>>)> {
+        Ok((self.len, self.heap))
+    }
+}
+
+/// `dst.copy_from_slice(src)` (same lengths), without a call into `memcpy` for
+/// up to 16 bytes: overlapping fixed-size copies compile to a few moves.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The message of an encoding failure, as the codec gives it: the handle's own
+/// reason if a handle failed, else postcard's.
+fn encode_error(e: postcard::Error) -> String {
+    handles::take_error().unwrap_or_else(|| match e {
+        postcard::Error::SerdeSerCustom => "the value's Serialize implementation returned an error".into(),
+        e => e.to_string(),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -258,8 +344,34 @@ impl Connection {
         if !self.writable {
             return Err(SendError::ReadOnly);
         }
-        let out = codec::encode_fast(value, true).map_err(SendError::Codec)?;
-        self.send_frame(&out)
+        let id = TypeId::of::<T>();
+        if id == TypeId::of::<Vec<u8>>() || id == TypeId::of::<Box<[u8]>>() {
+            // The raw-bytes fast path: no serde pass, no copy.
+            let out = codec::encode_fast(value, true).map_err(SendError::Codec)?;
+            return self.send_frame(&out);
+        }
+        // One serialisation pass (a handle's `Serialize` may have effects, such as
+        // opening a connection), into a stack buffer for a small value.
+        let mut stack = [0u8; STACK_ENCODE];
+        let (encoded, fds) = handles::collect_fds(|| {
+            postcard::serialize_with_flavor(
+                value,
+                Encoding {
+                    stack: &mut stack,
+                    len: 0,
+                    heap: None,
+                },
+            )
+        });
+        let payload = match encoded.map_err(|e| SendError::Codec(CodecError::Encode(encode_error(e))))? {
+            (len, None) => Cow::Borrowed(&stack[..len]),
+            (_, Some(heap)) => Cow::Owned(heap),
+        };
+        self.send_frame(&Outgoing {
+            header: codec::header(Kind::Value, payload.len() as u64, fds.len()),
+            payload,
+            fds,
+        })
     }
 
     /// Sends `buf` as one message of raw bytes (no serialisation, no copy).
@@ -676,6 +788,61 @@ pub(crate) fn pair(duplex: bool) -> io::Result<(Connection, Connection)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts its serialisations.
+    struct Counted(Vec<u8>, &'static AtomicU64);
+
+    impl Serialize for Counted {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.serialize(s)
+        }
+    }
+
+    #[test]
+    fn values_of_every_size_are_encoded_as_postcard_once() {
+        let (a, b) = pair(true).unwrap();
+        // Around the stack buffer's size and well past it: the bytes on the wire
+        // are postcard's, and the value decodes.
+        for n in (0..40)
+            .chain(STACK_ENCODE - 20..STACK_ENCODE + 20)
+            .chain([1000, 100_000])
+        {
+            let s = "x".repeat(n);
+            a.send(&s).unwrap();
+            assert_eq!(b.recv_bytes().unwrap(), postcard::to_allocvec(&s).unwrap(), "{n}");
+            a.send(&(n as u64, s.clone())).unwrap();
+            assert_eq!(b.recv::<(u64, String)>().unwrap(), (n as u64, s));
+        }
+        // A handle and a long payload: one serialisation pass.
+        static PASSES: AtomicU64 = AtomicU64::new(0);
+        let (x, y) = pair(true).unwrap();
+        a.send(&(Counted(vec![5; 1000], &PASSES), x)).unwrap();
+        assert_eq!(PASSES.load(Ordering::Relaxed), 1);
+        let (v, x2): (Vec<u8>, Connection) = b.recv().unwrap();
+        assert_eq!(v, vec![5; 1000]);
+        x2.send(&3u8).unwrap();
+        assert_eq!(y.recv::<u8>().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_failing_serialize_is_an_encode_error_and_sends_nothing() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let (a, b) = pair(true).unwrap();
+        match a.send(&("a long prefix".repeat(20), Fails)) {
+            Err(SendError::Codec(CodecError::Encode(m))) => {
+                assert!(m.contains("Serialize implementation returned an error"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        a.send(&1u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 1);
+    }
 
     #[test]
     fn a_send_is_slow_only_against_the_fastest_seen() {
