@@ -3,7 +3,11 @@
 //! 1. 8-byte ping-pong round trip between two processes, both pinned to CPU 0
 //!    (`taskset`): multiproc `send_bytes`/`recv_bytes` and typed `send`/`recv`,
 //!    a raw Unix stream socket driven with plain `read`/`write`, ipc-channel, and
-//!    CPython's `multiprocessing.Pipe`.
+//!    CPython's `multiprocessing.Pipe`. Wall time per round trip, then the CPU
+//!    time both processes spent per round trip (user + system, from
+//!    `CLOCK_PROCESS_CPUTIME_ID`; the child reports its own): on a machine shared
+//!    with other work the CPU that the two processes share is also given to
+//!    others, which the wall time counts and the CPU time does not.
 //! 2. 1 MiB messages one way (not pinned): multiproc `send_bytes`/`recv_bytes`
 //!    and `recv_bytes_into`, the raw Unix stream with a length prefix read into a
 //!    reused buffer, ipc-channel's typed `Vec<u8>` channel, CPython.
@@ -48,11 +52,39 @@ fn temp_sock(tag: &str) -> PathBuf {
     p
 }
 
+/// What a ping-pong run reports.
+#[derive(Clone, Copy)]
+enum Measure {
+    /// Wall time per round trip.
+    Wall,
+    /// CPU time of both processes per round trip.
+    Cpu,
+}
+
+/// This process's CPU time (user + system) in microseconds.
+fn cpu_us() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// The echo children answer this request (an empty message, `u64::MAX`, eight
+/// 0xff bytes) with their CPU time in microseconds (an `f64`, little-endian).
+const CPU_REQUEST: [u8; 8] = [0xff; 8];
+
+fn cpu_reply() -> [u8; 8] {
+    cpu_us().to_le_bytes()
+}
+
 // ---- multiproc ----
 
 fn echo_bytes(c: Connection) {
     while let Ok(m) = c.recv_bytes() {
-        if c.send_bytes(&m).is_err() {
+        let sent = if m.is_empty() {
+            c.send_bytes(&cpu_reply())
+        } else {
+            c.send_bytes(&m)
+        };
+        if sent.is_err() {
             return;
         }
     }
@@ -60,13 +92,18 @@ fn echo_bytes(c: Connection) {
 
 fn echo_typed(c: Connection) {
     while let Ok(m) = c.recv::<u64>() {
-        if c.send(&m).is_err() {
+        let sent = if m == u64::MAX {
+            c.send(&u64::from_le_bytes(cpu_reply()))
+        } else {
+            c.send(&m)
+        };
+        if sent.is_err() {
             return;
         }
     }
 }
 
-fn mp_pingpong(rounds: usize, typed: bool) -> f64 {
+fn mp_pingpong(rounds: usize, typed: bool, measure: Measure) -> f64 {
     let (a, b) = Pipe::new().unwrap();
     let p = if typed {
         Process::spawn(b, echo_typed)
@@ -85,7 +122,16 @@ fn mp_pingpong(rounds: usize, typed: bool) -> f64 {
             assert_eq!(a.recv_bytes().unwrap().len(), 8);
         }
     };
-    let us = round_trip_us(rounds, once);
+    let child_cpu = || {
+        if typed {
+            a.send(&u64::MAX).unwrap();
+            f64::from_le_bytes(a.recv::<u64>().unwrap().to_le_bytes())
+        } else {
+            a.send_bytes(b"").unwrap();
+            f64::from_le_bytes(a.recv_bytes().unwrap().try_into().unwrap())
+        }
+    };
+    let us = round_trip_us(rounds, measure, once, child_cpu);
     drop(a);
     p.join_timeout(JOIN).unwrap();
     us
@@ -124,29 +170,34 @@ fn raw_echo(path: String) {
     let mut s = UnixStream::connect(path).unwrap();
     let mut m = [0u8; 8];
     while s.read_exact(&mut m).is_ok() {
-        if s.write_all(&m).is_err() {
+        let reply = if m == CPU_REQUEST { cpu_reply() } else { m };
+        if s.write_all(&reply).is_err() {
             return;
         }
     }
 }
 
-fn raw_pingpong(rounds: usize) -> f64 {
+fn raw_pingpong(rounds: usize, measure: Measure) -> f64 {
     let path = temp_sock("pp");
     let l = UnixListener::bind(&path).unwrap();
     let p = Process::spawn(path.to_string_lossy().into_owned(), raw_echo).unwrap();
     pin(p.pid(), "0");
-    let (mut s, _) = l.accept().unwrap();
-    let mut m = *b"12345678";
-    for _ in 0..100 {
+    let (s, _) = l.accept().unwrap();
+    let s = std::cell::RefCell::new(s);
+    let once = || {
+        let mut s = s.borrow_mut();
+        let mut m = *b"12345678";
         s.write_all(&m).unwrap();
         s.read_exact(&mut m).unwrap();
-    }
-    let t = Instant::now();
-    for _ in 0..rounds {
+    };
+    let child_cpu = || {
+        let mut s = s.borrow_mut();
+        let mut m = CPU_REQUEST;
         s.write_all(&m).unwrap();
         s.read_exact(&mut m).unwrap();
-    }
-    let us = t.elapsed().as_secs_f64() / rounds as f64 * 1e6;
+        f64::from_le_bytes(m)
+    };
+    let us = round_trip_us(rounds, measure, once, child_cpu);
     drop(s);
     p.join_timeout(JOIN).unwrap();
     let _ = std::fs::remove_file(&path);
@@ -192,6 +243,8 @@ fn raw_stream(msgs: usize) -> f64 {
 enum Msg {
     Hello(IpcSender<Msg>),
     Data(Vec<u8>),
+    /// Asks the echo child for its CPU time (answered with `Data`).
+    Cpu,
 }
 
 /// Connects back to the parent's one-shot server; returns (to parent, from parent).
@@ -206,20 +259,25 @@ fn ipc_parent_setup(server: IpcOneShotServer<Msg>) -> (IpcSender<Msg>, IpcReceiv
     let (rx, hello) = server.accept().unwrap();
     match hello {
         Msg::Hello(tx) => (tx, rx),
-        Msg::Data(_) => panic!("expected hello"),
+        _ => panic!("expected hello"),
     }
 }
 
 fn ipc_echo(name: String) {
     let (tx, rx) = ipc_child_setup(name);
-    while let Ok(Msg::Data(m)) = rx.recv() {
-        if m.is_empty() || tx.send(Msg::Data(m)).is_err() {
+    loop {
+        let reply = match rx.recv() {
+            Ok(Msg::Data(m)) if !m.is_empty() => m,
+            Ok(Msg::Cpu) => cpu_reply().to_vec(),
+            _ => return,
+        };
+        if tx.send(Msg::Data(reply)).is_err() {
             return;
         }
     }
 }
 
-fn ipc_pingpong(rounds: usize) -> f64 {
+fn ipc_pingpong(rounds: usize, measure: Measure) -> f64 {
     let (server, name) = IpcOneShotServer::<Msg>::new().unwrap();
     let p = Process::spawn(name, ipc_echo).unwrap();
     pin(p.pid(), "0");
@@ -228,10 +286,17 @@ fn ipc_pingpong(rounds: usize) -> f64 {
         tx.send(Msg::Data(b"12345678".to_vec())).unwrap();
         match rx.recv().unwrap() {
             Msg::Data(m) => assert_eq!(m.len(), 8),
-            Msg::Hello(_) => panic!(),
+            _ => panic!(),
         }
     };
-    let us = round_trip_us(rounds, once);
+    let child_cpu = || {
+        tx.send(Msg::Cpu).unwrap();
+        match rx.recv().unwrap() {
+            Msg::Data(m) => f64::from_le_bytes(m.try_into().unwrap()),
+            _ => panic!(),
+        }
+    };
+    let us = round_trip_us(rounds, measure, once, child_cpu);
     tx.send(Msg::Data(Vec::new())).unwrap();
     p.join_timeout(JOIN).unwrap();
     us
@@ -256,7 +321,7 @@ fn ipc_stream(msgs: usize) -> f64 {
     for _ in 0..msgs {
         match rx.recv().unwrap() {
             Msg::Data(m) => total += m.len(),
-            Msg::Hello(_) => panic!(),
+            _ => panic!(),
         }
     }
     let mbs = total as f64 / t.elapsed().as_secs_f64() / 1e6;
@@ -270,9 +335,12 @@ fn main() {
     let only =
         |s: &str| !args.iter().any(|a| a == "pingpong" || a == "stream") || args.iter().any(|a| a == s);
     let me = std::process::id();
-    let rounds = n(20_000, 300);
+    // Ping-pong: shorter runs, more of them, so that the medians hold on a machine
+    // whose shared CPU is busy with other work part of the time.
+    let rounds = n(15_000, 300);
     let rounds_s = rounds.to_string();
     let reps = 7;
+    let pp_reps = 11;
 
     // Ping-pong, every process on CPU 0 (children are pinned after they start;
     // Python's inherit this process's affinity).
@@ -282,15 +350,39 @@ fn main() {
             "8-byte ping-pong round trip, 2 processes pinned to CPU 0",
             "us/round trip",
             false,
-            reps,
+            pp_reps,
             vec![
-                Contender::new("multiproc send_bytes", || mp_pingpong(rounds, false)),
-                Contender::new("multiproc send::<u64>", || mp_pingpong(rounds, true)),
-                Contender::new("raw unix socket read/write", || raw_pingpong(rounds)),
-                Contender::new("ipc-channel Vec<u8>", || ipc_pingpong(rounds)),
+                Contender::new("multiproc send_bytes", || {
+                    mp_pingpong(rounds, false, Measure::Wall)
+                }),
+                Contender::new("multiproc send::<u64>", || {
+                    mp_pingpong(rounds, true, Measure::Wall)
+                }),
+                Contender::new("raw unix socket read/write", || {
+                    raw_pingpong(rounds, Measure::Wall)
+                }),
+                Contender::new("ipc-channel Vec<u8>", || ipc_pingpong(rounds, Measure::Wall)),
                 Contender::new("CPython Pipe send_bytes", || {
                     python("connection_pingpong.py", &[&rounds_s])
                 }),
+            ],
+        );
+        scenario(
+            "8-byte ping-pong, CPU time of both processes per round trip, pinned to CPU 0",
+            "us CPU/round trip",
+            false,
+            pp_reps,
+            vec![
+                Contender::new("multiproc send_bytes", || {
+                    mp_pingpong(rounds, false, Measure::Cpu)
+                }),
+                Contender::new("multiproc send::<u64>", || {
+                    mp_pingpong(rounds, true, Measure::Cpu)
+                }),
+                Contender::new("raw unix socket read/write", || {
+                    raw_pingpong(rounds, Measure::Cpu)
+                }),
+                Contender::new("ipc-channel Vec<u8>", || ipc_pingpong(rounds, Measure::Cpu)),
             ],
         );
         pin(me, &all_cpus());
@@ -318,14 +410,28 @@ fn main() {
     );
 }
 
-/// Microseconds per call of `once`, after 100 untimed warm-up calls.
-fn round_trip_us(rounds: usize, mut once: impl FnMut()) -> f64 {
+/// Microseconds per call of `once` after 100 untimed warm-up calls: wall time, or
+/// the CPU time of this process and of the child (`child_cpu` asks it for its own).
+fn round_trip_us(
+    rounds: usize,
+    measure: Measure,
+    mut once: impl FnMut(),
+    mut child_cpu: impl FnMut() -> f64,
+) -> f64 {
     for _ in 0..100 {
         once();
     }
-    let t = Instant::now();
+    let child_start = match measure {
+        Measure::Wall => 0.0,
+        Measure::Cpu => child_cpu(),
+    };
+    let (t, cpu) = (Instant::now(), cpu_us());
     for _ in 0..rounds {
         once();
     }
-    t.elapsed().as_secs_f64() / rounds as f64 * 1e6
+    let (wall, cpu) = (t.elapsed().as_secs_f64() * 1e6, cpu_us() - cpu);
+    match measure {
+        Measure::Wall => wall / rounds as f64,
+        Measure::Cpu => (cpu + child_cpu() - child_start) / rounds as f64,
+    }
 }

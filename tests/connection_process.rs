@@ -145,6 +145,132 @@ fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
     assert!(p.join_timeout(LONG).is_err(), "killed child reports its signal");
 }
 
+/// Runs `f` on a thread and fails if it has not finished within `LONG` (for the
+/// calls that have no timeout variant).
+fn within_deadline<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(f()));
+    rx.recv_timeout(LONG).expect("hung")
+}
+
+#[test]
+fn a_peer_sigkilled_mid_message_fails_the_calls_without_a_deadline_too() {
+    // recv_bytes (payload received into its own buffer) and recv_bytes_into
+    // (received straight into the caller's) wait without a deadline.
+    for into in [false, true] {
+        let (mine, theirs) = Pipe::new().unwrap();
+        let p = Process::spawn(theirs, big_sender).unwrap();
+        assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
+        let start = Instant::now();
+        while rustix::io::ioctl_fionread(&mine).unwrap() < 100_000 {
+            assert!(start.elapsed() < LONG, "the child never sent");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let reader = std::thread::spawn(move || {
+            if into {
+                let mut buf = vec![0u8; 64 << 20];
+                mine.recv_bytes_into(&mut buf)
+            } else {
+                mine.recv_bytes().map(|m| m.len())
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        p.kill().unwrap();
+        let got = within_deadline(move || reader.join().unwrap());
+        assert!(
+            matches!(got, Err(RecvError::Codec(CodecError::Truncated))),
+            "{got:?}"
+        );
+        assert!(p.join_timeout(LONG).is_err(), "killed child reports its signal");
+    }
+}
+
+/// Answers each message in kind until EOF.
+fn echo_every_kind(c: Connection) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0;
+    loop {
+        match c.recv::<(u8, u64)>() {
+            Ok((0, x)) => c.send(&(x + 1)).unwrap(),
+            Ok((1, len)) => {
+                let m = c.recv_bytes().unwrap();
+                assert_eq!(m.len() as u64, len);
+                c.send_bytes(&m).unwrap();
+            }
+            Ok((2, len)) => {
+                let got = c.recv_bytes_into(&mut buf).unwrap();
+                assert_eq!(got as u64, len);
+                c.send_bytes(&buf[..got]).unwrap();
+            }
+            Ok((3, _)) => {
+                let other: Connection = c.recv().unwrap();
+                other.send(&n).unwrap();
+            }
+            Ok(_) => panic!("unknown kind"),
+            Err(e) if e.is_eof() => return n,
+            Err(e) => panic!("{e}"),
+        }
+        n += 1;
+    }
+}
+
+fn set_affinity(cpus: &rustix::thread::CpuSet) {
+    rustix::thread::sched_setaffinity(None, cpus).unwrap();
+}
+
+#[test]
+fn a_ping_pong_on_one_cpu_keeps_every_message_whole_and_in_order() {
+    // Both processes on one CPU: a sender is then often preempted by the peer it
+    // woke, which makes the next receive try the socket before polling it.
+    let all = rustix::thread::sched_getaffinity(None).unwrap();
+    let cpu = (0..rustix::thread::CpuSet::MAX_CPU)
+        .find(|&c| all.is_set(c))
+        .unwrap();
+    let mut one = rustix::thread::CpuSet::new();
+    one.set(cpu);
+    set_affinity(&one);
+    let (mine, theirs) = Pipe::new().unwrap();
+    let p = Process::spawn(theirs, echo_every_kind).unwrap();
+    set_affinity(&all);
+    let deadline = Instant::now() + LONG;
+    let sizes = [0usize, 8, 100, 70_000, 300_000];
+    let mut into = vec![0u8; 1 << 20];
+    let mut rounds = 0u64;
+    for i in 0..3000u64 {
+        assert!(Instant::now() < deadline, "too slow: {i} rounds");
+        match i % 7 {
+            0..=3 => {
+                mine.send(&(0u8, i)).unwrap();
+                assert_eq!(mine.recv_timeout::<u64>(LONG).unwrap(), i + 1);
+            }
+            4 => {
+                let len = sizes[(i / 7) as usize % sizes.len()];
+                mine.send(&(1u8, len as u64)).unwrap();
+                mine.send_bytes(&vec![i as u8; len]).unwrap();
+                let m = mine.recv_bytes().unwrap();
+                assert!(m.len() == len && m.iter().all(|&x| x == i as u8));
+            }
+            5 => {
+                let len = sizes[(i / 7 + 2) as usize % sizes.len()];
+                mine.send(&(2u8, len as u64)).unwrap();
+                mine.send_bytes(&vec![i as u8; len]).unwrap();
+                let got = mine.recv_bytes_into(&mut into).unwrap();
+                assert!(got == len && into[..got].iter().all(|&x| x == i as u8));
+            }
+            _ => {
+                let (x, y) = Pipe::new().unwrap();
+                mine.send(&(3u8, 0u64)).unwrap();
+                mine.send(&y).unwrap();
+                drop(y);
+                assert_eq!(x.recv_timeout::<u64>(LONG).unwrap(), i);
+            }
+        }
+        rounds += 1;
+    }
+    drop(mine);
+    assert_eq!(p.join_timeout(LONG).unwrap(), Some(rounds));
+}
+
 fn client_side((addr, key, tcp): (String, Vec<u8>, bool)) -> Result<u64, String> {
     let addr = if tcp {
         Address::from(addr.as_str())

@@ -58,6 +58,8 @@ pub(crate) fn write_frames(
 const CHUNK: usize = 64 * 1024;
 /// Payloads above this are received straight into their own buffer.
 const DIRECT: usize = 16 * 1024;
+/// A large payload's buffer grows by at most this much at a time, as its bytes arrive.
+const GROW: usize = 8 << 20;
 
 /// Reads frames from one stream, keeping partial progress across timeouts.
 #[derive(Debug, Default)]
@@ -69,13 +71,50 @@ pub(crate) struct FrameReader {
     /// Descriptors received and not yet handed to a frame, in arrival order.
     fds: Vec<OwnedFd>,
     /// The frame being read: its header and the payload so far.
-    current: Option<(Header, Vec<u8>)>,
+    /// Boxed: rare, and it keeps the reader (and so a `Connection`) small.
+    current: Option<Box<(Header, Vec<u8>)>>,
+    /// The next receive tries the socket before polling it (see [`FrameReader::expect_data`]).
+    likely_ready: bool,
+    /// The last frame was larger than [`CHUNK`]: the next one starts with a read of
+    /// its header alone, so that a large payload is received straight into its own
+    /// buffer instead of first filling (and then being copied out of) this one.
+    /// Cleared as soon as the next frame's header is consumed.
+    big: bool,
 }
 
 impl FrameReader {
     /// A reader with no buffered data.
     pub(crate) fn new() -> FrameReader {
         FrameReader::default()
+    }
+
+    /// Hints that data is probably waiting on the socket already (the peer has run
+    /// since this side sent it a request): the next receive then tries the socket
+    /// at once and polls only if nothing is there, one system call instead of two.
+    /// A wrong hint costs one failed non-blocking receive.
+    pub(crate) fn expect_data(&mut self) {
+        self.likely_ready = true;
+    }
+
+    /// One receive from the socket into `buf[from..]`, with the pending hint; only
+    /// a header's worth into an empty buffer after a large frame.
+    fn recv(&mut self, sock: BorrowedFd<'_>, from: usize, deadline: Deadline) -> Result<usize, ReadError> {
+        let mut hint = std::mem::take(&mut self.likely_ready);
+        let to = if std::mem::take(&mut self.big) && from == 0 {
+            // A large frame often follows a large frame at once, from a sender
+            // that was waiting for room.
+            hint = true;
+            HEADER_LEN
+        } else {
+            self.buf.len()
+        };
+        Ok(sock::recv_hinted(
+            sock,
+            &mut self.buf[from..to],
+            &mut self.fds,
+            deadline,
+            hint,
+        )?)
     }
 
     /// True if a whole header or more is already buffered (a frame may be
@@ -97,7 +136,7 @@ impl FrameReader {
             self.end -= self.start;
             self.start = 0;
         }
-        let n = sock::recv_some(sock, &mut self.buf[self.end..], &mut self.fds, deadline)?;
+        let n = self.recv(sock, self.end, deadline)?;
         self.end += n;
         Ok(n)
     }
@@ -143,18 +182,21 @@ impl FrameReader {
             return Ok(None);
         }
         self.start += HEADER_LEN;
+        self.big = false;
         let len = header.len as usize;
         let take = len.min(self.end - self.start);
         buf[..take].copy_from_slice(&self.buf[self.start..self.start + take]);
         self.start += take;
         let mut got = take;
         while got < len {
-            // Never past this frame, so no descriptor of a later frame is taken.
-            match sock::recv_some(sock, &mut buf[got..len], &mut self.fds, Deadline::NEVER)? {
+            // Never past this frame, so no descriptor of a later frame is taken; none
+            // can come with the rest of this one (they ride on a frame's first bytes).
+            match sock::recv_rest(sock, &mut buf[got..len])? {
                 0 => return Err(ReadError::Codec(CodecError::Truncated)),
                 n => got += n,
             }
         }
+        self.big = len > CHUNK;
         Ok(Some(len))
     }
 
@@ -175,7 +217,7 @@ impl FrameReader {
             }
             self.start = 0;
             self.end = 0;
-            let n = sock::recv_some(sock, &mut self.buf, &mut self.fds, deadline)?;
+            let n = self.recv(sock, 0, deadline)?;
             if n == 0 {
                 return Err(ReadError::Eof);
             }
@@ -215,6 +257,7 @@ impl FrameReader {
                 // `whole_frame` checked that the payload is buffered, so `len` fits.
                 let end = body + header.len as usize;
                 self.start = end;
+                self.big = false;
                 return Ok(f(header.kind, Cow::Borrowed(&self.buf[body..end]), fds));
             }
         }
@@ -249,14 +292,16 @@ impl FrameReader {
             if self.current.is_none() {
                 let header = self.peek_header(sock, max, deadline)?;
                 self.start += HEADER_LEN;
+                self.big = false;
                 let len = usize::try_from(header.len)
                     .map_err(|_| ReadError::Codec(CodecError::TooLarge { len: header.len, max }))?;
-                // Reserve at most what is buffered plus one chunk: a lying header
-                // costs nothing until the bytes actually arrive.
-                let payload = Vec::with_capacity(len.min(self.end - self.start + CHUNK));
-                self.current = Some((header, payload));
+                // Reserve at most one growth step (untouched until the bytes arrive,
+                // so a lying header costs address space only), and for most frames
+                // the whole payload at once: no reallocation, no copy.
+                let payload = Vec::with_capacity(len.min(GROW));
+                self.current = Some(Box::new((header, payload)));
             }
-            let Some((header, payload)) = self.current.as_mut() else {
+            let Some((header, payload)) = self.current.as_deref_mut() else {
                 continue;
             };
             let len = header.len as usize;
@@ -269,7 +314,7 @@ impl FrameReader {
             // nothing until the bytes arrive. No descriptor can arrive here (they
             // ride on a frame's first bytes), so a plain recv is enough.
             while len - payload.len() >= DIRECT {
-                let want = (len - payload.len()).min(8 << 20);
+                let want = (len - payload.len()).min(GROW);
                 match crate::sys::uninit::recv_append(sock, payload, want, deadline) {
                     Ok(0) => {
                         self.current = None;
@@ -286,7 +331,7 @@ impl FrameReader {
                 }
                 continue;
             }
-            let Some((header, payload)) = self.current.take() else {
+            let Some((header, payload)) = self.current.take().map(|b| *b) else {
                 continue;
             };
             if self.fds.len() < header.nfds {
@@ -298,6 +343,7 @@ impl FrameReader {
                 ))));
             }
             let fds: Vec<OwnedFd> = self.fds.drain(..header.nfds).collect();
+            self.big = header.len > CHUNK as u64;
             return Ok(Frame {
                 kind: header.kind,
                 payload,
@@ -345,6 +391,73 @@ mod tests {
         assert_eq!(v, vec![9u8; 100_000]);
         writer.join().unwrap().unwrap();
         assert!(matches!(r.read(b.as_fd(), 1 << 20, soon()), Err(ReadError::Eof)));
+    }
+
+    #[test]
+    fn frames_after_a_large_frame_arrive_whole_with_their_descriptors() {
+        // After a frame larger than CHUNK the reader takes the next header alone;
+        // small and large frames, with and without descriptors, through `read`
+        // and `read_into`, in every order.
+        let (a, b) = pair();
+        let big = codec::bytes_frame(&[3u8; 3 * CHUNK + 5]).into_owned();
+        let small = codec::encode(&"small".to_string(), true).unwrap();
+        let file: OwnedFd = std::fs::File::open("/dev/null").unwrap().into();
+        let with_fd = codec::encode(&(9u8, FdHandle(file)), true).unwrap();
+        let writer = std::thread::spawn(move || {
+            for f in [&big, &with_fd, &big, &big, &small, &big, &small] {
+                write_frame(a.as_fd(), f, soon()).unwrap();
+            }
+        });
+        let mut r = FrameReader::new();
+        let fd = b.as_fd();
+        let check_big =
+            |f: Frame| assert!(f.payload.len() == 3 * CHUNK + 5 && f.payload.iter().all(|&x| x == 3));
+        check_big(r.read(fd, 1 << 20, soon()).unwrap());
+        let f = r.read(fd, 1 << 20, soon()).unwrap();
+        assert_eq!(f.fds.len(), 1);
+        let (n, _file): (u8, FdHandle) = codec::decode(f).unwrap();
+        assert_eq!(n, 9);
+        check_big(r.read(fd, 1 << 20, soon()).unwrap());
+        let mut into = vec![0u8; 4 * CHUNK];
+        assert_eq!(r.read_into(fd, 1 << 20, &mut into).unwrap(), Some(3 * CHUNK + 5));
+        assert!(into[..3 * CHUNK + 5].iter().all(|&x| x == 3));
+        let s: String = codec::decode(r.read(fd, 1 << 20, soon()).unwrap()).unwrap();
+        assert_eq!(s, "small");
+        assert_eq!(r.read_into(fd, 1 << 20, &mut into).unwrap(), Some(3 * CHUNK + 5));
+        let n = r.read_into(fd, 1 << 20, &mut into).unwrap().unwrap();
+        let s: String = codec::decode_value(&into[..n], Vec::new()).unwrap();
+        assert_eq!(s, "small");
+        writer.join().unwrap();
+        assert!(matches!(r.read(fd, 1 << 20, soon()), Err(ReadError::Eof)));
+    }
+
+    #[test]
+    fn a_wrong_hint_waits_and_loses_nothing() {
+        let (a, b) = pair();
+        let mut r = FrameReader::new();
+        // Nothing there: the hinted receive times out, then a later frame arrives.
+        r.expect_data();
+        let short = Deadline::after(Duration::from_millis(20));
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, short),
+            Err(ReadError::TimedOut)
+        ));
+        r.expect_data();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            write_frame(a.as_fd(), &codec::bytes_frame(b"late"), soon()).unwrap();
+            a
+        });
+        assert_eq!(
+            r.read(b.as_fd(), 1 << 20, Deadline::NEVER).unwrap().payload,
+            b"late"
+        );
+        drop(writer.join().unwrap());
+        r.expect_data();
+        assert!(matches!(
+            r.read(b.as_fd(), 1 << 20, Deadline::NEVER),
+            Err(ReadError::Eof)
+        ));
     }
 
     #[test]

@@ -1,18 +1,19 @@
 //! `Connection`: one end of a framed, duplex or one-way stream socket (a Unix
 //! socketpair, a Unix path connection or a TCP stream).
 
-use std::any::Any;
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::codec::handles::{deserialize_fd, serialize_fd};
+use crate::codec::handles::{self, deserialize_fd, serialize_fd};
 use crate::codec::stream::{FrameReader, ReadError};
 use crate::codec::{self, CodecError, Frame, Kind, Outgoing, DEFAULT_MAX_FRAME};
 use crate::connection::error::{BufferTooShort, RecvError, SendError};
@@ -88,7 +89,123 @@ pub struct Connection {
     writable: bool,
     max_frame: AtomicU64,
     read: Mutex<ReadState>,
-    write: Mutex<()>,
+    write: Mutex<SendTimes>,
+    /// Set by a send that took long enough for the peer to have run meanwhile
+    /// (this process was preempted in it): its reply is probably waiting, so the
+    /// next receive tries the socket before polling it.
+    peer_ran: AtomicBool,
+}
+
+/// What the sending half remembers: the fastest send seen, the yardstick for
+/// "this send took long enough for the peer to run".
+#[derive(Debug)]
+struct SendTimes {
+    fastest_ns: u64,
+}
+
+impl SendTimes {
+    /// A send slower than `SLOW_FACTOR` times the fastest, plus `SLOW_MARGIN_NS`,
+    /// included a context switch: on one CPU, the woken peer ran (received, and
+    /// often replied) before the send returned. Measured pinned to one CPU on the
+    /// development VM: sends take 1-3 us, those the peer preempts 8 us or more.
+    const SLOW_FACTOR: u64 = 3;
+    const SLOW_MARGIN_NS: u64 = 500;
+
+    /// Records a send that took `ns`; true if it was slow.
+    fn record(&mut self, ns: u64) -> bool {
+        let slow = ns
+            > self
+                .fastest_ns
+                .saturating_mul(Self::SLOW_FACTOR)
+                .saturating_add(Self::SLOW_MARGIN_NS);
+        self.fastest_ns = self.fastest_ns.min(ns);
+        slow
+    }
+}
+
+/// Encodings up to this many bytes stay on the stack in `send`.
+const STACK_ENCODE: usize = 128;
+
+/// Where `send` encodes a value: a stack buffer, left for the heap once the
+/// encoding outgrows it (postcard's output "flavor"). Short pieces (varints,
+/// small fields) are copied without a call into `memcpy`.
+struct Encoding<'a> {
+    stack: &'a mut [u8; STACK_ENCODE],
+    len: usize,
+    heap: Option<Vec<u8>>,
+}
+
+impl postcard::ser_flavors::Flavor for Encoding<'_> {
+    /// The length on the stack, or the heap buffer.
+    type Output = (usize, Option<Vec<u8>>);
+
+    #[inline]
+    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
+        match self.stack.get_mut(self.len) {
+            Some(slot) if self.heap.is_none() => {
+                *slot = byte;
+                self.len += 1;
+                Ok(())
+            }
+            _ => self.try_extend(&[byte]),
+        }
+    }
+
+    #[inline]
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        let end = self.len + data.len();
+        match (&mut self.heap, self.stack.get_mut(self.len..end)) {
+            (None, Some(dst)) => {
+                copy_short(dst, data);
+                self.len = end;
+            }
+            (Some(v), _) => v.extend_from_slice(data),
+            (None, None) => {
+                let mut v = Vec::with_capacity(2 * end);
+                v.extend_from_slice(&self.stack[..self.len]);
+                v.extend_from_slice(data);
+                self.heap = Some(v);
+            }
+        }
+        Ok(())
+    }
+
+    fn finalize(self) -> postcard::Result<(usize, Option<Vec<u8>>)> {
+        Ok((self.len, self.heap))
+    }
+}
+
+/// `dst.copy_from_slice(src)` (same lengths), without a call into `memcpy` for
+/// up to 16 bytes: overlapping fixed-size copies compile to a few moves.
+#[inline]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    match n {
+        0 => {}
+        1..=3 => {
+            dst[0] = src[0];
+            dst[n / 2] = src[n / 2];
+            dst[n - 1] = src[n - 1];
+        }
+        4..=7 => {
+            dst[..4].copy_from_slice(&src[..4]);
+            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+        }
+        8..=16 => {
+            dst[..8].copy_from_slice(&src[..8]);
+            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+        }
+        _ => dst.copy_from_slice(src),
+    }
+}
+
+/// The message of an encoding failure, as the codec gives it: the handle's own
+/// reason if a handle failed, else postcard's.
+fn encode_error(e: postcard::Error) -> String {
+    handles::take_error().unwrap_or_else(|| match e {
+        postcard::Error::SerdeSerCustom => "the value's Serialize implementation returned an error".into(),
+        e => e.to_string(),
+    })
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,7 +230,8 @@ impl Connection {
             writable,
             max_frame: AtomicU64::new(DEFAULT_MAX_FRAME),
             read: Mutex::new(ReadState::default()),
-            write: Mutex::new(()),
+            write: Mutex::new(SendTimes { fastest_ns: u64::MAX }),
+            peer_ran: AtomicBool::new(false),
         }
     }
 
@@ -176,14 +294,31 @@ impl Connection {
         } else {
             out.fds.iter().map(|f| f.as_fd()).collect()
         };
-        let _guard = lock(&self.write);
+        let mut times = lock(&self.write);
+        // Timed only where a reply can be received.
+        let start = self.readable.then(Instant::now);
         crate::sys::sock::send_all(
             self.fd.as_fd(),
             &[&out.header, &out.payload],
             &fds,
             Deadline::NEVER,
         )
-        .map_err(SendError::from)
+        .map_err(SendError::from)?;
+        if let Some(start) = start {
+            let ns = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            if times.record(ns) {
+                self.peer_ran.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    /// Passes a pending "the peer has run" hint to the reader.
+    fn take_hint(&self, st: &mut ReadState) {
+        if self.peer_ran.load(Ordering::Relaxed) {
+            self.peer_ran.store(false, Ordering::Relaxed);
+            st.reader.expect_data();
+        }
     }
 
     /// Sends one value of any serde type. Handles inside it (a `Connection`, a
@@ -209,8 +344,34 @@ impl Connection {
         if !self.writable {
             return Err(SendError::ReadOnly);
         }
-        let out = codec::encode_fast(value, true).map_err(SendError::Codec)?;
-        self.send_frame(&out)
+        let id = TypeId::of::<T>();
+        if id == TypeId::of::<Vec<u8>>() || id == TypeId::of::<Box<[u8]>>() {
+            // The raw-bytes fast path: no serde pass, no copy.
+            let out = codec::encode_fast(value, true).map_err(SendError::Codec)?;
+            return self.send_frame(&out);
+        }
+        // One serialisation pass (a handle's `Serialize` may have effects, such as
+        // opening a connection), into a stack buffer for a small value.
+        let mut stack = [0u8; STACK_ENCODE];
+        let (encoded, fds) = handles::collect_fds(|| {
+            postcard::serialize_with_flavor(
+                value,
+                Encoding {
+                    stack: &mut stack,
+                    len: 0,
+                    heap: None,
+                },
+            )
+        });
+        let payload = match encoded.map_err(|e| SendError::Codec(CodecError::Encode(encode_error(e))))? {
+            (len, None) => Cow::Borrowed(&stack[..len]),
+            (_, Some(heap)) => Cow::Owned(heap),
+        };
+        self.send_frame(&Outgoing {
+            header: codec::header(Kind::Value, payload.len() as u64, fds.len()),
+            payload,
+            fds,
+        })
     }
 
     /// Sends `buf` as one message of raw bytes (no serialisation, no copy).
@@ -244,6 +405,7 @@ impl Connection {
         if let Some(r) = st.pending.take() {
             return r.map_err(read_error);
         }
+        self.take_hint(&mut st);
         let max = self.max_frame();
         st.reader.read(self.fd.as_fd(), max, deadline).map_err(read_error)
     }
@@ -257,6 +419,7 @@ impl Connection {
             drop(st);
             return codec::decode(r.map_err(read_error)?).map_err(RecvError::Codec);
         }
+        self.take_hint(&mut st);
         let max = self.max_frame();
         // A value is decoded straight from the reader's buffer when it is whole
         // there: no allocation for a small message.
@@ -376,6 +539,7 @@ impl Connection {
             match st.pending.take() {
                 Some(r) => r.map_err(read_error)?,
                 None => {
+                    self.take_hint(&mut st);
                     let max = self.max_frame();
                     // Straight into `buf` when the message fits.
                     if let Some(n) = st
@@ -405,6 +569,7 @@ impl Connection {
         if st.pending.is_some() {
             return true;
         }
+        self.take_hint(st);
         match st.reader.read(self.fd.as_fd(), self.max_frame(), deadline) {
             Err(ReadError::TimedOut) => false,
             r => {
@@ -618,4 +783,110 @@ pub(crate) fn pair(duplex: bool) -> io::Result<(Connection, Connection)> {
             Connection::from_fd(b, Family::Unix, false, true),
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts its serialisations.
+    struct Counted(Vec<u8>, &'static AtomicU64);
+
+    impl Serialize for Counted {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.serialize(s)
+        }
+    }
+
+    #[test]
+    fn values_of_every_size_are_encoded_as_postcard_once() {
+        let (a, b) = pair(true).unwrap();
+        // Around the stack buffer's size and well past it: the bytes on the wire
+        // are postcard's, and the value decodes.
+        for n in (0..40)
+            .chain(STACK_ENCODE - 20..STACK_ENCODE + 20)
+            .chain([1000, 100_000])
+        {
+            let s = "x".repeat(n);
+            a.send(&s).unwrap();
+            assert_eq!(b.recv_bytes().unwrap(), postcard::to_allocvec(&s).unwrap(), "{n}");
+            a.send(&(n as u64, s.clone())).unwrap();
+            assert_eq!(b.recv::<(u64, String)>().unwrap(), (n as u64, s));
+        }
+        // A handle and a long payload: one serialisation pass.
+        static PASSES: AtomicU64 = AtomicU64::new(0);
+        let (x, y) = pair(true).unwrap();
+        a.send(&(Counted(vec![5; 1000], &PASSES), x)).unwrap();
+        assert_eq!(PASSES.load(Ordering::Relaxed), 1);
+        let (v, x2): (Vec<u8>, Connection) = b.recv().unwrap();
+        assert_eq!(v, vec![5; 1000]);
+        x2.send(&3u8).unwrap();
+        assert_eq!(y.recv::<u8>().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_failing_serialize_is_an_encode_error_and_sends_nothing() {
+        struct Fails;
+        impl Serialize for Fails {
+            fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let (a, b) = pair(true).unwrap();
+        match a.send(&("a long prefix".repeat(20), Fails)) {
+            Err(SendError::Codec(CodecError::Encode(m))) => {
+                assert!(m.contains("Serialize implementation returned an error"), "{m}")
+            }
+            other => panic!("{other:?}"),
+        }
+        a.send(&1u8).unwrap();
+        assert_eq!(b.recv::<u8>().unwrap(), 1);
+    }
+
+    #[test]
+    fn a_send_is_slow_only_against_the_fastest_seen() {
+        let mut t = SendTimes { fastest_ns: u64::MAX };
+        assert!(!t.record(5_000), "the first send sets the yardstick");
+        assert!(!t.record(1_000));
+        assert!(!t.record(3_400), "within 3x + 0.5 us of the fastest");
+        assert!(t.record(3_600));
+        assert!(t.record(u64::MAX));
+        assert_eq!(t.fastest_ns, 1_000);
+    }
+
+    #[test]
+    fn a_slow_send_hints_the_next_receive_which_still_times_out_or_waits() {
+        let (a, b) = pair(true).unwrap();
+        a.send_bytes(b"x").unwrap();
+        // A send that fills the socket waits for the reader: slow.
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(b.recv_bytes().unwrap().len(), 1);
+            assert_eq!(b.recv_bytes().unwrap().len(), 8 << 20);
+            b
+        });
+        // The yardstick as on an idle machine, whatever the first send took here.
+        lock(&a.write).fastest_ns = 1_000;
+        a.send_bytes(&vec![1u8; 8 << 20]).unwrap();
+        assert!(a.peer_ran.load(Ordering::Relaxed));
+        // The hint is wrong (no reply yet): the receive still times out...
+        assert!(a
+            .recv_timeout::<u8>(Duration::from_millis(20))
+            .unwrap_err()
+            .is_timeout());
+        assert!(!a.peer_ran.load(Ordering::Relaxed), "a hint is used once");
+        let b = reader.join().unwrap();
+        // ...or waits, without a deadline, for the reply.
+        a.peer_ran.store(true, Ordering::Relaxed);
+        let replier = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            b.send(&7u8).unwrap();
+            b
+        });
+        assert_eq!(a.recv::<u8>().unwrap(), 7);
+        drop(replier.join().unwrap());
+        a.peer_ran.store(true, Ordering::Relaxed);
+        assert!(a.recv::<u8>().unwrap_err().is_eof());
+    }
 }

@@ -248,28 +248,63 @@ pub(crate) fn recv_some(
     fds: &mut Vec<OwnedFd>,
     deadline: Deadline,
 ) -> io::Result<usize> {
-    // Waits in poll, then receives without blocking; never sleeps in recvmsg,
-    // even without a deadline. A thread asleep in recvmsg on a Unix stream socket
-    // is also woken each time the peer consumes what this socket sent (the "room
-    // to write" wake-up shares the socket's wait queue and recvmsg's waiter does
-    // not filter it), which in a ping-pong costs a spurious wake-up and two extra
-    // context switches per message; a poll waiter is woken only for input. Poll
-    // first rather than try recvmsg first: in a ping-pong one side usually finds
-    // nothing yet, and a failed poll is cheaper than a failed recvmsg.
+    recv_hinted(sock, buf, fds, deadline, false)
+}
+
+/// [`recv_some`], told whether data is probably waiting already (`likely_ready`,
+/// e.g. the peer is known to have run since this side sent its request).
+///
+/// Waits in poll, then receives without blocking; never sleeps in recvmsg, even
+/// without a deadline. A thread asleep in recvmsg on a Unix stream socket is also
+/// woken each time the peer consumes what this socket sent (the "room to write"
+/// wake-up shares the socket's wait queue and recvmsg's waiter does not filter
+/// it), which in a ping-pong costs a spurious wake-up and two extra context
+/// switches per message; a poll waiter is woken only for input.
+///
+/// Where data is likely there, or the deadline has passed already (a `try_`
+/// call), it first tries to receive at once: one system call when it succeeds,
+/// instead of a poll and a receive. Otherwise it polls first: a failed receive
+/// costs as much as the poll it saves.
+pub(crate) fn recv_hinted(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    deadline: Deadline,
+    likely_ready: bool,
+) -> io::Result<usize> {
     let flags = libc::MSG_DONTWAIT | libc::MSG_CMSG_CLOEXEC;
-    if !poll_one(sock, PollFlags::IN, deadline)? {
-        return Err(io::Error::new(io::ErrorKind::TimedOut, "receive timed out"));
-    }
+    let mut poll_first = !likely_ready && !deadline.passed();
     loop {
+        if poll_first && !poll_one(sock, PollFlags::IN, deadline)? {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "receive timed out"));
+        }
         match recvmsg_fds(sock, buf, fds, flags) {
             Ok(n) => return Ok(n),
             Err(Errno::AGAIN) => {
-                // A deadline already passed (a `try_` call) needs no `poll`: one
-                // system call per attempt, for callers that poll in a loop.
-                if deadline.passed() || !poll_one(sock, PollFlags::IN, deadline)? {
+                // No poll once the deadline has passed: one system call per
+                // attempt, for callers that try in a loop.
+                if deadline.passed() {
                     return Err(io::Error::new(io::ErrorKind::TimedOut, "receive timed out"));
                 }
+                poll_first = true;
             }
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives up to `buf.len()` bytes of the rest of a frame whose first bytes have
+/// arrived, waiting as long as it takes; `Ok(0)` at EOF.
+///
+/// A blocking `recv(2)`: one system call per chunk, no poll. Descriptors ride on
+/// the first bytes of a frame, so none can come here; a sleeping receiver may be
+/// woken spuriously when the peer consumes what this side sent (see
+/// [`recv_hinted`]), which costs a little, but mid-frame the peer is busy sending.
+pub(crate) fn recv_rest(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match rustix::net::recv(sock, &mut *buf, rustix::net::RecvFlags::empty()) {
+            Ok((n, _)) => return Ok(n),
             Err(Errno::INTR) => {}
             Err(e) => return Err(e.into()),
         }
@@ -425,6 +460,42 @@ mod tests {
         assert_eq!(got.len(), expected.len());
         assert!(got == expected);
         assert_eq!(nfds, 1);
+    }
+
+    #[test]
+    fn hinted_receives_and_passed_deadlines() {
+        let (a, b) = socketpair_stream().unwrap();
+        let mut buf = [0u8; 8];
+        let mut fds = Vec::new();
+        let passed = Deadline::after(Duration::ZERO);
+        // A passed deadline: nothing there times out at once, data is taken.
+        for hint in [false, true] {
+            let e = recv_hinted(b.as_fd(), &mut buf, &mut fds, passed, hint).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        }
+        send_all(a.as_fd(), &[b"now"], &[], soon()).unwrap();
+        assert_eq!(
+            recv_hinted(b.as_fd(), &mut buf, &mut fds, passed, false).unwrap(),
+            3
+        );
+        // A wrong hint without a deadline waits for the data.
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            send_all(a.as_fd(), &[b"later"], &[], soon()).unwrap();
+            a
+        });
+        assert_eq!(
+            recv_hinted(b.as_fd(), &mut buf, &mut fds, Deadline::NEVER, true).unwrap(),
+            5
+        );
+        assert_eq!(&buf[..5], b"later");
+        drop(writer.join().unwrap());
+        assert_eq!(
+            recv_hinted(b.as_fd(), &mut buf, &mut fds, Deadline::NEVER, true).unwrap(),
+            0
+        );
+        assert_eq!(recv_rest(b.as_fd(), &mut buf).unwrap(), 0);
+        assert!(fds.is_empty());
     }
 
     #[test]
