@@ -11,13 +11,14 @@ use crate::codec::CodecError;
 ///
 /// ```
 /// use multiproc::{Pipe, RecvError};
+/// use std::time::Duration;
 ///
 /// let (a, b) = Pipe::new()?;
 /// assert!(matches!(b.try_recv::<u32>(), Err(RecvError::Timeout))); // nothing sent yet
 /// a.send(&7u32)?;
 /// drop(a); // the only copy of the other end
 /// assert_eq!(b.recv::<u32>()?, 7); // what was sent before the close still arrives
-/// assert!(matches!(b.recv::<u32>(), Err(RecvError::Eof)));
+/// assert!(matches!(b.recv_timeout::<u32>(Duration::from_secs(5)), Err(RecvError::Eof)));
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[non_exhaustive]
@@ -51,7 +52,7 @@ impl RecvError {
     /// ```
     /// let (a, b) = multiproc::Pipe::new()?;
     /// drop(a);
-    /// let err = b.recv::<u32>().unwrap_err();
+    /// let err = b.recv_timeout::<u32>(std::time::Duration::from_secs(5)).unwrap_err();
     /// assert!(err.is_eof());
     /// assert!(!err.is_timeout());
     /// # Ok::<(), Box<dyn std::error::Error>>(())

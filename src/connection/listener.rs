@@ -206,6 +206,7 @@ impl Listener {
     /// let unix = Listener::bind(&path, None)?;
     /// assert_eq!(Listener::bind(&path, None).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
     /// drop(unix); // removes the socket file
+    /// assert!(!path.exists());
     /// std::fs::remove_dir(&dir)?;
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
