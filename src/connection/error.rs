@@ -6,6 +6,21 @@ use std::io;
 use crate::codec::CodecError;
 
 /// Why a [`Connection`](crate::Connection) could not receive a message.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Pipe, RecvError};
+/// use std::time::Duration;
+///
+/// let (a, b) = Pipe::new()?;
+/// assert!(matches!(b.try_recv::<u32>(), Err(RecvError::Timeout))); // nothing sent yet
+/// a.send(&7u32)?;
+/// drop(a); // the only copy of the other end
+/// assert_eq!(b.recv::<u32>()?, 7); // what was sent before the close still arrives
+/// assert!(matches!(b.recv_timeout::<u32>(Duration::from_secs(5)), Err(RecvError::Eof)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 pub enum RecvError {
     /// Every copy of the other end is closed, in every process, and every message
@@ -31,11 +46,35 @@ pub enum RecvError {
 
 impl RecvError {
     /// True for [`RecvError::Eof`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// drop(a);
+    /// let err = b.recv_timeout::<u32>(std::time::Duration::from_secs(5)).unwrap_err();
+    /// assert!(err.is_eof());
+    /// assert!(!err.is_timeout());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_eof(&self) -> bool {
         matches!(self, RecvError::Eof)
     }
 
     /// True for [`RecvError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// let err = b.recv_timeout::<u32>(Duration::from_millis(5)).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// a.send(&1u32)?;
+    /// assert_eq!(b.recv_timeout::<u32>(Duration::from_secs(5))?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, RecvError::Timeout)
     }
@@ -86,6 +125,25 @@ impl From<CodecError> for RecvError {
 
 /// The buffer given to [`Connection::recv_bytes_into`](crate::Connection::recv_bytes_into)
 /// was too small. Holds the whole message, which is no longer in the connection.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::RecvError;
+///
+/// let (a, b) = multiproc::Pipe::new()?;
+/// a.send_bytes(b"0123456789")?;
+/// let mut buf = [0u8; 4];
+/// match b.recv_bytes_into(&mut buf) {
+///     Err(RecvError::BufferTooShort(e)) => {
+///         assert_eq!(e.to_string(), "buffer of 4 bytes is too short for a message of 10 bytes");
+///         assert_eq!(e.message(), b"0123456789");
+///     }
+///     other => panic!("{other:?}"),
+/// }
+/// assert!(b.try_recv_bytes().is_err()); // the message has left the connection
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct BufferTooShort {
     message: Vec<u8>,
     capacity: usize,
@@ -97,11 +155,40 @@ impl BufferTooShort {
     }
 
     /// The whole message.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RecvError;
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"hello")?;
+    /// let Err(RecvError::BufferTooShort(e)) = b.recv_bytes_into(&mut [0u8; 2]) else {
+    ///     panic!("expected BufferTooShort");
+    /// };
+    /// assert_eq!(e.message(), b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn message(&self) -> &[u8] {
         &self.message
     }
 
     /// Gives the whole message back.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::RecvError;
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"hello")?;
+    /// let Err(RecvError::BufferTooShort(e)) = b.recv_bytes_into(&mut [0u8; 2]) else {
+    ///     panic!("expected BufferTooShort");
+    /// };
+    /// let message: Vec<u8> = e.into_inner();
+    /// assert_eq!(message, b"hello");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn into_inner(self) -> Vec<u8> {
         self.message
     }
@@ -130,6 +217,19 @@ impl fmt::Display for BufferTooShort {
 impl std::error::Error for BufferTooShort {}
 
 /// Why a [`Connection`](crate::Connection) could not send a message.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{CodecError, Pipe, SendError};
+///
+/// let (a, b) = Pipe::new()?;
+/// a.set_max_frame(4);
+/// assert!(matches!(a.send_bytes(b"too long"), Err(SendError::Codec(CodecError::TooLarge { .. }))));
+/// drop(b); // the only copy of the other end
+/// assert!(matches!(a.send_bytes(b"ok"), Err(SendError::Disconnected)));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 pub enum SendError {
     /// Every copy of the other end is closed (`EPIPE`/`ECONNRESET`). Python raises
@@ -188,6 +288,21 @@ impl From<io::Error> for SendError {
 
 /// Why the authentication handshake of a [`Listener`](crate::Listener) or
 /// [`Client`](crate::Client) failed.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{AuthError, Client, ConnectError, Listener};
+/// use std::time::Duration;
+///
+/// let listener = Listener::bind("127.0.0.1:0", Some(b"right key".as_slice()))?;
+/// let addr = listener.address();
+/// let server = std::thread::spawn(move || listener.accept_timeout(Duration::from_secs(5)).map(drop));
+/// let err = Client::connect_timeout(addr, Some(b"wrong key".as_slice()), Duration::from_secs(5));
+/// assert!(matches!(err, Err(ConnectError::Auth(AuthError::WrongKey))));
+/// assert!(matches!(server.join().unwrap(), Err(ConnectError::Auth(AuthError::WrongKey))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[doc(alias = "AuthenticationError")]
 #[non_exhaustive]
 #[derive(Debug)]
@@ -216,13 +331,27 @@ impl std::error::Error for AuthError {}
 
 /// Why [`Listener::accept`](crate::Listener::accept) or
 /// [`Client::connect`](crate::Client::connect) gave no connection.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{Client, ConnectError, Listener};
+///
+/// let listener = Listener::bind("127.0.0.1:0", None)?;
+/// assert!(matches!(listener.try_accept(), Err(ConnectError::Timeout))); // no client yet
+/// let missing = std::env::temp_dir().join(format!("mp-doc-missing-{}.sock", std::process::id()));
+/// assert!(matches!(Client::connect(&missing, None), Err(ConnectError::Io(_))));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[non_exhaustive]
 #[derive(Debug)]
 pub enum ConnectError {
     /// The authentication handshake failed. For a listener this concerns only the
     /// one client: the next `accept` serves the next one.
     Auth(AuthError),
-    /// No client arrived before the timeout (`accept_timeout`, `try_accept`).
+    /// No client arrived before the timeout (`accept_timeout`, `try_accept`), or
+    /// the TCP connection of `Client::connect` was not made in time (a handshake
+    /// that is not complete in time is [`AuthError::Timeout`]).
     Timeout,
     /// Connecting, accepting or the socket failed.
     Io(io::Error),
@@ -230,6 +359,22 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// True for an authentication failure.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", Some(b"key".as_slice()))?;
+    /// let addr = listener.address();
+    /// let key = Some(b"other".as_slice());
+    /// let client = std::thread::spawn(move || Client::connect_timeout(addr, key, Duration::from_secs(5)));
+    /// let err = listener.accept_timeout(Duration::from_secs(5)).unwrap_err();
+    /// assert!(err.is_auth());
+    /// assert!(client.join().unwrap().unwrap_err().is_auth());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn is_auth(&self) -> bool {
         matches!(self, ConnectError::Auth(_))
     }

@@ -191,6 +191,25 @@ impl Listener {
     ///
     /// The bind error: `AddrInUse` for an address in use (a Unix path that exists),
     /// `NotFound` for a host that resolves to nothing, and so on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Address, Listener};
+    ///
+    /// let tcp = Listener::bind("127.0.0.1:0", None)?;
+    /// let Address::Tcp(addr) = tcp.address() else { panic!("a TCP address") };
+    /// assert_ne!(addr.port(), 0); // port 0 picked a free port
+    /// let dir = std::env::temp_dir().join(format!("mp-doc-bind-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("sock");
+    /// let unix = Listener::bind(&path, None)?;
+    /// assert_eq!(Listener::bind(&path, None).unwrap_err().kind(), std::io::ErrorKind::AddrInUse);
+    /// drop(unix); // removes the socket file
+    /// assert!(!path.exists());
+    /// std::fs::remove_dir(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "Listener")]
     pub fn bind(addr: impl Into<Address>, authkey: Option<&[u8]>) -> io::Result<Listener> {
         let addr = addr.into();
@@ -225,11 +244,42 @@ impl Listener {
     }
 
     /// The address clients connect to (for TCP, with the port actually bound).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// let addr = listener.address();
+    /// assert!(addr.to_string().starts_with("127.0.0.1:"));
+    /// let client = Client::connect(addr, None)?;
+    /// client.send(&1u8)?;
+    /// let conn = listener.accept_timeout(Duration::from_secs(5))?;
+    /// assert_eq!(conn.recv_timeout::<u8>(Duration::from_secs(5))?, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn address(&self) -> Address {
         self.address.clone()
     }
 
     /// Sets how long a client gets to complete the authentication handshake.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{AuthError, ConnectError, Listener};
+    /// use std::net::TcpStream;
+    /// use std::time::Duration;
+    ///
+    /// let mut listener = Listener::bind("127.0.0.1:0", Some(b"key".as_slice()))?;
+    /// listener.set_handshake_timeout(Duration::from_millis(20));
+    /// let _silent = TcpStream::connect(listener.address().to_string())?; // never answers
+    /// let err = listener.accept_timeout(Duration::from_secs(5)).unwrap_err();
+    /// assert!(matches!(err, ConnectError::Auth(AuthError::Timeout)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set_handshake_timeout(&mut self, timeout: Duration) {
         self.handshake_timeout = timeout;
     }
@@ -256,6 +306,20 @@ impl Listener {
     /// garbage, silence past the handshake timeout): the client is dropped and the
     /// listener serves the next one on the next call. [`ConnectError::Io`] if
     /// accepting failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// let client = Client::connect(listener.address(), None)?;
+    /// let conn = listener.accept()?; // the client is already waiting
+    /// client.send(&"hi".to_string())?;
+    /// assert_eq!(conn.recv_timeout::<String>(Duration::from_secs(5))?, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn accept(&self) -> Result<Connection, ConnectError> {
         self.accept_deadline(Deadline::NEVER)
     }
@@ -266,6 +330,22 @@ impl Listener {
     /// # Errors
     ///
     /// As `accept`, plus [`ConnectError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, ConnectError, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// let none = listener.accept_timeout(Duration::from_millis(10));
+    /// assert!(matches!(none, Err(ConnectError::Timeout)));
+    /// let client = Client::connect(listener.address(), None)?;
+    /// let conn = listener.accept_timeout(Duration::from_secs(5))?;
+    /// conn.send(&2u16)?;
+    /// assert_eq!(client.recv_timeout::<u16>(Duration::from_secs(5))?, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn accept_timeout(&self, timeout: Duration) -> Result<Connection, ConnectError> {
         self.accept_deadline(Deadline::after(timeout))
     }
@@ -275,6 +355,20 @@ impl Listener {
     /// # Errors
     ///
     /// As `accept`, plus [`ConnectError::Timeout`] if none is.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{wait, Client, ConnectError, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", None)?;
+    /// assert!(matches!(listener.try_accept(), Err(ConnectError::Timeout))); // nobody yet
+    /// let _client = Client::connect(listener.address(), None)?;
+    /// assert_eq!(wait(&[&listener], Some(Duration::from_secs(5)))?, vec![0]);
+    /// assert!(listener.try_accept().is_ok());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_accept(&self) -> Result<Connection, ConnectError> {
         self.accept_deadline(Deadline::after(Duration::ZERO))
     }
@@ -284,6 +378,23 @@ impl Listener {
     }
 
     /// Closes the listener (same as dropping it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    ///
+    /// let dir = std::env::temp_dir().join(format!("mp-doc-close-{}", std::process::id()));
+    /// std::fs::create_dir_all(&dir)?;
+    /// let path = dir.join("sock");
+    /// let listener = Listener::bind(&path, None)?;
+    /// assert!(path.exists());
+    /// listener.close();
+    /// assert!(!path.exists()); // the socket file is gone
+    /// assert!(Client::connect(&path, None).is_err());
+    /// std::fs::remove_dir(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {
         drop(self);
     }
@@ -293,7 +404,19 @@ impl Listener {
 ///
 /// # Examples
 ///
-/// See [`Listener`].
+/// ```
+/// use multiproc::{Client, Listener};
+/// use std::time::Duration;
+///
+/// let listener = Listener::bind("127.0.0.1:0", None)?;
+/// let conn = Client::connect(listener.address(), None)?;
+/// let server_side = listener.accept_timeout(Duration::from_secs(5))?;
+/// conn.send(&[1u8, 2, 3])?;
+/// assert_eq!(server_side.recv_timeout::<[u8; 3]>(Duration::from_secs(5))?, [1, 2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// With an authentication key, see [`Listener`].
 #[doc(alias = "multiprocessing.connection.Client")]
 #[derive(Debug)]
 pub struct Client;
@@ -305,9 +428,29 @@ impl Client {
     ///
     /// # Errors
     ///
-    /// [`ConnectError::Auth`] if the keys differ ([`AuthError::WrongKey`](crate::AuthError::WrongKey))
-    /// or the peer is not a multiproc listener; [`ConnectError::Io`] if the
-    /// connection is refused; [`ConnectError::Timeout`].
+    /// [`ConnectError::Auth`] if the keys differ ([`AuthError::WrongKey`](crate::AuthError::WrongKey)),
+    /// the peer is not a multiproc listener, or the handshake is not complete in
+    /// time ([`AuthError::Timeout`](crate::AuthError::Timeout): the listener has not
+    /// accepted, or is slow); [`ConnectError::Io`] if the connection is refused;
+    /// [`ConnectError::Timeout`] if the TCP connection is not made in time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Client, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", Some(b"key".as_slice()))?;
+    /// let addr = listener.address();
+    /// let server = std::thread::spawn(move || -> Result<u32, Box<dyn std::error::Error + Send + Sync>> {
+    ///     let conn = listener.accept_timeout(Duration::from_secs(5))?;
+    ///     Ok(conn.recv_timeout::<u32>(Duration::from_secs(5))?)
+    /// });
+    /// let conn = Client::connect(addr, Some(b"key".as_slice()))?;
+    /// conn.send(&5u32)?;
+    /// assert_eq!(server.join().unwrap().unwrap(), 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "Client")]
     #[allow(clippy::new_ret_no_self)]
     pub fn connect(addr: impl Into<Address>, authkey: Option<&[u8]>) -> Result<Connection, ConnectError> {
@@ -320,6 +463,20 @@ impl Client {
     /// # Errors
     ///
     /// As `connect`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{AuthError, Client, ConnectError, Listener};
+    /// use std::time::Duration;
+    ///
+    /// let listener = Listener::bind("127.0.0.1:0", Some(b"key".as_slice()))?;
+    /// // Nobody accepts, so the handshake cannot complete in time.
+    /// let key = Some(b"key".as_slice());
+    /// let r = Client::connect_timeout(listener.address(), key, Duration::from_millis(20));
+    /// assert!(matches!(r, Err(ConnectError::Auth(AuthError::Timeout))));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn connect_timeout(
         addr: impl Into<Address>,
         authkey: Option<&[u8]>,

@@ -34,6 +34,23 @@ impl Pipe {
     /// # Errors
     ///
     /// The `socketpair(2)` error (e.g. out of descriptors).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Connection, Pipe, Process};
+    /// use std::time::Duration;
+    ///
+    /// let (parent, child) = Pipe::new()?;
+    /// let p = Process::spawn(child, |c: Connection| {
+    ///     let n: u32 = c.recv_timeout(Duration::from_secs(30)).unwrap();
+    ///     c.send(&(n * 2)).unwrap();
+    /// })?;
+    /// parent.send(&21u32)?;
+    /// assert_eq!(parent.recv_timeout::<u32>(Duration::from_secs(30))?, 42);
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> io::Result<(Connection, Connection)> {
         pair(true)

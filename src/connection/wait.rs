@@ -14,6 +14,22 @@ use crate::sys::sock;
 /// Something [`wait`] can wait for: a [`Connection`] (ready when a message or the
 /// end of the stream can be received without blocking), a [`Listener`] (ready when
 /// a client is waiting to be accepted) or a `Process` (ready once it has exited).
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{wait, Pipe, Process};
+/// use std::time::Duration;
+///
+/// let (a, b) = Pipe::new()?;
+/// let p = Process::spawn((), |()| ())?;
+/// // A connection and a process in one call: only the process (it exited) is ready.
+/// assert_eq!(wait(&[&b, &p], Some(Duration::from_secs(30)))?, vec![1]);
+/// a.send(&0u8)?;
+/// assert_eq!(wait(&[&b, &p], Some(Duration::ZERO))?, vec![0, 1]);
+/// p.join_timeout(Duration::from_secs(30))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Waitable {
     /// The descriptor that becomes readable when this object may be ready.
     #[doc(hidden)]

@@ -89,6 +89,17 @@ where
     /// [`ManagerError::Codec`] if the key or value cannot be encoded (nothing is
     /// sent), [`ManagerError::ManagerGone`] if the server is gone,
     /// [`ManagerError::Timeout`] if it did not answer within the call timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// assert_eq!(d.insert("a".into(), 1)?, None);
+    /// assert_eq!(d.insert("a".into(), 2)?, Some(1)); // the old value comes back
+    /// assert_eq!(d.get("a")?, Some(2));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__setitem__")]
     pub fn insert(&self, key: K, value: V) -> Result<Option<V>, ManagerError> {
         proxy::opt_value(self.op(Op::DictInsert(enc(&key)?, enc(&value)?))?)
@@ -99,6 +110,21 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert); [`ManagerError::Codec`] if the stored value is not a `V`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Dict, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let d = m.dict::<u32, String>()?;
+    /// let p = Process::spawn(d.clone(), |d: Dict<u32, String>| d.insert(1, "child".into()).is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(d.get(&1)?.as_deref(), Some("child"));
+    /// assert_eq!(d.get(&2)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "__getitem__")]
     pub fn get<Q>(&self, key: &Q) -> Result<Option<V>, ManagerError>
     where
@@ -113,6 +139,18 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.insert("a".into(), 1)?;
+    /// assert_eq!(d.remove("a")?, Some(1));
+    /// assert_eq!(d.remove("a")?, None); // already gone
+    /// assert!(d.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "pop")]
     #[doc(alias = "__delitem__")]
     pub fn remove<Q>(&self, key: &Q) -> Result<Option<V>, ManagerError>
@@ -128,6 +166,17 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.insert("a".into(), 1)?;
+    /// assert!(d.contains_key("a")?);
+    /// assert!(!d.contains_key("b")?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__contains__")]
     pub fn contains_key<Q>(&self, key: &Q) -> Result<bool, ManagerError>
     where
@@ -142,6 +191,17 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// assert_eq!(d.len()?, 0);
+    /// d.update([(1, 10), (2, 20), (1, 11)])?; // key 1 twice: one entry
+    /// assert_eq!(d.len()?, 2);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__len__")]
     pub fn len(&self) -> Result<usize, ManagerError> {
         proxy::len(self.op(Op::Len)?)
@@ -152,6 +212,17 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// assert!(d.is_empty()?);
+    /// d.insert(1, 1)?;
+    /// assert!(!d.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_empty(&self) -> Result<bool, ManagerError> {
         Ok(self.len()? == 0)
     }
@@ -161,6 +232,18 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.update([("b".to_string(), 2), ("a".to_string(), 1)])?;
+    /// let mut keys = d.keys()?;
+    /// keys.sort(); // in no particular order
+    /// assert_eq!(keys, ["a", "b"]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn keys(&self) -> Result<Vec<K>, ManagerError> {
         proxy::values(self.op(Op::DictKeys)?)
     }
@@ -170,6 +253,18 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.update([("b".to_string(), 2), ("a".to_string(), 1)])?;
+    /// let mut values = d.values()?;
+    /// values.sort(); // in no particular order
+    /// assert_eq!(values, [1, 2]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn values(&self) -> Result<Vec<V>, ManagerError> {
         proxy::values(self.op(Op::DictValues)?)
     }
@@ -179,6 +274,18 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.update([("b".to_string(), 2), ("a".to_string(), 1)])?;
+    /// let mut items = d.items()?;
+    /// items.sort(); // in no particular order
+    /// assert_eq!(items, [("a".to_string(), 1), ("b".to_string(), 2)]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn items(&self) -> Result<Vec<(K, V)>, ManagerError> {
         match self.op(Op::DictItems)? {
             Reply::Items(v) => v.iter().map(|(k, v)| Ok((dec(k)?, dec(v)?))).collect(),
@@ -191,6 +298,20 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::collections::HashMap;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.update([("a".to_string(), 1), ("b".to_string(), 2)])?;
+    /// let copy: HashMap<String, u32> = d.to_hashmap()?;
+    /// d.clear()?; // the copy is not a view
+    /// assert_eq!(copy, HashMap::from([("a".to_string(), 1), ("b".to_string(), 2)]));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "copy")]
     pub fn to_hashmap(&self) -> Result<HashMap<K, V>, ManagerError>
     where
@@ -204,6 +325,18 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert); nothing is inserted if any pair cannot be encoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// d.insert("a".into(), 0)?;
+    /// d.update([("a".to_string(), 1), ("b".to_string(), 2)])?; // overwrites "a"
+    /// assert_eq!(d.get("a")?, Some(1));
+    /// assert_eq!(d.get("b")?, Some(2));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn update(&self, pairs: impl IntoIterator<Item = (K, V)>) -> Result<(), ManagerError> {
         let pairs = pairs
             .into_iter()
@@ -218,6 +351,17 @@ where
     /// # Errors
     ///
     /// As [`get`](Dict::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// assert_eq!(d.get_or_insert("a".into(), 1)?, 1); // absent: inserted
+    /// assert_eq!(d.get_or_insert("a".into(), 2)?, 1); // present: kept
+    /// assert_eq!(d.get("a")?, Some(1));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "setdefault")]
     pub fn get_or_insert(&self, key: K, default: V) -> Result<V, ManagerError> {
         proxy::value(self.op(Op::DictSetDefault(enc(&key)?, enc(&default)?))?)
@@ -228,6 +372,17 @@ where
     /// # Errors
     ///
     /// As [`insert`](Dict::insert).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<u8, u8>()?;
+    /// d.update([(1, 1), (2, 2)])?;
+    /// d.clear()?;
+    /// assert!(d.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn clear(&self) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::Clear)?)
     }

@@ -112,11 +112,37 @@ impl std::error::Error for ManagerError {
 
 impl ManagerError {
     /// True for [`ManagerError::ManagerGone`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u8>()?;
+    /// m.shutdown()?;
+    /// let err = l.push(1).unwrap_err();
+    /// assert!(err.is_gone());
+    /// assert!(!err.is_timeout());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_gone(&self) -> bool {
         matches!(self, ManagerError::ManagerGone)
     }
 
     /// True for [`ManagerError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let v = m.value(0u8)?;
+    /// m.set_call_timeout(Some(Duration::from_millis(5)));
+    /// // The server runs this for 100 ms, longer than the call timeout.
+    /// let err = v.update_with(|_: &mut u8| std::thread::sleep(Duration::from_millis(100))).unwrap_err();
+    /// assert!(err.is_timeout());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_timeout(&self) -> bool {
         matches!(self, ManagerError::Timeout)
     }

@@ -61,6 +61,21 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// [`ManagerError::Codec`] if `item` cannot be encoded (nothing is sent),
     /// [`ManagerError::ManagerGone`] if the server is gone,
     /// [`ManagerError::Timeout`] if it did not answer within the call timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{List, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.push(1)?;
+    /// let p = Process::spawn(l.clone(), |l: List<u32>| l.push(2).is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(l.to_vec()?, [1, 2]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "append")]
     pub fn push(&self, item: T) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::ListPush(enc(&item)?))?)
@@ -71,6 +86,18 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`push`](List::push); [`ManagerError::Codec`] if the item is not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.extend([1, 2])?;
+    /// assert_eq!(l.pop()?, Some(2));
+    /// assert_eq!(l.pop()?, Some(1));
+    /// assert_eq!(l.pop()?, None); // empty
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn pop(&self) -> Result<Option<T>, ManagerError> {
         proxy::opt_value(self.op(Op::ListPop)?)
     }
@@ -80,6 +107,19 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// [`ManagerError::IndexOutOfRange`]; otherwise as [`pop`](List::pop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<char>()?;
+    /// l.extend(['a', 'b'])?;
+    /// assert_eq!(l.get(1)?, 'b');
+    /// assert!(matches!(l.get(2), Err(ManagerError::IndexOutOfRange { index: 2, len: 2 })));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__getitem__")]
     pub fn get(&self, index: usize) -> Result<T, ManagerError> {
         proxy::value(self.op(Op::ListGet(self::index(index)))?)
@@ -90,6 +130,20 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`get`](List::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.extend([1, 2])?;
+    /// assert_eq!(l.set(0, 10)?, 1); // the old item comes back
+    /// assert_eq!(l.to_vec()?, [10, 2]);
+    /// assert!(matches!(l.set(5, 0), Err(ManagerError::IndexOutOfRange { .. })));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__setitem__")]
     pub fn set(&self, index: usize, item: T) -> Result<T, ManagerError> {
         proxy::value(self.op(Op::ListSet(self::index(index), enc(&item)?))?)
@@ -100,6 +154,21 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// [`ManagerError::IndexOutOfRange`] if `index > len`; otherwise as [`push`](List::push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.extend([1, 3])?;
+    /// l.insert(1, 2)?;
+    /// l.insert(3, 4)?; // index == len appends
+    /// assert_eq!(l.to_vec()?, [1, 2, 3, 4]);
+    /// assert!(matches!(l.insert(9, 0), Err(ManagerError::IndexOutOfRange { .. })));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn insert(&self, index: usize, item: T) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::ListInsert(self::index(index), enc(&item)?))?)
     }
@@ -109,6 +178,19 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`get`](List::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.extend([1, 2, 3])?;
+    /// assert_eq!(l.remove(0)?, 1);
+    /// assert_eq!(l.to_vec()?, [2, 3]);
+    /// assert!(l.remove(2).is_err()); // out of range: nothing removed
+    /// assert_eq!(l.len()?, 2);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn remove(&self, index: usize) -> Result<T, ManagerError> {
         proxy::value(self.op(Op::ListRemove(self::index(index)))?)
     }
@@ -118,6 +200,17 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`push`](List::push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// assert_eq!(l.len()?, 0);
+    /// l.extend([7, 8, 9])?;
+    /// assert_eq!(l.len()?, 3);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__len__")]
     pub fn len(&self) -> Result<usize, ManagerError> {
         proxy::len(self.op(Op::Len)?)
@@ -128,6 +221,17 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`push`](List::push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// assert!(l.is_empty()?);
+    /// l.push(1)?;
+    /// assert!(!l.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_empty(&self) -> Result<bool, ManagerError> {
         Ok(self.len()? == 0)
     }
@@ -137,6 +241,17 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`push`](List::push); nothing is appended if an item cannot be encoded.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.push(0)?;
+    /// l.extend(1..=3)?;
+    /// assert_eq!(l.to_vec()?, [0, 1, 2, 3]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn extend(&self, items: impl IntoIterator<Item = T>) -> Result<(), ManagerError> {
         let items = items
             .into_iter()
@@ -150,6 +265,18 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`pop`](List::pop).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<String>()?;
+    /// l.extend(["a".to_string(), "b".to_string()])?;
+    /// let copy = l.to_vec()?;
+    /// l.clear()?; // the copy is not a view
+    /// assert_eq!(copy, ["a", "b"]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn to_vec(&self) -> Result<Vec<T>, ManagerError> {
         proxy::values(self.op(Op::ListItems)?)
     }
@@ -159,6 +286,17 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     /// # Errors
     ///
     /// As [`push`](List::push).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<u32>()?;
+    /// l.extend([1, 2, 3])?;
+    /// l.clear()?;
+    /// assert_eq!(l.len()?, 0);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn clear(&self) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::Clear)?)
     }
@@ -170,6 +308,27 @@ impl<T: Serialize + DeserializeOwned> List<T> {
     ///
     /// [`ManagerError::IndexOutOfRange`]; otherwise as
     /// [`Dict::update_with`](crate::Dict::update_with).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{List, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let l = m.list::<u64>()?;
+    /// l.push(0)?;
+    /// let p = Process::spawn(l.clone(), |l: List<u64>| {
+    ///     (0..50).all(|_| l.update_with(0, |n| *n += 1).is_ok())
+    /// })?;
+    /// for _ in 0..50 {
+    ///     l.update_with(0, |n: &mut u64| *n += 1)?;
+    /// }
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(l.get(0)?, 100); // no increment lost
+    /// assert!(l.update_with(1, |n: &mut u64| *n += 1).is_err()); // out of range
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update_with<F>(&self, index: usize, f: F) -> Result<T, ManagerError>
     where
         F: Fn(&mut T) + Copy + 'static,

@@ -68,6 +68,19 @@ impl Namespace {
     /// [`ManagerError::Codec`] if the value cannot be encoded (nothing is sent),
     /// [`ManagerError::ManagerGone`] if the server is gone,
     /// [`ManagerError::Timeout`] if it did not answer within the call timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("name", "job")?;
+    /// ns.set("size", &3u64)?;
+    /// ns.set("size", &4u64)?; // replaces
+    /// assert_eq!(ns.get::<String>("name")?.as_deref(), Some("job"));
+    /// assert_eq!(ns.get::<u64>("size")?, Some(4));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__setattr__")]
     pub fn set<T: Serialize + ?Sized>(&self, field: &str, value: &T) -> Result<(), ManagerError> {
         match self.op(Op::DictInsert(enc(field)?, enc(value)?))? {
@@ -82,6 +95,21 @@ impl Namespace {
     ///
     /// As [`set`](Namespace::set); [`ManagerError::Codec`] if the field holds
     /// something else than a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, Namespace, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// let p = Process::spawn(ns.clone(), |ns: Namespace| ns.set("answer", &42i32).is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(ns.get::<i32>("answer")?, Some(42));
+    /// assert_eq!(ns.get::<i32>("missing")?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "__getattr__")]
     pub fn get<T: DeserializeOwned>(&self, field: &str) -> Result<Option<T>, ManagerError> {
         proxy::opt_value(self.op(Op::DictGet(enc(field)?))?)
@@ -92,6 +120,18 @@ impl Namespace {
     /// # Errors
     ///
     /// As [`set`](Namespace::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("x", &1u8)?;
+    /// assert!(ns.remove("x")?);
+    /// assert!(!ns.remove("x")?); // was not set any more
+    /// assert_eq!(ns.get::<u8>("x")?, None);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "__delattr__")]
     pub fn remove(&self, field: &str) -> Result<bool, ManagerError> {
         match self.op(Op::DictRemove(enc(field)?))? {
@@ -105,6 +145,17 @@ impl Namespace {
     /// # Errors
     ///
     /// As [`set`](Namespace::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("x", &1u8)?;
+    /// assert!(ns.contains("x")?);
+    /// assert!(!ns.contains("y")?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "hasattr")]
     pub fn contains(&self, field: &str) -> Result<bool, ManagerError> {
         proxy::boolean(self.op(Op::DictContains(enc(field)?))?)
@@ -116,6 +167,19 @@ impl Namespace {
     /// # Errors
     ///
     /// As [`set`](Namespace::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("b", &1u8)?;
+    /// ns.set("a", "text")?;
+    /// let mut fields = ns.fields()?;
+    /// fields.sort(); // in no particular order
+    /// assert_eq!(fields, ["a", "b"]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "vars")]
     pub fn fields(&self) -> Result<Vec<String>, ManagerError> {
         proxy::values(self.op(Op::DictKeys)?)
@@ -128,6 +192,21 @@ impl Namespace {
     ///
     /// [`ManagerError::KeyNotFound`] if `field` is not set; otherwise as
     /// [`Dict::update_with`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("count", &1u32)?;
+    /// assert_eq!(ns.update_with("count", |c: &mut u32| *c *= 10)?, 10);
+    /// assert_eq!(ns.get::<u32>("count")?, Some(10));
+    /// let missing = ns.update_with("nope", |c: &mut u32| *c += 1);
+    /// assert!(matches!(missing, Err(ManagerError::KeyNotFound)));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn update_with<T, F>(&self, field: &str, f: F) -> Result<T, ManagerError>
     where
         T: Serialize + DeserializeOwned + 'static,
@@ -144,6 +223,19 @@ impl Namespace {
 
     /// The same object as a [`Dict`] from field names to `V`s (for a namespace
     /// whose fields all hold `V`s).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// ns.set("a", &1u32)?;
+    /// let d = ns.as_dict::<u32>();
+    /// d.insert("b".into(), 2)?; // the same object
+    /// assert_eq!(ns.get::<u32>("b")?, Some(2));
+    /// assert_eq!(d.len()?, 2);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn as_dict<V: Serialize + DeserializeOwned>(&self) -> Dict<String, V> {
         Dict::from_core(self.core.clone())
     }

@@ -48,6 +48,21 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// [`ManagerError::ManagerGone`] if the server is gone,
     /// [`ManagerError::Timeout`] if it did not answer within the call timeout,
     /// [`ManagerError::Codec`] if the stored value is not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, Process, ValueProxy};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let v = m.value(1.5f64)?;
+    /// assert_eq!(v.get()?, 1.5);
+    /// let p = Process::spawn(v.clone(), |v: ValueProxy<f64>| v.set(2.5).is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(v.get()?, 2.5); // the child's change
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get(&self) -> Result<T, ManagerError> {
         proxy::value(self.core.op(ObjKind::Value, Op::ValueGet)?)
     }
@@ -58,6 +73,16 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     ///
     /// As [`get`](ValueProxy::get); [`ManagerError::Codec`] if `value` cannot be
     /// encoded (nothing is sent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let v = m.value(vec![1u8])?;
+    /// assert_eq!(v.set(vec![2, 3])?, [1]); // the previous value comes back
+    /// assert_eq!(v.get()?, [2, 3]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn set(&self, value: T) -> Result<T, ManagerError> {
         proxy::value(self.core.op(ObjKind::Value, Op::ValueSet(enc(&value)?))?)
     }
@@ -68,6 +93,25 @@ impl<T: Serialize + DeserializeOwned> ValueProxy<T> {
     /// # Errors
     ///
     /// As [`Dict::update_with`](crate::Dict::update_with), without `KeyNotFound`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, Process, ValueProxy};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let v = m.value(0u64)?;
+    /// let p = Process::spawn(v.clone(), |v: ValueProxy<u64>| {
+    ///     (0..50).all(|_| v.update_with(|n| *n += 1).is_ok())
+    /// })?;
+    /// for _ in 0..50 {
+    ///     v.update_with(|n: &mut u64| *n += 1)?;
+    /// }
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert_eq!(v.get()?, 100); // no increment lost
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn update_with<F>(&self, f: F) -> Result<T, ManagerError>
     where
         F: Fn(&mut T) + Copy + 'static,

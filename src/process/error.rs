@@ -9,6 +9,20 @@ use crate::codec::CodecError;
 
 /// How a process ended: an exit code or a terminating signal.
 ///
+/// # Examples
+/// ```
+/// use multiproc::{Process, ProcessError};
+/// use std::time::Duration;
+///
+/// let p: Process<()> = Process::spawn(3, |code: i32| std::process::exit(code))?;
+/// let r = p.join_timeout(Duration::from_secs(30));
+/// assert!(matches!(r, Err(ProcessError::Exited(s)) if s.code() == Some(3)));
+/// let status = p.exit_status().unwrap();
+/// assert_eq!((status.code(), status.signal(), status.exitcode()), (Some(3), None, 3));
+/// assert_eq!(status.to_string(), "exit code 3");
+/// # Ok::<(), multiproc::ProcessError>(())
+/// ```
+///
 /// # Differences from Python's multiprocessing
 /// Python folds both into `exitcode` (`n`, or `-signal`); [`ExitStatus::exitcode`]
 /// gives that number, [`code`](ExitStatus::code) and [`signal`](ExitStatus::signal)
@@ -51,21 +65,72 @@ impl ExitStatus {
     /// `join` still returns what the child returned (or its panic), and
     /// [`exitcode`](ExitStatus::exitcode) is then 0, as for Python's
     /// `subprocess` in the same case.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(7, |code: i32| std::process::exit(code))?;
+    /// let status = p.join_timeout(Duration::from_secs(30)).unwrap_err().exit_status().unwrap();
+    /// assert_eq!(status.code(), Some(7));
+    /// assert_eq!(status.signal(), None);
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn code(&self) -> Option<i32> {
         self.code
     }
 
     /// The number of the signal that killed the process, if one did.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(30, |s: u64| std::thread::sleep(Duration::from_secs(s)))?;
+    /// p.kill()?;
+    /// let status = p.join_timeout(Duration::from_secs(30)).unwrap_err().exit_status().unwrap();
+    /// assert_eq!(status.signal(), Some(9)); // SIGKILL
+    /// assert_eq!(status.code(), None);
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn signal(&self) -> Option<i32> {
         self.signal
     }
 
     /// True for exit code 0.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p = Process::spawn(2u8, |x| x + 1)?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(3));
+    /// assert!(p.exit_status().unwrap().success());
+    /// let p: Process<()> = Process::spawn(1, |code: i32| std::process::exit(code))?;
+    /// assert!(p.join_timeout(Duration::from_secs(30)).is_err());
+    /// assert!(!p.exit_status().unwrap().success());
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn success(&self) -> bool {
         self.code == Some(0)
     }
 
     /// Python's `Process.exitcode`: the exit code, or minus the signal number.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(30, |s: u64| std::thread::sleep(Duration::from_secs(s)))?;
+    /// p.terminate()?;
+    /// let status = p.join_timeout(Duration::from_secs(30)).unwrap_err().exit_status().unwrap();
+    /// assert_eq!(status.exitcode(), -15); // minus SIGTERM, as in Python
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn exitcode(&self) -> i32 {
         match (self.code, self.signal) {
             (Some(c), _) => c,
@@ -100,6 +165,22 @@ fn signal_name(sig: i32) -> &'static str {
 }
 
 /// Why a process could not be started or did not return its result.
+///
+/// # Examples
+/// ```
+/// use multiproc::{Process, ProcessError};
+/// use std::time::Duration;
+///
+/// let p: Process<()> = Process::spawn((), |()| panic!("boom"))?;
+/// match p.join_timeout(Duration::from_secs(30)) {
+///     Err(ProcessError::Panicked { message }) => assert!(message.contains("boom")),
+///     other => panic!("{other:?}"),
+/// }
+/// let p = Process::spawn(2u8, |x| x * 2)?;
+/// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(4));
+/// assert!(matches!(p.join(), Err(ProcessError::AlreadyJoined))); // the result was taken
+/// # Ok::<(), multiproc::ProcessError>(())
+/// ```
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum ProcessError {
@@ -130,6 +211,19 @@ pub enum ProcessError {
 
 impl ProcessError {
     /// The exit status, for `Exited` and `Signaled`.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Process, ProcessError};
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(4, |code: i32| std::process::exit(code))?;
+    /// let err = p.join_timeout(Duration::from_secs(30)).unwrap_err();
+    /// assert!(matches!(err, ProcessError::Exited(_)));
+    /// assert_eq!(err.exit_status().and_then(|s| s.code()), Some(4));
+    /// assert!(ProcessError::AlreadyJoined.exit_status().is_none());
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn exit_status(&self) -> Option<ExitStatus> {
         match self {
             ProcessError::Exited(s) | ProcessError::Signaled(s) => Some(*s),

@@ -102,16 +102,58 @@ impl<R> Process<R> {
     }
 
     /// The child's process id.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p = Process::spawn((), |()| multiproc::current_process().pid())?;
+    /// let pid = p.pid();
+    /// assert_ne!(pid, std::process::id());
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(pid)); // as the child sees it
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn pid(&self) -> u32 {
         self.child.pid
     }
 
     /// The child's name (`"Process-N"` unless one was given to the builder).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p = Process::builder()
+    ///     .name("worker")
+    ///     .spawn((), |()| multiproc::current_process().name().to_string())?;
+    /// assert_eq!(p.name(), "worker");
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?.as_deref(), Some("worker"));
+    /// let p = Process::spawn((), |()| ())?;
+    /// assert!(p.name().starts_with("Process-"));
+    /// p.join_timeout(Duration::from_secs(30))?;
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.child.name
     }
 
     /// Whether the child is a daemon (killed when its parent exits).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p = Process::builder().daemon(true).spawn((), |()| ())?;
+    /// assert!(p.daemon());
+    /// p.join_timeout(Duration::from_secs(30))?;
+    /// let p = Process::spawn((), |()| ())?;
+    /// assert!(!p.daemon()); // the default
+    /// p.join_timeout(Duration::from_secs(30))?;
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn daemon(&self) -> bool {
         self.child.daemon
     }
@@ -133,6 +175,20 @@ impl<R> Process<R> {
 
     /// How the child ended, or `None` while it runs. Python's `exitcode` is
     /// [`ExitStatus::exitcode`].
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Connection, Pipe, Process};
+    /// use std::time::Duration;
+    ///
+    /// let (tx, rx) = Pipe::new()?;
+    /// let p = Process::spawn(rx, |rx: Connection| rx.recv_timeout::<()>(Duration::from_secs(30)).is_ok())?;
+    /// assert_eq!(p.exit_status(), None); // still waiting for the message
+    /// tx.send(&())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert!(p.exit_status().is_some_and(|s| s.success()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     #[doc(alias = "exitcode")]
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.child.status_if_exited().ok().flatten()
@@ -144,6 +200,19 @@ impl<R> Process<R> {
     /// # Errors
     /// Only if the signal cannot be sent for a reason other than the child
     /// having ended.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(30, |s: u64| std::thread::sleep(Duration::from_secs(s)))?;
+    /// p.terminate()?;
+    /// let err = p.join_timeout(Duration::from_secs(30)).unwrap_err();
+    /// assert_eq!(err.exit_status().and_then(|s| s.signal()), Some(15)); // SIGTERM
+    /// p.terminate()?; // already ended and reaped: nothing is signalled, no error
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn terminate(&self) -> io::Result<()> {
         self.child.signal(proc::SIGTERM)
     }
@@ -152,6 +221,19 @@ impl<R> Process<R> {
     ///
     /// # Errors
     /// As [`terminate`](Process::terminate).
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::{Process, ProcessError};
+    /// use std::time::Duration;
+    ///
+    /// let p: Process<()> = Process::spawn(30, |s: u64| std::thread::sleep(Duration::from_secs(s)))?;
+    /// p.kill()?;
+    /// let r = p.join_timeout(Duration::from_secs(30));
+    /// assert!(matches!(r, Err(ProcessError::Signaled(s)) if s.signal() == Some(9))); // SIGKILL
+    /// assert!(!p.is_alive());
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn kill(&self) -> io::Result<()> {
         self.child.signal(proc::SIGKILL)
     }
@@ -178,6 +260,15 @@ impl<R: DeserializeOwned + Any> Process<R> {
     /// - [`ProcessError::Codec`] if the result could not be encoded or decoded;
     /// - [`ProcessError::Handshake`] if the child refused to run the function;
     /// - [`ProcessError::AlreadyJoined`] on a second successful join.
+    ///
+    /// # Examples
+    /// ```
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::spawn(vec![1, 2, 3], |v: Vec<i32>| v.iter().sum::<i32>())?;
+    /// assert_eq!(p.join()?, 6);
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn join(&self) -> Result<R, ProcessError> {
         match self.join_deadline(Deadline::NEVER)? {
             Some(r) => Ok(r),
