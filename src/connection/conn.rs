@@ -236,17 +236,42 @@ impl Connection {
     }
 
     /// True if this end can receive (Python's `readable`).
+    ///
+    /// # Examples
+    /// ```
+    /// let (reader, writer) = multiproc::Pipe::simplex()?;
+    /// assert!(reader.readable() && !writer.readable());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn readable(&self) -> bool {
         self.readable
     }
 
     /// True if this end can send (Python's `writable`).
+    ///
+    /// # Examples
+    /// ```
+    /// let (reader, writer) = multiproc::Pipe::simplex()?;
+    /// assert!(writer.writable() && !reader.writable());
+    /// let (a, _b) = multiproc::Pipe::new()?; // duplex: both ways
+    /// assert!(a.readable() && a.writable());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn writable(&self) -> bool {
         self.writable
     }
 
     /// The largest message (payload bytes) this end sends or accepts.
     /// Defaults to [`DEFAULT_MAX_FRAME`](crate::DEFAULT_MAX_FRAME) (4 GiB).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, _b) = multiproc::Pipe::new()?;
+    /// assert_eq!(a.max_frame(), multiproc::DEFAULT_MAX_FRAME);
+    /// a.set_max_frame(1 << 20);
+    /// assert_eq!(a.max_frame(), 1 << 20);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn max_frame(&self) -> u64 {
         self.max_frame.load(Ordering::Relaxed)
     }
@@ -445,6 +470,22 @@ impl Connection {
     /// (the message is consumed, the connection stays usable) or the stream is
     /// corrupt (for example the peer died in the middle of a message);
     /// [`RecvError::WriteOnly`] on the writer of a simplex pipe.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Connection, Pipe, Process};
+    ///
+    /// let (parent, child) = Pipe::new()?;
+    /// let p = Process::spawn(child, |c: Connection| {
+    ///     let words: Vec<String> = c.recv().unwrap();
+    ///     c.send(&words.join(" ")).unwrap();
+    /// })?;
+    /// parent.send(&vec!["hello", "child"])?;
+    /// assert_eq!(parent.recv::<String>()?, "hello child");
+    /// p.join_timeout(Duration::from_secs(30))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv<T: DeserializeOwned + Any>(&self) -> Result<T, RecvError> {
         self.recv_deadline(Deadline::NEVER)
     }
@@ -476,6 +517,15 @@ impl Connection {
     /// # Errors
     ///
     /// As [`recv_timeout`](Connection::recv_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// assert!(b.try_recv::<u32>().unwrap_err().is_timeout()); // nothing yet
+    /// a.send(&5u32)?;
+    /// assert_eq!(b.try_recv::<u32>()?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_recv<T: DeserializeOwned + Any>(&self) -> Result<T, RecvError> {
         self.recv_deadline(Deadline::after(Duration::ZERO))
     }
@@ -486,6 +536,16 @@ impl Connection {
     /// # Errors
     ///
     /// As [`recv`](Connection::recv).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send_bytes(b"raw")?;
+    /// a.send_bytes(b"")?; // an empty message is a message
+    /// assert_eq!(b.recv_bytes()?, b"raw");
+    /// assert_eq!(b.recv_bytes()?, b"");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
         Ok(self.read_frame(Deadline::NEVER)?.payload)
     }
@@ -495,6 +555,17 @@ impl Connection {
     /// # Errors
     ///
     /// As [`recv_timeout`](Connection::recv_timeout).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// assert!(b.recv_bytes_timeout(Duration::from_millis(10)).unwrap_err().is_timeout());
+    /// a.send_bytes(&[1, 2, 3])?;
+    /// assert_eq!(b.recv_bytes_timeout(Duration::from_secs(5))?, [1, 2, 3]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn recv_bytes_timeout(&self, timeout: Duration) -> Result<Vec<u8>, RecvError> {
         Ok(self.read_frame(Deadline::after(timeout))?.payload)
     }
@@ -504,6 +575,17 @@ impl Connection {
     /// # Errors
     ///
     /// As [`try_recv`](Connection::try_recv).
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// assert!(b.try_recv_bytes().unwrap_err().is_timeout());
+    /// a.send_bytes(b"now")?;
+    /// assert_eq!(b.try_recv_bytes()?, b"now");
+    /// drop(a);
+    /// assert!(b.try_recv_bytes().unwrap_err().is_eof());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn try_recv_bytes(&self) -> Result<Vec<u8>, RecvError> {
         Ok(self.read_frame(Deadline::after(Duration::ZERO))?.payload)
     }
@@ -649,6 +731,16 @@ impl Connection {
     }
 
     /// Closes this end (this process's copy). Same as dropping it.
+    ///
+    /// # Examples
+    /// ```
+    /// let (a, b) = multiproc::Pipe::new()?;
+    /// a.send(&1u8)?;
+    /// a.close();
+    /// assert_eq!(b.recv::<u8>()?, 1); // what was sent before still arrives
+    /// assert!(b.recv::<u8>().unwrap_err().is_eof());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn close(self) {
         drop(self);
     }
