@@ -253,8 +253,12 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     // Read the executable's mappings once here, so that every forked child
     // inherits them instead of parsing /proc/self/maps again.
     let _ = crate::sys::image::Image::get();
-    // Likewise the standard streams, which every child flushes as it exits.
+    // Likewise the standard streams, which every child flushes as it exits,
+    // and the codec's per-thread descriptor lists, which every child uses
+    // (the first use of one registers its destructor: a few page faults).
     let _ = (std::io::stdout(), std::io::stderr());
+    let _ = codec::encode(&(), true);
+    let _ = codec::decode_value::<()>(&[], Vec::new());
     let mut st = State {
         me: proc::current_pid(),
         sibling: SiblingFork::prepare(),
