@@ -10,15 +10,21 @@
 //! the server and no fork, and its exit no detour through the server.
 //!
 //! Protocol on the control socket:
-//! - server -> parent: an [`Offer`] of a child: its pid and, as descriptors in
-//!   this order, a pidfd for it, the parent's end of its socket, and for a
-//!   child of the server (`served`) the read end of its status pipe; or why
-//!   the fork failed. The server sends one warm offer as soon as it starts,
-//!   and one more after each [`Request::Take`].
-//! - parent -> server: [`Request::Take`] when the parent has taken the warm
-//!   offer (the server forks the next one); [`Request::Daemon`] for a daemon
-//!   child, which the server forks at once as its own child (so that
-//!   `PR_SET_PDEATHSIG` ties it to the server) and offers next.
+//! - parent -> server: [`Request::Take`] when the parent wants a warm child
+//!   (once at start, then each time it has taken the warm one);
+//!   [`Request::Daemon`] for a daemon child, which the server forks at once
+//!   as its own child (so that `PR_SET_PDEATHSIG` ties it to the server).
+//!   Each request carries one descriptor: the child's end of the socketpair
+//!   that the parent made for the child (the parent keeps the other end).
+//! - server -> parent: for each request, in order, an [`Offer`] of a child:
+//!   its pid and, as descriptors in this order, a pidfd for it and, for a
+//!   child of the server (`served`), the read end of its status pipe; or
+//!   why the fork failed.
+//!
+//! The parent makes the sockets so that none is ever in flight for long: a
+//! unix socket in flight (sent, not yet received) makes the kernel run its
+//! descriptor garbage collector on a worker thread at every socket close in
+//! the system, two per child otherwise.
 //!
 //! When the server has reaped one of its own children it writes the exit
 //! status (8 bytes) to the child's status pipe and closes it. The server exits
@@ -30,6 +36,7 @@
 //! Where the kernel cannot fork a sibling (no `clone3`, no
 //! `PR_GET_TID_ADDRESS`), every child is the server's own (`served`).
 
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Mutex, PoisonError};
@@ -53,10 +60,11 @@ enum Offer {
     Failed(String),
 }
 
-/// What the parent asks of the server.
+/// What the parent asks of the server (with the child's socket as the
+/// frame's one descriptor).
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
-    /// The warm offer was taken: fork the next one.
+    /// Fork the next warm child and offer it.
     Take,
     /// Fork a daemon child now and offer it.
     Daemon,
@@ -83,6 +91,9 @@ struct Server {
     pidfd: OwnedFd,
     /// The warm offer, once read.
     warm: Option<ServedChild>,
+    /// Our ends of the sockets of the children asked for and not offered
+    /// yet, in the order of the requests.
+    pending: VecDeque<OwnedFd>,
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -96,12 +107,19 @@ impl Server {
             false,
         )?;
         drop(theirs);
-        Ok(Server {
+        let mut server = Server {
             sock: ours,
             reader: FrameReader::new(),
             pidfd,
             warm: None,
-        })
+            pending: VecDeque::new(),
+        };
+        // The first warm child, forked while the caller goes on.
+        if let Err(e) = server.request(Request::Take) {
+            server.kill();
+            return Err(e);
+        }
+        Ok(server)
     }
 
     /// The next offer (a warm one is usually already in the socket's buffer).
@@ -117,13 +135,15 @@ impl Server {
                 )
             })?;
         let offer = codec::decode_value::<Offer>(&frame.payload, Vec::new()).map_err(io::Error::other)?;
+        let sock = self
+            .pending
+            .pop_front()
+            .ok_or_else(|| io::Error::other("the fork server offered a child that was not asked for"))?;
         let n = frame.fds.len();
         let mut fds = frame.fds.into_iter();
-        match (offer, fds.next(), fds.next(), fds.next()) {
+        match (offer, fds.next(), fds.next()) {
             (Offer::Failed(why), ..) => Ok(Err(why)),
-            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status)
-                if n == 2 + usize::from(served) =>
-            {
+            (Offer::Ready { pid, served }, Some(pidfd), status) if n == 1 + usize::from(served) => {
                 Ok(Ok(ServedChild {
                     pid,
                     pidfd,
@@ -137,9 +157,15 @@ impl Server {
         }
     }
 
-    fn send(&mut self, req: &Request) -> io::Result<()> {
-        let out = codec::encode(req, false).map_err(io::Error::other)?;
-        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
+    /// Asks for a child, with a new socket for it.
+    fn request(&mut self, req: Request) -> io::Result<()> {
+        let (ours, theirs) = sock::socketpair_stream()?;
+        let mut out = codec::encode(&req, false).map_err(io::Error::other)?;
+        out.header = codec::header(codec::Kind::Value, out.payload.len() as u64, 1);
+        out.fds = vec![theirs];
+        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))?;
+        self.pending.push_back(ours);
+        Ok(())
     }
 
     /// Takes the warm offer, or for a daemon a child of the server, and asks
@@ -157,7 +183,7 @@ impl Server {
                     match offer {
                         Ok(w) => self.warm.insert(w),
                         Err(why) => {
-                            self.send(&Request::Take)?;
+                            self.request(Request::Take)?;
                             failed = Some(why);
                             continue;
                         }
@@ -166,10 +192,10 @@ impl Server {
             };
             let offer = if daemon && warm.status.is_none() {
                 // A sibling cannot be tied to the server: ask for a child of the server.
-                self.send(&Request::Daemon)?;
+                self.request(Request::Daemon)?;
                 self.read_offer()?
             } else {
-                self.send(&Request::Take)?;
+                self.request(Request::Take)?;
                 self.warm
                     .take()
                     .ok_or_else(|| io::Error::other("internal: no warm child"))
@@ -265,7 +291,6 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         children: Vec::new(),
     };
     let mut reader = FrameReader::new();
-    offer(&mut st, &control, false);
     loop {
         let ready = {
             let mut fds = vec![control.as_fd()];
@@ -288,22 +313,26 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
             // with us; the others run on and are adopted by init.
             Err(_) => proc::exit_now(0),
         };
-        match codec::decode_value::<Request>(&frame.payload, frame.fds) {
-            Ok(Request::Take) => offer(&mut st, &control, false),
-            Ok(Request::Daemon) => offer(&mut st, &control, true),
+        let mut fds = frame.fds;
+        let (Some(child_end), true) = (fds.pop(), fds.is_empty()) else {
+            proc::exit_now(0)
+        };
+        match codec::decode_value::<Request>(&frame.payload, Vec::new()) {
+            Ok(Request::Take) => offer(&mut st, &control, child_end, false),
+            Ok(Request::Daemon) => offer(&mut st, &control, child_end, true),
             Err(_) => proc::exit_now(0),
         }
     }
 }
 
-/// Forks a child (a sibling unless `daemon` or impossible) and offers it to
-/// the parent. Exits if the parent is gone.
-fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
-    let (offer, fds) = match fork_waiting(st, daemon) {
+/// Forks a child (a sibling unless `daemon` or impossible) on `child_end`
+/// and offers it to the parent. Exits if the parent is gone.
+fn offer(st: &mut State, control: &OwnedFd, child_end: OwnedFd, daemon: bool) {
+    let (offer, fds) = match fork_waiting(st, child_end, daemon) {
         Ok((pid, fds)) => (
             Offer::Ready {
                 pid,
-                served: fds.len() == 3,
+                served: fds.len() == 2,
             },
             fds,
         ),
@@ -330,18 +359,15 @@ fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
 /// were killed between this fork and the offer, the parent would never learn
 /// of it, and it would stay a zombie of the parent once it saw its socket
 /// close. The window is a few system calls long.
-fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
-    let (parent_end, child_end) = sock::socketpair_stream()?;
+fn fork_waiting(st: &mut State, child_end: OwnedFd, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
     if !daemon {
         if let Some(sibling) = st.sibling {
             match sibling.fork() {
                 Ok(Ok(SiblingForked::Child)) => {
                     proc::close_fds_except(&[proc::raw(&child_end)]);
-                    // Closed just above with the rest of the server's descriptors.
-                    std::mem::forget(parent_end);
                     served_child_main(child_end, None)
                 }
-                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd, parent_end])),
+                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd])),
                 // Not possible here: fork children of our own from now on.
                 Ok(Err(_)) | Err(_) => st.sibling = None,
             }
@@ -355,7 +381,7 @@ fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)>
         Forked::Child => {
             proc::close_fds_except(&[proc::raw(&child_end)]);
             // Closed just above with the rest of the server's descriptors.
-            std::mem::forget((parent_end, status_r, status_w));
+            std::mem::forget((status_r, status_w));
             served_child_main(child_end, Some(st.me))
         }
         Forked::Parent(pid) => {
@@ -373,7 +399,7 @@ fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)>
                 pidfd: ours,
                 status: status_w,
             });
-            Ok((raw, vec![theirs, parent_end, status_r]))
+            Ok((raw, vec![theirs, status_r]))
         }
     }
 }
