@@ -38,7 +38,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::stream::{write_frame, FrameReader};
 use crate::codec::{self};
 use crate::deadline::Deadline;
-use crate::process::bootstrap::{served_child_main, ENV_FORKSERVER};
+use crate::process::bootstrap::{rehearsal_sample, served_child_main, StartReader, ENV_FORKSERVER};
 use crate::process::child::status_bytes;
 use crate::sys::proc::{self, Forked, SiblingFork, SiblingForked};
 use crate::sys::sock;
@@ -94,6 +94,47 @@ struct Server {
     /// Our ends of the sockets of the children asked for and not offered
     /// yet, in the order of the requests.
     pending: VecDeque<OwnedFd>,
+    /// A request could not be sent: replace the server before its next use.
+    broken: bool,
+}
+
+/// `child` once `start` has written its bootstrap, or it with the error.
+fn started(
+    child: ServedChild,
+    start: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+) -> Result<ServedChild, (ServedChild, io::Error)> {
+    match start(child.sock.as_fd()) {
+        Ok(()) => Ok(child),
+        Err(e) => Err((child, e)),
+    }
+}
+
+/// True if a write failed because the child's end of its socket is closed.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A new child whose bootstrap could not be written: one that died at once
+/// is returned (`join` reports how); otherwise it is discarded.
+fn dead_at_once(child: ServedChild, e: io::Error) -> io::Result<ServedChild> {
+    if is_gone(&e) {
+        Ok(child)
+    } else {
+        discard(&child);
+        Err(e)
+    }
+}
+
+/// Kills a child that will not be used, and reaps it if it is ours (the
+/// server reaps its own).
+fn discard(child: &ServedChild) {
+    let _ = proc::signal_pidfd(child.pidfd.as_fd(), proc::SIGKILL);
+    if child.status.is_none() {
+        let _ = proc::reap(child.pidfd.as_fd(), true);
+    }
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -113,6 +154,7 @@ impl Server {
             pidfd,
             warm: None,
             pending: VecDeque::new(),
+            broken: false,
         };
         // The first warm child, forked while the caller goes on.
         if let Err(e) = server.request(Request::Take) {
@@ -168,12 +210,19 @@ impl Server {
         Ok(())
     }
 
-    /// Takes the warm offer, or for a daemon a child of the server, and asks
-    /// for the next warm one. A failed fork is retried once, so that an old
-    /// failure is not reported as today's.
-    fn take(&mut self, daemon: bool) -> io::Result<ServedChild> {
+    /// Takes the warm offer, or for a daemon a child of the server, starts
+    /// it with `start` (which writes its bootstrap), and then asks for the
+    /// next warm one, so that the child runs while the server forks. A
+    /// failed fork is retried once, so that an old failure is not reported
+    /// as today's, and so is a warm child found dead (killed while it
+    /// waited). The outer error is the server's, the inner one `start`'s.
+    fn take(
+        &mut self,
+        daemon: bool,
+        start: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<io::Result<ServedChild>> {
         let mut failed = None;
-        for _ in 0..2 {
+        for _ in 0..3 {
             // Kept in `self` until handed out, so that `kill` reaps it if
             // the server fails meanwhile.
             let warm = match self.warm.take() {
@@ -190,20 +239,37 @@ impl Server {
                     }
                 }
             };
-            let offer = if daemon && warm.status.is_none() {
+            if daemon && warm.status.is_none() {
                 // A sibling cannot be tied to the server: ask for a child of the server.
                 self.request(Request::Daemon)?;
-                self.read_offer()?
+                match self.read_offer()? {
+                    // A new child that died at once: `join` reports how.
+                    Ok(child) => return Ok(started(child, start).or_else(|(child, e)| dead_at_once(child, e))),
+                    Err(why) => failed = Some(why),
+                }
             } else {
-                self.request(Request::Take)?;
-                self.warm
+                let child = self
+                    .warm
                     .take()
-                    .ok_or_else(|| io::Error::other("internal: no warm child"))
-                    .map(Ok)?
-            };
-            match offer {
-                Ok(child) => return Ok(child),
-                Err(why) => failed = Some(why),
+                    .ok_or_else(|| io::Error::other("internal: no warm child"))?;
+                let started = started(child, start);
+                if let Err((child, e)) = &started {
+                    if is_gone(e) {
+                        // Killed while it waited: reap it, and take the next.
+                        discard(child);
+                        self.request(Request::Take)?;
+                        failed = Some(format!("a child forked ahead had died: {e}"));
+                        continue;
+                    }
+                }
+                if self.request(Request::Take).is_err() {
+                    // The child is fine; the server is replaced next time.
+                    self.broken = true;
+                }
+                return Ok(started.map_err(|(child, e)| {
+                    discard(&child);
+                    e
+                }));
             }
         }
         Err(io::Error::other(format!(
@@ -227,18 +293,27 @@ impl Server {
 }
 
 /// Takes a child from the fork server (starting the server on first use, and
-/// once more if it has died). The child waits for its bootstrap on the
-/// returned socket. A daemon child is always the server's own.
-pub(crate) fn take_child(daemon: bool) -> io::Result<ServedChild> {
+/// once more if it has died) and starts it: `start` writes its bootstrap to
+/// the child's socket. A daemon child is always the server's own.
+pub(crate) fn take_child(
+    daemon: bool,
+    mut start: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<ServedChild> {
     let mut guard = SERVER.lock().unwrap_or_else(PoisonError::into_inner);
+    if guard.as_ref().is_some_and(|s| s.broken) {
+        if let Some(s) = guard.take() {
+            s.kill();
+        }
+    }
     let mut last_err = None;
     for _ in 0..2 {
         if guard.is_none() {
             *guard = Some(Server::start()?);
         }
         let Some(server) = guard.as_mut() else { continue };
-        match server.take(daemon) {
-            Ok(child) => return Ok(child),
+        let result = server.take(daemon, &mut start);
+        match result {
+            Ok(child) => return child,
             Err(e) => {
                 // A dead or confused server: replace it and try once more.
                 if let Some(s) = guard.take() {
@@ -271,6 +346,8 @@ struct State {
     /// How to fork siblings; `None` once that has proved impossible.
     sibling: Option<SiblingFork>,
     children: Vec<Served>,
+    /// What a child rehearses while it waits (see `bootstrap::rehearse`).
+    sample: Vec<u8>,
 }
 
 /// The fork server's main loop. Runs before `main` in a re-executed copy of
@@ -289,13 +366,20 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
         me: proc::current_pid(),
         sibling: SiblingFork::prepare(),
         children: Vec::new(),
+        sample: rehearsal_sample(),
     };
-    let mut reader = FrameReader::new();
+    let mut reader = StartReader::default();
     loop {
         let ready = {
             let mut fds = vec![control.as_fd()];
             fds.extend(st.children.iter().map(|c| c.pidfd.as_fd()));
-            sock::poll_many(&fds, PollFlags::IN, Deadline::NEVER).unwrap_or_default()
+            // A request already buffered is served at once.
+            let wait = if reader.has_buffered() {
+                Deadline::after(Duration::ZERO)
+            } else {
+                Deadline::NEVER
+            };
+            sock::poll_many(&fds, PollFlags::IN, wait).unwrap_or_default()
         };
         // Children first (indices shift by one for the control socket).
         for i in ready.iter().rev().filter(|&&i| i > 0).map(|&i| i - 1) {
@@ -304,14 +388,13 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
                 let _ = proc::write_all(c.status.as_fd(), &status_bytes(ended));
             }
         }
-        if !ready.contains(&0) {
+        if !ready.contains(&0) && !reader.has_buffered() {
             continue;
         }
-        let frame = match reader.read(control.as_fd(), MAX_CONTROL, Deadline::after(REPLY_TIMEOUT)) {
-            Ok(f) => f,
+        let Some(frame) = reader.frame(control.as_fd(), MAX_CONTROL, Deadline::after(REPLY_TIMEOUT)) else {
             // The parent is gone (or talks nonsense): stop. Daemon children die
             // with us; the others run on and are adopted by init.
-            Err(_) => proc::exit_now(0),
+            proc::exit_now(0)
         };
         let mut fds = frame.fds;
         let (Some(child_end), true) = (fds.pop(), fds.is_empty()) else {
@@ -365,7 +448,7 @@ fn fork_waiting(st: &mut State, child_end: OwnedFd, daemon: bool) -> io::Result<
             match sibling.fork() {
                 Ok(Ok(SiblingForked::Child)) => {
                     proc::close_fds_except(&[proc::raw(&child_end)]);
-                    served_child_main(child_end, None)
+                    served_child_main(child_end, None, &st.sample)
                 }
                 Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd])),
                 // Not possible here: fork children of our own from now on.
@@ -382,7 +465,7 @@ fn fork_waiting(st: &mut State, child_end: OwnedFd, daemon: bool) -> io::Result<
             proc::close_fds_except(&[proc::raw(&child_end)]);
             // Closed just above with the rest of the server's descriptors.
             std::mem::forget((status_r, status_w));
-            served_child_main(child_end, Some(st.me))
+            served_child_main(child_end, Some(st.me), &st.sample)
         }
         Forked::Parent(pid) => {
             let raw = pid.as_raw_nonzero().get().unsigned_abs();
