@@ -176,7 +176,8 @@ pub(crate) fn child_main(sock: OwnedFd) -> ! {
 /// daemon and refuses to.
 pub(crate) fn served_child_main(sock: OwnedFd, server_pid: Option<u32>, sample: &[u8]) -> ! {
     rehearse(sample);
-    run_child(sock, Deadline::NEVER, Some(server_pid))
+    let known = (proc::current_pid(), proc::parent_pid());
+    run_child(sock, Deadline::NEVER, Some((server_pid, known)))
 }
 
 /// A bootstrap payload for [`rehearse`], made once by the fork server.
@@ -212,14 +213,13 @@ fn rehearse(sample: &[u8]) {
     }
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
-    proc::prefault_code(&[
-        proc::code_addr_recvmsg(),
-        proc::code_addr_sendmsg(),
-        proc::code_addr_exit(),
-    ]);
+    // libc's code that the job will run (the rest goes through rustix).
+    proc::prefault_code(&[proc::code_addr_recvmsg(), proc::code_addr_exit()]);
 }
 
-fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>) -> ! {
+/// `served`: for a child forked ahead, the fork server's pid if the child is
+/// the server's own, and its pid and its parent's, read while it waited.
+fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<(Option<u32>, (u32, u32))>) -> ! {
     let mut reader = StartReader::default();
     let boot = reader
         .frame(sock.as_fd(), MAX_BOOTSTRAP, boot_deadline)
@@ -228,13 +228,16 @@ fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>
         proc::exit_now(EXIT_REFUSED)
     };
     // A fork server's child; a spawned one was made a daemon before exec.
-    if let (Some(server), true) = (served, boot.me.daemon) {
+    if let (Some((server, _)), true) = (served, boot.me.daemon) {
         let tied = server.map(proc::die_with_parent);
         if !matches!(tied, Some(Ok(()))) {
             proc::exit_now(EXIT_REFUSED);
         }
     }
-    info::become_child(boot.me.clone(), boot.parent.clone());
+    match served {
+        Some((_, (pid, ppid))) => info::become_child_known(boot.me.clone(), boot.parent.clone(), pid, ppid),
+        None => info::become_child(boot.me.clone(), boot.parent.clone()),
+    }
     let entry = match check(&boot) {
         Ok(e) => e,
         Err(why) => finish(&sock, Err(Report::Refused(why))),

@@ -36,8 +36,8 @@ enum ParentFd {
 }
 
 impl ParentFd {
-    fn for_parent(pid: u32) -> ParentFd {
-        if proc::parent_pid() == pid {
+    fn for_parent(pid: u32, ppid: u32) -> ParentFd {
+        if ppid == pid {
             ParentFd::Lazy(OnceLock::new())
         } else {
             // A fork server's child: its kernel parent is the server.
@@ -86,9 +86,15 @@ fn me() -> Arc<Me> {
 }
 
 /// Records who we are, in a new child (before its function runs).
-pub(crate) fn become_child(mut id: Identity, parent: Identity) {
-    id.pid = proc::current_pid();
-    let pidfd = ParentFd::for_parent(parent.pid);
+pub(crate) fn become_child(id: Identity, parent: Identity) {
+    become_child_known(id, parent, proc::current_pid(), proc::parent_pid());
+}
+
+/// As [`become_child`], with our pid and our parent's as the kernel says
+/// them (`getpid`, `getppid`), read ahead by a child forked ahead of its use.
+pub(crate) fn become_child_known(mut id: Identity, parent: Identity, pid: u32, ppid: u32) {
+    id.pid = pid;
+    let pidfd = ParentFd::for_parent(parent.pid, ppid);
     *lock(&ME) = Some(Arc::new(Me {
         id,
         parent: Some((parent, pidfd)),

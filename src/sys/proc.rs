@@ -500,11 +500,6 @@ pub(crate) fn code_addr_recvmsg() -> usize {
     libc::recvmsg as *const () as usize
 }
 
-/// The address of libc's `sendmsg` (for [`prefault_code`]).
-pub(crate) fn code_addr_sendmsg() -> usize {
-    libc::sendmsg as *const () as usize
-}
-
 /// The address of libc's `_exit` (for [`prefault_code`]).
 pub(crate) fn code_addr_exit() -> usize {
     libc::_exit as *const () as usize
