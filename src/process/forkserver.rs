@@ -244,7 +244,9 @@ impl Server {
                 self.request(Request::Daemon)?;
                 match self.read_offer()? {
                     // A new child that died at once: `join` reports how.
-                    Ok(child) => return Ok(started(child, start).or_else(|(child, e)| dead_at_once(child, e))),
+                    Ok(child) => {
+                        return Ok(started(child, start).or_else(|(child, e)| dead_at_once(child, e)))
+                    }
                     Err(why) => failed = Some(why),
                 }
             } else {
