@@ -524,6 +524,50 @@ fn a_killed_fork_server_is_replaced_and_reaped() {
     assert_eq!(join(&p).unwrap(), (10, vec![]));
 }
 
+/// The start time of `pid` (clock ticks since boot, field 22 of its stat).
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(19)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn kill_the_waiting_child_then_spawn(_: ()) -> (u32, Vec<u32>, bool) {
+    let me = std::process::id();
+    let c = Process::spawn(1u32, |x| x + 1).unwrap();
+    assert_eq!(join(&c).unwrap(), 2);
+    // The server and the child it forked ahead, both children of this
+    // program: the child is the younger.
+    assert!(eventually(Duration::from_secs(5), || children_of(me).len() >= 2));
+    let waiting = children_of(me)
+        .into_iter()
+        .max_by_key(|&pid| (start_time(pid), pid))
+        .unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &waiting.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(eventually(LONG, || is_gone(waiting)));
+    // The next spawn finds it dead, reaps it, and uses another one.
+    let d = Process::spawn(5u32, |x| x * 2).unwrap();
+    let v = join(&d).unwrap();
+    let server_alive = children_of(me).len() >= 2;
+    (v, zombie_children(me), server_alive)
+}
+
+#[test]
+fn a_killed_waiting_child_is_replaced_and_reaped() {
+    let p = Process::builder()
+        .start_method(StartMethod::Spawn)
+        .spawn((), kill_the_waiting_child_then_spawn)
+        .unwrap();
+    let (v, zombies, server_alive) = join(&p).unwrap();
+    assert_eq!(v, 10);
+    assert_eq!(zombies, Vec::<u32>::new());
+    assert!(server_alive, "the fork server should have been kept");
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
 }

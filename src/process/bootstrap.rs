@@ -174,11 +174,54 @@ pub(crate) fn child_main(sock: OwnedFd) -> ! {
 /// taken, and exits). A child of the server (`server_pid`) that is to be a
 /// daemon then ties its life to the server; a sibling (`None`) cannot be a
 /// daemon and refuses to.
-pub(crate) fn served_child_main(sock: OwnedFd, server_pid: Option<u32>) -> ! {
-    run_child(sock, Deadline::NEVER, Some(server_pid))
+pub(crate) fn served_child_main(sock: OwnedFd, server_pid: Option<u32>, sample: &[u8]) -> ! {
+    rehearse(sample);
+    let known = (proc::current_pid(), proc::parent_pid());
+    run_child(sock, Deadline::NEVER, Some((server_pid, known)))
 }
 
-fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>) -> ! {
+/// A bootstrap payload for [`rehearse`], made once by the fork server.
+pub(crate) fn rehearsal_sample() -> Vec<u8> {
+    let id = Identity {
+        pid: 0,
+        name: "Process-1".into(),
+        daemon: false,
+        path: vec![1],
+    };
+    let boot = Bootstrap {
+        build_id: 0,
+        entry: 0,
+        me: id.clone(),
+        parent: id,
+    };
+    codec::encode(&boot, false)
+        .map(|o| o.payload.into_owned())
+        .unwrap_or_default()
+}
+
+/// What a child forked ahead does while it waits: the steps it will take
+/// once it has its job, on dummy values and with no effect, so that the code
+/// they run is mapped and the memory they write is its own (copy-on-write
+/// broken) before the parent waits on it: page faults that would otherwise
+/// come one by one between the parent's request and the child's answer.
+fn rehearse(sample: &[u8]) {
+    let _ = codec::decode_value::<Bootstrap>(sample, Vec::new());
+    info::rehearse();
+    let _ = Image::get();
+    if let Ok(r) = codec::encode(&Report::Returned, false) {
+        std::hint::black_box(&r);
+    }
+    // The standard streams' locks, without flushing: nothing of the server's
+    // may come out of a child that is never used.
+    drop(std::io::stdout().lock());
+    drop(std::io::stderr().lock());
+    // libc's code that the job will run (the rest goes through rustix).
+    proc::prefault_code(&[proc::code_addr_recvmsg(), proc::code_addr_exit()]);
+}
+
+/// `served`: for a child forked ahead, the fork server's pid if the child is
+/// the server's own, and its pid and its parent's, read while it waited.
+fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<(Option<u32>, (u32, u32))>) -> ! {
     let mut reader = StartReader::default();
     let boot = reader
         .frame(sock.as_fd(), MAX_BOOTSTRAP, boot_deadline)
@@ -187,13 +230,16 @@ fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>
         proc::exit_now(EXIT_REFUSED)
     };
     // A fork server's child; a spawned one was made a daemon before exec.
-    if let (Some(server), true) = (served, boot.me.daemon) {
+    if let (Some((server, _)), true) = (served, boot.me.daemon) {
         let tied = server.map(proc::die_with_parent);
         if !matches!(tied, Some(Ok(()))) {
             proc::exit_now(EXIT_REFUSED);
         }
     }
-    info::become_child(boot.me.clone(), boot.parent.clone());
+    match served {
+        Some((_, (pid, ppid))) => info::become_child_known(boot.me.clone(), boot.parent.clone(), pid, ppid),
+        None => info::become_child(boot.me.clone(), boot.parent.clone()),
+    }
     let entry = match check(&boot) {
         Ok(e) => e,
         Err(why) => finish(&sock, Err(Report::Refused(why))),
@@ -213,12 +259,14 @@ fn run_child(sock: OwnedFd, boot_deadline: Deadline, served: Option<Option<u32>>
 }
 
 /// Reads the two frames a child starts with (the bootstrap and the arguments,
-/// which the parent writes with one call). Unlike a `FrameReader`, whose
-/// 64 KiB buffer costs a newly forked process 16 page faults, it buffers
-/// what the first read brings (usually both frames) and receives a larger
-/// payload straight into its own vector.
+/// which the parent writes with one call), and the fork server's small
+/// control frames. Unlike a `FrameReader`, whose 64 KiB buffer costs a newly
+/// forked process 16 page faults (and the fork server 16 more pages to copy
+/// into every child and for every child to unmap as it exits), it buffers
+/// what one read brings and receives a larger payload straight into its own
+/// vector.
 #[derive(Default)]
-struct StartReader {
+pub(crate) struct StartReader {
     buf: Vec<u8>,
     pos: usize,
     fds: Vec<OwnedFd>,
@@ -231,6 +279,10 @@ const GROW_AT_MOST: usize = 8 << 20;
 impl StartReader {
     /// Buffers at least `want` bytes past `pos`; false at EOF or on error.
     fn fill(&mut self, sock: BorrowedFd<'_>, want: usize, deadline: Deadline) -> bool {
+        if self.pos == self.buf.len() {
+            self.buf.clear();
+            self.pos = 0;
+        }
         while self.buf.len() - self.pos < want {
             let old = self.buf.len();
             self.buf.resize(old + START_READ, 0);
@@ -245,8 +297,13 @@ impl StartReader {
         true
     }
 
+    /// True if bytes of a next frame are already buffered.
+    pub(crate) fn has_buffered(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
     /// The next frame, or `None` at EOF, on error, or for a bad frame.
-    fn frame(&mut self, sock: BorrowedFd<'_>, max: u64, deadline: Deadline) -> Option<Frame> {
+    pub(crate) fn frame(&mut self, sock: BorrowedFd<'_>, max: u64, deadline: Deadline) -> Option<Frame> {
         if !self.fill(sock, HEADER_LEN, deadline) {
             return None;
         }

@@ -226,9 +226,11 @@ impl Builder {
             send_bootstrap(ours.as_fd())?;
             (pid, pidfd, ExitSource::Direct, ours)
         } else {
-            // A child the server forked ahead: it runs as soon as it reads this.
-            let c = forkserver::take_child(me.daemon)?;
-            send_bootstrap(c.sock.as_fd())?;
+            // A child the server forked ahead: it runs as soon as it reads this
+            // (one found dead is replaced, so no `BrokenPipe` is hidden here).
+            let c = forkserver::take_child(me.daemon, |sock| {
+                write_frames(sock, &[&boot_frame, &args_frame], Deadline::NEVER)
+            })?;
             let source = match c.status {
                 Some(status) => ExitSource::Served { status },
                 None => ExitSource::Direct,

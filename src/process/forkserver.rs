@@ -10,15 +10,21 @@
 //! the server and no fork, and its exit no detour through the server.
 //!
 //! Protocol on the control socket:
-//! - server -> parent: an [`Offer`] of a child: its pid and, as descriptors in
-//!   this order, a pidfd for it, the parent's end of its socket, and for a
-//!   child of the server (`served`) the read end of its status pipe; or why
-//!   the fork failed. The server sends one warm offer as soon as it starts,
-//!   and one more after each [`Request::Take`].
-//! - parent -> server: [`Request::Take`] when the parent has taken the warm
-//!   offer (the server forks the next one); [`Request::Daemon`] for a daemon
-//!   child, which the server forks at once as its own child (so that
-//!   `PR_SET_PDEATHSIG` ties it to the server) and offers next.
+//! - parent -> server: [`Request::Take`] when the parent wants a warm child
+//!   (once at start, then each time it has taken the warm one);
+//!   [`Request::Daemon`] for a daemon child, which the server forks at once
+//!   as its own child (so that `PR_SET_PDEATHSIG` ties it to the server).
+//!   Each request carries one descriptor: the child's end of the socketpair
+//!   that the parent made for the child (the parent keeps the other end).
+//! - server -> parent: for each request, in order, an [`Offer`] of a child:
+//!   its pid and, as descriptors in this order, a pidfd for it and, for a
+//!   child of the server (`served`), the read end of its status pipe; or
+//!   why the fork failed.
+//!
+//! The parent makes the sockets so that none is ever in flight for long: a
+//! unix socket in flight (sent, not yet received) makes the kernel run its
+//! descriptor garbage collector on a worker thread at every socket close in
+//! the system, two per child otherwise.
 //!
 //! When the server has reaped one of its own children it writes the exit
 //! status (8 bytes) to the child's status pipe and closes it. The server exits
@@ -30,8 +36,9 @@
 //! Where the kernel cannot fork a sibling (no `clone3`, no
 //! `PR_GET_TID_ADDRESS`), every child is the server's own (`served`).
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -41,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::stream::{write_frame, FrameReader};
 use crate::codec::{self};
 use crate::deadline::Deadline;
-use crate::process::bootstrap::{served_child_main, ENV_FORKSERVER};
+use crate::process::bootstrap::{rehearsal_sample, served_child_main, StartReader, ENV_FORKSERVER};
 use crate::process::child::status_bytes;
 use crate::sys::proc::{self, Forked, SiblingFork, SiblingForked};
 use crate::sys::sock;
@@ -53,10 +60,11 @@ enum Offer {
     Failed(String),
 }
 
-/// What the parent asks of the server.
+/// What the parent asks of the server (with the child's socket as the
+/// frame's one descriptor).
 #[derive(Debug, Serialize, Deserialize)]
 enum Request {
-    /// The warm offer was taken: fork the next one.
+    /// Fork the next warm child and offer it.
     Take,
     /// Fork a daemon child now and offer it.
     Daemon,
@@ -83,6 +91,50 @@ struct Server {
     pidfd: OwnedFd,
     /// The warm offer, once read.
     warm: Option<ServedChild>,
+    /// Our ends of the sockets of the children asked for and not offered
+    /// yet, in the order of the requests.
+    pending: VecDeque<OwnedFd>,
+    /// A request could not be sent: replace the server before its next use.
+    broken: bool,
+}
+
+/// `child` once `start` has written its bootstrap, or it with the error.
+fn started(
+    child: ServedChild,
+    start: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+) -> Result<ServedChild, (ServedChild, io::Error)> {
+    match start(child.sock.as_fd()) {
+        Ok(()) => Ok(child),
+        Err(e) => Err((child, e)),
+    }
+}
+
+/// True if a write failed because the child's end of its socket is closed.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A new child whose bootstrap could not be written: one that died at once
+/// is returned (`join` reports how); otherwise it is discarded.
+fn dead_at_once(child: ServedChild, e: io::Error) -> io::Result<ServedChild> {
+    if is_gone(&e) {
+        Ok(child)
+    } else {
+        discard(&child);
+        Err(e)
+    }
+}
+
+/// Kills a child that will not be used, and reaps it if it is ours (the
+/// server reaps its own).
+fn discard(child: &ServedChild) {
+    let _ = proc::signal_pidfd(child.pidfd.as_fd(), proc::SIGKILL);
+    if child.status.is_none() {
+        let _ = proc::reap(child.pidfd.as_fd(), true);
+    }
 }
 
 static SERVER: Mutex<Option<Server>> = Mutex::new(None);
@@ -96,12 +148,20 @@ impl Server {
             false,
         )?;
         drop(theirs);
-        Ok(Server {
+        let mut server = Server {
             sock: ours,
             reader: FrameReader::new(),
             pidfd,
             warm: None,
-        })
+            pending: VecDeque::new(),
+            broken: false,
+        };
+        // The first warm child, forked while the caller goes on.
+        if let Err(e) = server.request(Request::Take) {
+            server.kill();
+            return Err(e);
+        }
+        Ok(server)
     }
 
     /// The next offer (a warm one is usually already in the socket's buffer).
@@ -117,13 +177,15 @@ impl Server {
                 )
             })?;
         let offer = codec::decode_value::<Offer>(&frame.payload, Vec::new()).map_err(io::Error::other)?;
+        let sock = self
+            .pending
+            .pop_front()
+            .ok_or_else(|| io::Error::other("the fork server offered a child that was not asked for"))?;
         let n = frame.fds.len();
         let mut fds = frame.fds.into_iter();
-        match (offer, fds.next(), fds.next(), fds.next()) {
+        match (offer, fds.next(), fds.next()) {
             (Offer::Failed(why), ..) => Ok(Err(why)),
-            (Offer::Ready { pid, served }, Some(pidfd), Some(sock), status)
-                if n == 2 + usize::from(served) =>
-            {
+            (Offer::Ready { pid, served }, Some(pidfd), status) if n == 1 + usize::from(served) => {
                 Ok(Ok(ServedChild {
                     pid,
                     pidfd,
@@ -137,17 +199,30 @@ impl Server {
         }
     }
 
-    fn send(&mut self, req: &Request) -> io::Result<()> {
-        let out = codec::encode(req, false).map_err(io::Error::other)?;
-        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))
+    /// Asks for a child, with a new socket for it.
+    fn request(&mut self, req: Request) -> io::Result<()> {
+        let (ours, theirs) = sock::socketpair_stream()?;
+        let mut out = codec::encode(&req, false).map_err(io::Error::other)?;
+        out.header = codec::header(codec::Kind::Value, out.payload.len() as u64, 1);
+        out.fds = vec![theirs];
+        write_frame(self.sock.as_fd(), &out, Deadline::after(REPLY_TIMEOUT))?;
+        self.pending.push_back(ours);
+        Ok(())
     }
 
-    /// Takes the warm offer, or for a daemon a child of the server, and asks
-    /// for the next warm one. A failed fork is retried once, so that an old
-    /// failure is not reported as today's.
-    fn take(&mut self, daemon: bool) -> io::Result<ServedChild> {
+    /// Takes the warm offer, or for a daemon a child of the server, starts
+    /// it with `start` (which writes its bootstrap), and then asks for the
+    /// next warm one, so that the child runs while the server forks. A
+    /// failed fork is retried once, so that an old failure is not reported
+    /// as today's, and so is a warm child found dead (killed while it
+    /// waited). The outer error is the server's, the inner one `start`'s.
+    fn take(
+        &mut self,
+        daemon: bool,
+        start: &mut impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+    ) -> io::Result<io::Result<ServedChild>> {
         let mut failed = None;
-        for _ in 0..2 {
+        for _ in 0..3 {
             // Kept in `self` until handed out, so that `kill` reaps it if
             // the server fails meanwhile.
             let warm = match self.warm.take() {
@@ -157,27 +232,46 @@ impl Server {
                     match offer {
                         Ok(w) => self.warm.insert(w),
                         Err(why) => {
-                            self.send(&Request::Take)?;
+                            self.request(Request::Take)?;
                             failed = Some(why);
                             continue;
                         }
                     }
                 }
             };
-            let offer = if daemon && warm.status.is_none() {
+            if daemon && warm.status.is_none() {
                 // A sibling cannot be tied to the server: ask for a child of the server.
-                self.send(&Request::Daemon)?;
-                self.read_offer()?
+                self.request(Request::Daemon)?;
+                match self.read_offer()? {
+                    // A new child that died at once: `join` reports how.
+                    Ok(child) => {
+                        return Ok(started(child, start).or_else(|(child, e)| dead_at_once(child, e)))
+                    }
+                    Err(why) => failed = Some(why),
+                }
             } else {
-                self.send(&Request::Take)?;
-                self.warm
+                let child = self
+                    .warm
                     .take()
-                    .ok_or_else(|| io::Error::other("internal: no warm child"))
-                    .map(Ok)?
-            };
-            match offer {
-                Ok(child) => return Ok(child),
-                Err(why) => failed = Some(why),
+                    .ok_or_else(|| io::Error::other("internal: no warm child"))?;
+                let started = started(child, start);
+                if let Err((child, e)) = &started {
+                    if is_gone(e) {
+                        // Killed while it waited: reap it, and take the next.
+                        discard(child);
+                        self.request(Request::Take)?;
+                        failed = Some(format!("a child forked ahead had died: {e}"));
+                        continue;
+                    }
+                }
+                if self.request(Request::Take).is_err() {
+                    // The child is fine; the server is replaced next time.
+                    self.broken = true;
+                }
+                return Ok(started.map_err(|(child, e)| {
+                    discard(&child);
+                    e
+                }));
             }
         }
         Err(io::Error::other(format!(
@@ -201,18 +295,27 @@ impl Server {
 }
 
 /// Takes a child from the fork server (starting the server on first use, and
-/// once more if it has died). The child waits for its bootstrap on the
-/// returned socket. A daemon child is always the server's own.
-pub(crate) fn take_child(daemon: bool) -> io::Result<ServedChild> {
+/// once more if it has died) and starts it: `start` writes its bootstrap to
+/// the child's socket. A daemon child is always the server's own.
+pub(crate) fn take_child(
+    daemon: bool,
+    mut start: impl FnMut(BorrowedFd<'_>) -> io::Result<()>,
+) -> io::Result<ServedChild> {
     let mut guard = SERVER.lock().unwrap_or_else(PoisonError::into_inner);
+    if guard.as_ref().is_some_and(|s| s.broken) {
+        if let Some(s) = guard.take() {
+            s.kill();
+        }
+    }
     let mut last_err = None;
     for _ in 0..2 {
         if guard.is_none() {
             *guard = Some(Server::start()?);
         }
         let Some(server) = guard.as_mut() else { continue };
-        match server.take(daemon) {
-            Ok(child) => return Ok(child),
+        let result = server.take(daemon, &mut start);
+        match result {
+            Ok(child) => return child,
             Err(e) => {
                 // A dead or confused server: replace it and try once more.
                 if let Some(s) = guard.take() {
@@ -245,6 +348,8 @@ struct State {
     /// How to fork siblings; `None` once that has proved impossible.
     sibling: Option<SiblingFork>,
     children: Vec<Served>,
+    /// What a child rehearses while it waits (see `bootstrap::rehearse`).
+    sample: Vec<u8>,
 }
 
 /// The fork server's main loop. Runs before `main` in a re-executed copy of
@@ -253,20 +358,30 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
     // Read the executable's mappings once here, so that every forked child
     // inherits them instead of parsing /proc/self/maps again.
     let _ = crate::sys::image::Image::get();
-    // Likewise the standard streams, which every child flushes as it exits.
+    // Likewise the standard streams, which every child flushes as it exits,
+    // and the codec's per-thread descriptor lists, which every child uses
+    // (the first use of one registers its destructor: a few page faults).
     let _ = (std::io::stdout(), std::io::stderr());
+    let _ = codec::encode(&(), true);
+    let _ = codec::decode_value::<()>(&[], Vec::new());
     let mut st = State {
         me: proc::current_pid(),
         sibling: SiblingFork::prepare(),
         children: Vec::new(),
+        sample: rehearsal_sample(),
     };
-    let mut reader = FrameReader::new();
-    offer(&mut st, &control, false);
+    let mut reader = StartReader::default();
     loop {
         let ready = {
             let mut fds = vec![control.as_fd()];
             fds.extend(st.children.iter().map(|c| c.pidfd.as_fd()));
-            sock::poll_many(&fds, PollFlags::IN, Deadline::NEVER).unwrap_or_default()
+            // A request already buffered is served at once.
+            let wait = if reader.has_buffered() {
+                Deadline::after(Duration::ZERO)
+            } else {
+                Deadline::NEVER
+            };
+            sock::poll_many(&fds, PollFlags::IN, wait).unwrap_or_default()
         };
         // Children first (indices shift by one for the control socket).
         for i in ready.iter().rev().filter(|&&i| i > 0).map(|&i| i - 1) {
@@ -275,31 +390,34 @@ pub(crate) fn serve(control: OwnedFd) -> ! {
                 let _ = proc::write_all(c.status.as_fd(), &status_bytes(ended));
             }
         }
-        if !ready.contains(&0) {
+        if !ready.contains(&0) && !reader.has_buffered() {
             continue;
         }
-        let frame = match reader.read(control.as_fd(), MAX_CONTROL, Deadline::after(REPLY_TIMEOUT)) {
-            Ok(f) => f,
+        let Some(frame) = reader.frame(control.as_fd(), MAX_CONTROL, Deadline::after(REPLY_TIMEOUT)) else {
             // The parent is gone (or talks nonsense): stop. Daemon children die
             // with us; the others run on and are adopted by init.
-            Err(_) => proc::exit_now(0),
+            proc::exit_now(0)
         };
-        match codec::decode_value::<Request>(&frame.payload, frame.fds) {
-            Ok(Request::Take) => offer(&mut st, &control, false),
-            Ok(Request::Daemon) => offer(&mut st, &control, true),
+        let mut fds = frame.fds;
+        let (Some(child_end), true) = (fds.pop(), fds.is_empty()) else {
+            proc::exit_now(0)
+        };
+        match codec::decode_value::<Request>(&frame.payload, Vec::new()) {
+            Ok(Request::Take) => offer(&mut st, &control, child_end, false),
+            Ok(Request::Daemon) => offer(&mut st, &control, child_end, true),
             Err(_) => proc::exit_now(0),
         }
     }
 }
 
-/// Forks a child (a sibling unless `daemon` or impossible) and offers it to
-/// the parent. Exits if the parent is gone.
-fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
-    let (offer, fds) = match fork_waiting(st, daemon) {
+/// Forks a child (a sibling unless `daemon` or impossible) on `child_end`
+/// and offers it to the parent. Exits if the parent is gone.
+fn offer(st: &mut State, control: &OwnedFd, child_end: OwnedFd, daemon: bool) {
+    let (offer, fds) = match fork_waiting(st, child_end, daemon) {
         Ok((pid, fds)) => (
             Offer::Ready {
                 pid,
-                served: fds.len() == 3,
+                served: fds.len() == 2,
             },
             fds,
         ),
@@ -326,18 +444,15 @@ fn offer(st: &mut State, control: &OwnedFd, daemon: bool) {
 /// were killed between this fork and the offer, the parent would never learn
 /// of it, and it would stay a zombie of the parent once it saw its socket
 /// close. The window is a few system calls long.
-fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
-    let (parent_end, child_end) = sock::socketpair_stream()?;
+fn fork_waiting(st: &mut State, child_end: OwnedFd, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)> {
     if !daemon {
         if let Some(sibling) = st.sibling {
             match sibling.fork() {
                 Ok(Ok(SiblingForked::Child)) => {
                     proc::close_fds_except(&[proc::raw(&child_end)]);
-                    // Closed just above with the rest of the server's descriptors.
-                    std::mem::forget(parent_end);
-                    served_child_main(child_end, None)
+                    served_child_main(child_end, None, &st.sample)
                 }
-                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd, parent_end])),
+                Ok(Ok(SiblingForked::Caller(pid, pidfd))) => return Ok((pid, vec![pidfd])),
                 // Not possible here: fork children of our own from now on.
                 Ok(Err(_)) | Err(_) => st.sibling = None,
             }
@@ -351,8 +466,8 @@ fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)>
         Forked::Child => {
             proc::close_fds_except(&[proc::raw(&child_end)]);
             // Closed just above with the rest of the server's descriptors.
-            std::mem::forget((parent_end, status_r, status_w));
-            served_child_main(child_end, Some(st.me))
+            std::mem::forget((status_r, status_w));
+            served_child_main(child_end, Some(st.me), &st.sample)
         }
         Forked::Parent(pid) => {
             let raw = pid.as_raw_nonzero().get().unsigned_abs();
@@ -369,7 +484,7 @@ fn fork_waiting(st: &mut State, daemon: bool) -> io::Result<(u32, Vec<OwnedFd>)>
                 pidfd: ours,
                 status: status_w,
             });
-            Ok((raw, vec![theirs, parent_end, status_r]))
+            Ok((raw, vec![theirs, status_r]))
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,41 @@ pub(crate) struct Identity {
 
 struct Me {
     id: Identity,
-    parent: Option<(Identity, Option<Arc<OwnedFd>>)>,
+    parent: Option<(Identity, ParentFd)>,
+}
+
+/// How a child watches its parent: a pidfd, opened at start, or on first use
+/// when the parent is the child's parent in the kernel's eyes too (its
+/// `getppid()`), which tells whether the pidfd opened then is the right one.
+enum ParentFd {
+    Opened(Option<Arc<OwnedFd>>),
+    Lazy(OnceLock<Option<Arc<OwnedFd>>>),
+}
+
+impl ParentFd {
+    fn for_parent(pid: u32, ppid: u32) -> ParentFd {
+        if ppid == pid {
+            ParentFd::Lazy(OnceLock::new())
+        } else {
+            // A fork server's child: its kernel parent is the server.
+            ParentFd::Opened(proc::open_pidfd(pid).ok().map(Arc::new))
+        }
+    }
+
+    fn get(&self, pid: u32) -> Option<Arc<OwnedFd>> {
+        match self {
+            ParentFd::Opened(fd) => fd.clone(),
+            ParentFd::Lazy(cell) => cell
+                .get_or_init(|| {
+                    let fd = proc::open_pidfd(pid).ok()?;
+                    // Still our parent after the open: the pidfd is its. If it
+                    // has died, we were handed to another process (whose pid
+                    // differs), and `None` says "ended".
+                    (proc::parent_pid() == pid).then(|| Arc::new(fd))
+                })
+                .clone(),
+        }
+    }
 }
 
 static ME: Mutex<Option<Arc<Me>>> = Mutex::new(None);
@@ -52,9 +86,15 @@ fn me() -> Arc<Me> {
 }
 
 /// Records who we are, in a new child (before its function runs).
-pub(crate) fn become_child(mut id: Identity, parent: Identity) {
-    id.pid = proc::current_pid();
-    let pidfd = proc::open_pidfd(parent.pid).ok().map(Arc::new);
+pub(crate) fn become_child(id: Identity, parent: Identity) {
+    become_child_known(id, parent, proc::current_pid(), proc::parent_pid());
+}
+
+/// As [`become_child`], with our pid and our parent's as the kernel says
+/// them (`getpid`, `getppid`), read ahead by a child forked ahead of its use.
+pub(crate) fn become_child_known(mut id: Identity, parent: Identity, pid: u32, ppid: u32) {
+    id.pid = pid;
+    let pidfd = ParentFd::for_parent(parent.pid, ppid);
     *lock(&ME) = Some(Arc::new(Me {
         id,
         parent: Some((parent, pidfd)),
@@ -62,6 +102,13 @@ pub(crate) fn become_child(mut id: Identity, parent: Identity) {
     CHILD_COUNTER.store(0, Ordering::Relaxed);
     // The parent's children are not ours (after a fork).
     lock(&CHILDREN).clear();
+}
+
+/// Takes, with no effect, the locks that [`become_child`] takes, so that a
+/// child forked ahead owns their pages before it has its job.
+pub(crate) fn rehearse() {
+    drop(lock(&ME));
+    drop(lock(&CHILDREN));
 }
 
 /// The identity of the next child: its default name and path.
@@ -198,7 +245,7 @@ pub fn parent_process() -> Option<ParentProcess> {
     let me = me();
     me.parent.as_ref().map(|(id, pidfd)| ParentProcess {
         id: id.clone(),
-        pidfd: pidfd.clone(),
+        pidfd: pidfd.get(id.pid),
     })
 }
 

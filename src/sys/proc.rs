@@ -494,3 +494,28 @@ pub(crate) fn inherited_fd(raw: i32) -> io::Result<OwnedFd> {
     crate::sys::sock::set_cloexec(&fd, true)?;
     Ok(fd)
 }
+
+/// The address of libc's `recvmsg` (for [`prefault_code`]).
+pub(crate) fn code_addr_recvmsg() -> usize {
+    libc::recvmsg as *const () as usize
+}
+
+/// The address of libc's `_exit` (for [`prefault_code`]).
+pub(crate) fn code_addr_exit() -> usize {
+    libc::_exit as *const () as usize
+}
+
+/// Maps in, without running it, the code page at each address (and the
+/// kernel's usual neighbourhood of it), as a first call would: for a process
+/// that is about to call it and would rather not take the page fault then.
+/// Errors are ignored (a kernel without `MADV_POPULATE_READ` faults later).
+pub(crate) fn prefault_code(addrs: &[usize]) {
+    const MADV_POPULATE_READ: libc::c_int = 22;
+    for &a in addrs {
+        let page = a & !4095;
+        // SAFETY: MADV_POPULATE_READ only faults in the pages of an existing
+        // mapping, as reading them would; it changes no memory. A page that
+        // is not mapped gives an error, which is ignored.
+        unsafe { libc::madvise(page as *mut libc::c_void, 4096, MADV_POPULATE_READ) };
+    }
+}
