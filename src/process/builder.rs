@@ -58,6 +58,19 @@ use crate::sys::sock;
 /// Python's `fork` forks a multi-threaded parent anyway (and children may
 /// deadlock on a lock held by a thread that does not exist in them); here
 /// `Fork` refuses with [`ProcessError::ForkWithThreads`].
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use multiproc::{Process, StartMethod};
+///
+/// assert_eq!(StartMethod::default(), StartMethod::ForkServer);
+/// for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+///     let p = Process::builder().start_method(method).spawn(20u64, |n| n + 1)?;
+///     assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(21));
+/// }
+/// # Ok::<(), multiproc::ProcessError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum StartMethod {
@@ -104,6 +117,12 @@ pub fn set_start_method(method: StartMethod) {
 }
 
 /// The start method used when a builder names none.
+///
+/// # Examples
+/// ```
+/// // ForkServer unless `set_start_method` chose another.
+/// assert_eq!(multiproc::get_start_method(), multiproc::StartMethod::ForkServer);
+/// ```
 pub fn get_start_method() -> StartMethod {
     StartMethod::from_u8(DEFAULT_METHOD.load(Ordering::Relaxed))
 }
@@ -140,6 +159,20 @@ impl<R> Process<R> {
     ///
     /// # Errors
     /// As [`Builder::spawn`].
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// fn count_words(text: String) -> usize {
+    ///     text.split_whitespace().count()
+    /// }
+    ///
+    /// let p = Process::spawn("to be or not to be".to_string(), count_words)?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(6));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn spawn<A, F>(args: A, f: F) -> Result<Process<R>, ProcessError>
     where
         F: Fn(A) -> R + Copy + 'static,
@@ -153,6 +186,17 @@ impl<R> Process<R> {
 impl Process<()> {
     /// A builder to set the name, daemon flag and start method; its
     /// [`spawn`](Builder::spawn) returns a `Process<R>` for any `R`.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::builder().name("adder").spawn((2, 3), |(a, b): (i32, i32)| a + b)?;
+    /// assert_eq!(p.name(), "adder");
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(5));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
@@ -160,6 +204,18 @@ impl Process<()> {
 
 impl Builder {
     /// The child's name (default `"Process-N"`), as [`crate::current_process`] reports it.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::builder()
+    ///     .name("resizer")
+    ///     .spawn((), |()| multiproc::current_process().name().to_string())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?.as_deref(), Some("resizer"));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn name(mut self, name: impl Into<String>) -> Builder {
         self.name = Some(name.into());
         self
@@ -170,12 +226,34 @@ impl Builder {
     /// With `Spawn` and `Fork`, "parent" is the thread that spawned it
     /// (Linux's `PR_SET_PDEATHSIG`): spawn daemons from a long-lived thread.
     /// With `ForkServer` it is the fork server, which exits with the process.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::builder().daemon(true).spawn((), |()| multiproc::current_process().daemon())?;
+    /// assert!(p.daemon());
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn daemon(mut self, daemon: bool) -> Builder {
         self.daemon = daemon;
         self
     }
 
     /// How to start the child (default: [`get_start_method`]).
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, StartMethod};
+    ///
+    /// // A fresh copy of the program: nothing of the parent's memory is inherited.
+    /// let p = Process::builder().start_method(StartMethod::Spawn).spawn(6u32, |n| n * 7)?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(42));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn start_method(mut self, method: StartMethod) -> Builder {
         self.method = Some(method);
         self
@@ -190,6 +268,22 @@ impl Builder {
     /// [`ProcessError::Codec`] if `args` cannot be encoded,
     /// [`ProcessError::ForkWithThreads`] for `Fork` in a multi-threaded
     /// process, [`ProcessError::Io`] if the process cannot be created.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::{Process, ProcessError, StartMethod};
+    ///
+    /// let p = Process::builder().name("sq").spawn(9u64, |n| n * n)?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(81));
+    ///
+    /// // Fork refuses while this process has another thread.
+    /// let t = std::thread::spawn(|| std::thread::sleep(Duration::from_millis(300)));
+    /// let r = Process::builder().start_method(StartMethod::Fork).spawn((), |()| ());
+    /// assert!(matches!(r, Err(ProcessError::ForkWithThreads { .. })));
+    /// t.join().unwrap();
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn spawn<A, R, F>(self, args: A, f: F) -> Result<Process<R>, ProcessError>
     where
         F: Fn(A) -> R + Copy + 'static,

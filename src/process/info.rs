@@ -164,6 +164,12 @@ fn prune(children: &mut Vec<Arc<Child>>) {
 }
 
 /// Facts about the calling process, as [`current_process`] returns them.
+///
+/// # Examples
+/// ```
+/// let me = multiproc::current_process();
+/// assert_eq!((me.name(), me.daemon(), me.identity()), ("MainProcess", false, &[][..]));
+/// ```
 #[derive(Debug, Clone)]
 pub struct CurrentProcess {
     id: Identity,
@@ -171,20 +177,66 @@ pub struct CurrentProcess {
 
 impl CurrentProcess {
     /// The process id.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::spawn((), |()| multiproc::current_process().pid())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(p.pid()));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn pid(&self) -> u32 {
         self.id.pid
     }
     /// `"MainProcess"` in the main process, the name given at spawn (default
     /// `"Process-N"`, `"Process-N:M"` for grandchildren) in a child.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// assert_eq!(multiproc::current_process().name(), "MainProcess");
+    /// let p = Process::builder()
+    ///     .name("indexer")
+    ///     .spawn((), |()| multiproc::current_process().name().to_string())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?.as_deref(), Some("indexer"));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.id.name
     }
     /// True in a daemon child.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::builder().daemon(true).spawn((), |()| multiproc::current_process().daemon())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// assert!(!multiproc::current_process().daemon());
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn daemon(&self) -> bool {
         self.id.daemon
     }
     /// Python's `_identity`: empty in the main process, `[n]` in its n-th child,
     /// `[n, m]` in that child's m-th child.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    /// use multiproc::Process;
+    ///
+    /// let p = Process::spawn((), |()| multiproc::current_process().identity().to_vec())?;
+    /// let path = p.join_timeout(Duration::from_secs(30))?.unwrap();
+    /// assert_eq!(path.len(), 1); // a child of the main process
+    /// assert!(multiproc::current_process().identity().is_empty());
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn identity(&self) -> &[u32] {
         &self.id.path
     }
@@ -206,6 +258,20 @@ pub fn current_process() -> CurrentProcess {
 
 /// The process that started the calling one (its logical parent, even when a
 /// fork server did the forking).
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+///
+/// let p = Process::spawn((), |()| {
+///     let parent = multiproc::parent_process().expect("a child has a parent");
+///     (parent.pid(), parent.name().to_string(), parent.is_alive())
+/// })?;
+/// let got = p.join_timeout(Duration::from_secs(30))?;
+/// assert_eq!(got, Some((std::process::id(), "MainProcess".to_string(), true)));
+/// # Ok::<(), multiproc::ProcessError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ParentProcess {
     id: Identity,
@@ -214,18 +280,60 @@ pub struct ParentProcess {
 
 impl ParentProcess {
     /// The parent's pid.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let p = multiproc::Process::spawn((), |()| multiproc::parent_process().map(|p| p.pid()))?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(Some(std::process::id())));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn pid(&self) -> u32 {
         self.id.pid
     }
     /// The parent's name.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let p = multiproc::Process::spawn((), |()| {
+    ///     multiproc::parent_process().map(|p| p.name().to_string())
+    /// })?;
+    /// let name = p.join_timeout(Duration::from_secs(30))?.flatten();
+    /// assert_eq!(name.as_deref(), Some("MainProcess"));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn name(&self) -> &str {
         &self.id.name
     }
     /// True while the parent runs.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let p = multiproc::Process::spawn((), |()| multiproc::parent_process().unwrap().is_alive())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn is_alive(&self) -> bool {
         !self.join_timeout(Duration::ZERO)
     }
     /// Waits up to `timeout` for the parent to end; true if it has.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// // The parent is alive and joining this child: the child's wait times out.
+    /// let p = multiproc::Process::spawn((), |()| {
+    ///     multiproc::parent_process().unwrap().join_timeout(Duration::from_millis(10))
+    /// })?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(false));
+    /// # Ok::<(), multiproc::ProcessError>(())
+    /// ```
     pub fn join_timeout(&self, timeout: Duration) -> bool {
         match &self.pidfd {
             Some(fd) => sock::poll_one(fd.as_fd(), rustix::event::PollFlags::IN, Deadline::after(timeout))
@@ -250,6 +358,22 @@ pub fn parent_process() -> Option<ParentProcess> {
 }
 
 /// A running child of this process, as [`active_children`] lists it.
+///
+/// # Examples
+/// ```
+/// use std::time::Duration;
+/// use multiproc::Process;
+///
+/// let p = Process::builder()
+///     .name("sleeper")
+///     .daemon(true)
+///     .spawn((), |()| std::thread::sleep(Duration::from_secs(30)))?;
+/// let kids = multiproc::active_children();
+/// let me = kids.iter().find(|c| c.pid == p.pid()).expect("listed while it runs");
+/// assert_eq!((me.name.as_str(), me.daemon), ("sleeper", true));
+/// p.kill()?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ChildInfo {
     /// The child's pid.
@@ -286,6 +410,13 @@ pub fn active_children() -> Vec<ChildInfo> {
 /// # Differences from Python's multiprocessing
 /// Python's `cpu_count()` counts every CPU of the machine, even those the
 /// process may not use; this is Python's `os.process_cpu_count()`.
+///
+/// # Examples
+/// ```
+/// let n = multiproc::cpu_count();
+/// assert!(n >= 1);
+/// assert_eq!(n, std::thread::available_parallelism().map_or(1, |n| n.get()));
+/// ```
 pub fn cpu_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
