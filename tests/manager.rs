@@ -495,6 +495,47 @@ fn nested_proxies() {
     assert_eq!(inner.to_vec().unwrap(), [1, 2, 3]);
 }
 
+type TwoManagers = (
+    Dict<String, i64>,
+    ValueProxy<i64>,
+    LockProxy,
+    Dict<String, i64>,
+    LockProxy,
+);
+
+/// Uses proxies of two managers, interleaved in one message.
+fn use_two_managers((d1, v2, l1, d2, l2): TwoManagers) -> Result<i64, String> {
+    let e = |e: ManagerError| e.to_string();
+    let _g1 = l1.acquire().map_err(e)?;
+    let _g2 = l2.acquire().map_err(e)?;
+    d1.insert("a".into(), 1).map_err(e)?;
+    d2.insert("b".into(), 2).map_err(e)?;
+    let v = v2.update_with(|v: &mut i64| *v += 10).map_err(e)?;
+    Ok(v + d1.get("a").map_err(e)?.unwrap_or(0) + d2.get("b").map_err(e)?.unwrap_or(0))
+}
+
+#[test]
+fn several_proxies_of_two_managers_in_one_message() {
+    let (m1, m2) = (Manager::start().unwrap(), Manager::start().unwrap());
+    let (d1, l1) = (m1.dict().unwrap(), m1.lock().unwrap());
+    let (d2, l2, v2) = (m2.dict().unwrap(), m2.lock().unwrap(), m2.value(5i64).unwrap());
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn(
+                (d1.clone(), v2.clone(), l1.clone(), d2.clone(), l2.clone()),
+                use_two_managers,
+            )
+            .unwrap();
+        let got = join(p).unwrap();
+        assert_eq!(got, v2.get().unwrap() + 3, "{method:?}");
+        // The child's guards were dropped as it returned: both locks are free.
+        assert!(l1.try_acquire().unwrap().is_some());
+        assert!(l2.try_acquire().unwrap().is_some());
+    }
+    assert_eq!(v2.get().unwrap(), 25);
+}
+
 #[test]
 fn a_proxy_of_another_manager_can_be_nested_too() {
     let (m1, m2) = (Manager::start().unwrap(), Manager::start().unwrap());

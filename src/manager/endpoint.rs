@@ -13,10 +13,12 @@
 //!
 //! No connection crosses a fork: every endpoint remembers the process that made
 //! it and refuses to be used from another. A proxy given to a child (as an
-//! argument or over a `Connection`) serialises as a fresh connection of its own,
-//! and the child builds its own endpoint (one per server per process).
+//! argument or over a `Connection`) serialises as a fresh connection of its own
+//! (once per message and server: the other proxies of that server in the same
+//! message refer to it), and the child builds its own endpoint (one per server
+//! per process).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
@@ -481,6 +483,17 @@ impl<'a> Lease<'a> {
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
         settle(&mut self.conn, req, deadline, self.ep)
     }
+
+    /// Sends `req`, which has no reply, by `deadline`. A connection whose
+    /// send failed (perhaps in part) is closed.
+    pub(crate) fn send_only(&mut self, req: &Request, deadline: Deadline) -> Result<(), ManagerError> {
+        let conn = self.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
+        let out = codec::encode(req, false)?;
+        write_frame(conn.fd(), &out, deadline).map_err(|e| {
+            self.conn = None;
+            write_error(e)
+        })
+    }
 }
 
 /// One round trip on `slot`'s connection; a fault reply is an `Err`. A
@@ -564,12 +577,39 @@ enum EndpointWire {
         control: Box<Connection>,
         first: Box<Connection>,
     },
+    /// Again in the same message: the receiver has it from the first copy.
+    Again { info: ServerInfo },
     /// The address and key to connect with.
     Remote {
         info: ServerInfo,
         addr: WireAddr,
         authkey: Vec<u8>,
     },
+}
+
+/// True if a way to the server with `token` was put in the message being
+/// encoded already (two proxies of one manager in a child's arguments): the
+/// receiver gets one set of connections per message and server, not one per
+/// proxy. Records `token` otherwise.
+fn sent_in_this_message(token: u64) -> bool {
+    thread_local! {
+        /// The message being encoded and the servers whose connections it carries.
+        static SENT: RefCell<(u64, Vec<u64>)> = const { RefCell::new((0, Vec::new())) };
+    }
+    let Some(msg) = crate::codec::handles::message_id() else {
+        return false;
+    };
+    SENT.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0 != msg {
+            *s = (msg, Vec::new());
+        }
+        if s.1.contains(&token) {
+            return true;
+        }
+        s.1.push(token);
+        false
+    })
 }
 
 /// `Arc<Endpoint>` with the wire format of a proxy's way to its server.
@@ -581,6 +621,7 @@ impl Serialize for EndpointRef {
         use serde::ser::Error as _;
         let ep = &self.0;
         let wire = match &ep.route {
+            Route::Local(_) if sent_in_this_message(ep.info.token) => EndpointWire::Again { info: ep.info },
             Route::Local(_) => {
                 // Two connections: the receiver's control connection and its
                 // first working one (no round trip before its first call).
@@ -608,8 +649,17 @@ impl Serialize for EndpointRef {
 
 impl<'de> Deserialize<'de> for EndpointRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
         let wire = EndpointWire::deserialize(d)?;
         let (info, route, idle) = match wire {
+            EndpointWire::Again { info } => {
+                return registered(info.token).map(EndpointRef).ok_or_else(|| {
+                    crate::codec::handles::fail(
+                        "a manager proxy's way to its server came without its first copy".into(),
+                        D::Error::custom,
+                    )
+                })
+            }
             EndpointWire::Local { info, control, first } => {
                 (info, Route::Local(Mutex::new(Some(*control))), vec![*first])
             }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::connection::Connection;
 
 /// Bumped whenever a request or reply changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// The most connections one `NewConnection` request gets.
 pub(crate) const MAX_NEW_CONNECTIONS: u8 = 4;
@@ -134,6 +134,9 @@ pub(crate) enum Op {
     // lock: wait at most this many milliseconds (`None`: forever)
     LockAcquire(Option<u64>),
     LockRelease,
+    /// Releases with no reply: the holder goes on at once (a lock guard's
+    /// drop). A connection that does not hold the lock is closed instead.
+    LockReleaseQuiet,
     // event
     EventSet,
     EventClear,

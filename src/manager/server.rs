@@ -420,6 +420,8 @@ enum Answer {
     Reply(Reply),
     /// The reply was sent already (by the thread that handed over a lock).
     Sent,
+    /// The request has no reply.
+    Silent,
     /// The stream may be out of step: close the connection.
     Close,
 }
@@ -460,7 +462,8 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
         mode = match &req {
             Request::Call {
-                op: Op::LockRelease, ..
+                op: Op::LockRelease | Op::LockReleaseQuiet,
+                ..
             } => Poll::No,
             _ => Poll::Capped,
         };
@@ -470,6 +473,7 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
                 mode = Poll::Always;
                 continue;
             }
+            Answer::Silent => continue,
             Answer::Close => break,
         };
         match conn.send(&reply) {
@@ -528,6 +532,21 @@ impl Server {
                 kind: ObjKind::Lock,
                 op: Op::LockAcquire(ms),
             } => self.acquire(me, conn, id, ms),
+            Request::Call {
+                id,
+                kind: ObjKind::Lock,
+                op: Op::LockReleaseQuiet,
+            } => {
+                let mut st = lock(&self.state);
+                match lock_state(&mut st, id) {
+                    Ok(l) if l.granted(me) => {
+                        l.release();
+                        Answer::Silent
+                    }
+                    // The client does not read a reply: the stream would go out of step.
+                    _ => Answer::Close,
+                }
+            }
             other => Answer::Reply(self.handle_other(me, conn, origin, other)),
         }
     }
@@ -837,8 +856,8 @@ impl Server {
                 Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
                 _ => Err(unsupported("set", kind)),
             },
-            // A lock's is `Server::acquire`.
-            Op::LockAcquire(_) => Err(unsupported("acquire", kind)),
+            // A lock's are `Server::acquire` and `Server::handle`.
+            Op::LockAcquire(_) | Op::LockReleaseQuiet => Err(unsupported("this lock operation", kind)),
             Op::LockRelease => match obj {
                 Obj::Lock(l) if l.granted(me) => {
                     l.release();

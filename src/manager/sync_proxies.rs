@@ -84,27 +84,35 @@ impl LockProxyGuard<'_> {
     ///
     /// [`ManagerError::ManagerGone`] if the server is gone (the lock died with it).
     pub fn release(mut self) -> Result<(), ManagerError> {
-        self.release_inner()
+        self.release_inner(true)
     }
 
-    fn release_inner(&mut self) -> Result<(), ManagerError> {
+    /// Releases the lock; waits for the server's answer if `confirm`, else
+    /// only sends the request (the server handles it before anything that
+    /// comes later on the connection).
+    fn release_inner(&mut self, confirm: bool) -> Result<(), ManagerError> {
         let Some(token) = self.pin.take() else {
             return Ok(());
         };
-        let req = Request::Call {
+        let req = |op| Request::Call {
             id: self.id,
             kind: ObjKind::Lock,
-            op: Op::LockRelease,
+            op,
         };
         let deadline = self.ep.deadline();
         let mut lease = self.ep.unpin(token, deadline)?;
-        proxy::unit(lease.call(&req, deadline)?)
+        if confirm {
+            proxy::unit(lease.call(&req(Op::LockRelease), deadline)?)
+        } else {
+            lease.send_only(&req(Op::LockReleaseQuiet), deadline)
+        }
     }
 }
 
 impl Drop for LockProxyGuard<'_> {
+    /// Releases the lock without waiting for the server's answer.
     fn drop(&mut self) {
-        let _ = self.release_inner();
+        let _ = self.release_inner(false);
     }
 }
 
