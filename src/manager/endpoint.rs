@@ -39,6 +39,10 @@ use crate::sys::robust::current_tid;
 /// How long a call waits for the server unless told otherwise.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many connections a process that keeps making them makes at a time
+/// (see [`Endpoint::new_local`]).
+const SPARE_BATCH: usize = 16;
+
 /// How long a call polls for its reply before it sleeps (see `spin.rs`): longer
 /// than the server's work and a sleeping server thread's wake-up, so that at
 /// least this side does not sleep.
@@ -61,6 +65,9 @@ pub(crate) struct Endpoint {
     /// The process that made this endpoint: connections are never used elsewhere.
     pid: u32,
     idle: Mutex<Vec<Connection>>,
+    /// Connections of a local server handed over already and not used yet (see
+    /// [`Endpoint::new_local`]), and how many times connections were made.
+    spare: Mutex<(Vec<Connection>, u32)>,
     /// Call timeout in milliseconds, `u64::MAX` for none.
     timeout_ms: AtomicU64,
     /// Whether polling for replies pays.
@@ -212,6 +219,7 @@ impl Endpoint {
             route,
             pid: std::process::id(),
             idle: Mutex::new(idle),
+            spare: Mutex::new((Vec::new(), 0)),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
             pinned: Mutex::new(Vec::new()),
@@ -308,15 +316,32 @@ impl Endpoint {
     /// reply: no round trip, and the server starts serving them while this
     /// process goes on). A server that is gone is `ManagerGone` here or at the
     /// connection's first call.
+    ///
+    /// A process that makes connections again and again (a proxy given to
+    /// child after child) makes them [`SPARE_BATCH`] at a time, with one
+    /// `Adopt`, and keeps the rest for the next calls.
     fn new_local(&self, count: usize) -> Result<Vec<Connection>, ManagerError> {
         let Route::Local(control) = &self.route else {
             return Err(ManagerError::Refused(
                 "a remote manager hands out no connections".into(),
             ));
         };
-        let mut ours = Vec::with_capacity(count);
-        let mut theirs = Vec::with_capacity(count);
-        for _ in 0..count {
+        let make = {
+            let mut spare = lock(&self.spare);
+            if spare.0.len() >= count {
+                let at = spare.0.len() - count;
+                return Ok(spare.0.split_off(at));
+            }
+            spare.1 = spare.1.saturating_add(1);
+            if spare.1 > 2 {
+                SPARE_BATCH.max(count)
+            } else {
+                count
+            }
+        };
+        let mut ours = Vec::with_capacity(make);
+        let mut theirs = Vec::with_capacity(make);
+        for _ in 0..make {
             let (a, b) = Pipe::new().map_err(ManagerError::Io)?;
             ours.push(a);
             theirs.push(b);
@@ -331,7 +356,15 @@ impl Endpoint {
         }
         let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
         match write_frame(c.fd(), &out, self.deadline()) {
-            Ok(()) => Ok(ours),
+            Ok(()) => {
+                drop(control);
+                let mut rest = ours.split_off(count.min(ours.len()));
+                // Spare connections go to the front: the oldest are used first.
+                let mut spare = lock(&self.spare);
+                rest.append(&mut spare.0);
+                spare.0 = rest;
+                Ok(ours)
+            }
             Err(e) => {
                 // A control connection that failed may be out of step: drop it.
                 *control = None;
@@ -447,6 +480,7 @@ impl Endpoint {
     /// for a local server.
     pub(crate) fn disconnect(&self) {
         lock(&self.idle).clear();
+        lock(&self.spare).0.clear();
         if let Route::Local(c) = &self.route {
             *lock(c) = None;
         }

@@ -30,7 +30,8 @@ use crate::codec::{self, CodecError, Outgoing};
 use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
 use crate::deadline::Deadline;
 use crate::manager::protocol::{
-    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
+    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_ADOPT, MAX_NEW_CONNECTIONS,
+    PROTOCOL_VERSION,
 };
 use crate::manager::spin::Spin;
 use crate::manager::update::{run_update, this_build, UpdateFailure};
@@ -491,7 +492,7 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin, me: u64
             Ok(Request::Adopt { conns }) if !origin.remote => {
                 // No reply: the client does not wait for one. Too many at once
                 // are closed unserved (their client sees the end of the stream).
-                if conns.len() <= usize::from(MAX_NEW_CONNECTIONS) {
+                if conns.len() <= MAX_ADOPT {
                     for c in conns {
                         spawn_conn(srv, Job::new(srv, c, origin));
                     }
@@ -661,7 +662,7 @@ fn serve_light(srv: &Arc<Server>, l: &mut Light, adopted: &mut Vec<Light>) -> Af
             // Nothing more, or a request that came in part.
             Err(RecvError::Timeout) => return After::Keep,
             Ok(Request::Adopt { conns }) if !l.origin.remote => {
-                if conns.len() <= usize::from(MAX_NEW_CONNECTIONS) {
+                if conns.len() <= MAX_ADOPT {
                     adopted.extend(conns.into_iter().map(|c| Light::new(srv, c, l.origin)));
                 }
                 continue;
