@@ -347,6 +347,30 @@ fn lock_timeouts_and_try() {
     assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap().is_some());
 }
 
+fn acquire_within_20s(lock: LockProxy) -> Result<bool, String> {
+    let got = lock.acquire_timeout(Duration::from_secs(20));
+    got.map(|g| g.is_some()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_dropped_guard_releases_before_the_next_call_and_wakes_a_waiting_process() {
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    // A guard's drop does not wait for the server's answer: the next call on
+    // its connection still finds the lock released.
+    for _ in 0..200 {
+        let g = lock.acquire().unwrap();
+        drop(g);
+        assert!(lock.try_acquire().unwrap().is_some());
+    }
+    // A process waiting for the lock gets it when the guard is dropped.
+    let g = lock.acquire().unwrap();
+    let p = Process::spawn(lock.clone(), acquire_within_20s).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(g);
+    assert_eq!(join(p), Ok(true));
+}
+
 fn hold_lock_forever((lock, ev): (LockProxy, EventProxy)) {
     let _g = lock.acquire().unwrap();
     ev.set().unwrap();
