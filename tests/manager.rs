@@ -353,16 +353,19 @@ fn acquire_within_20s(lock: LockProxy) -> Result<bool, String> {
 }
 
 #[test]
-fn a_dropped_guard_releases_before_the_next_call_and_wakes_a_waiting_process() {
+fn a_dropped_guard_has_released_the_lock_for_everyone_and_wakes_a_waiting_process() {
     let m = Manager::start().unwrap();
     let lock = m.lock().unwrap();
-    // A guard's drop does not wait for the server's answer: the next call on
-    // its connection still finds the lock released.
-    for _ in 0..200 {
-        let g = lock.acquire().unwrap();
-        drop(g);
-        assert!(lock.try_acquire().unwrap().is_some());
-    }
+    // Once a guard's drop returns, a try from another thread (over another
+    // connection) finds the lock free.
+    std::thread::scope(|s| {
+        for _ in 0..200 {
+            let g = lock.acquire().unwrap();
+            drop(g);
+            let other = s.spawn(|| lock.try_acquire().unwrap().is_some());
+            assert!(other.join().unwrap());
+        }
+    });
     // A process waiting for the lock gets it when the guard is dropped.
     let g = lock.acquire().unwrap();
     let p = Process::spawn(lock.clone(), acquire_within_20s).unwrap();

@@ -517,17 +517,6 @@ impl<'a> Lease<'a> {
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
         settle(&mut self.conn, req, deadline, self.ep)
     }
-
-    /// Sends `req`, which has no reply, by `deadline`. A connection whose
-    /// send failed (perhaps in part) is closed.
-    pub(crate) fn send_only(&mut self, req: &Request, deadline: Deadline) -> Result<(), ManagerError> {
-        let conn = self.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
-        let out = codec::encode(req, false)?;
-        write_frame(conn.fd(), &out, deadline).map_err(|e| {
-            self.conn = None;
-            write_error(e)
-        })
-    }
 }
 
 /// One round trip on `slot`'s connection; a fault reply is an `Err`. A

@@ -137,9 +137,6 @@ pub(crate) enum Op {
     // lock: wait at most this many milliseconds (`None`: forever)
     LockAcquire(Option<u64>),
     LockRelease,
-    /// Releases with no reply: the holder goes on at once (a lock guard's
-    /// drop). A connection that does not hold the lock is closed instead.
-    LockReleaseQuiet,
     // event
     EventSet,
     EventClear,

@@ -466,8 +466,6 @@ enum Answer {
     Reply(Reply),
     /// The reply was sent already (by the thread that handed over a lock).
     Sent,
-    /// The request has no reply.
-    Silent,
     /// The stream may be out of step: close the connection.
     Close,
 }
@@ -518,8 +516,7 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin, me: u64
         let shutdown = matches!(req, Request::Shutdown) && !origin.remote;
         mode = match &req {
             Request::Call {
-                op: Op::LockRelease | Op::LockReleaseQuiet,
-                ..
+                op: Op::LockRelease, ..
             } => Poll::No,
             _ => Poll::Capped,
         };
@@ -529,7 +526,6 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin, me: u64
                 mode = Poll::Always;
                 continue;
             }
-            Answer::Silent => continue,
             Answer::Close => break,
         };
         match conn.send(&reply) {
@@ -695,7 +691,6 @@ fn serve_light(srv: &Arc<Server>, l: &mut Light, adopted: &mut Vec<Light>) -> Af
         let shutdown = matches!(req, Request::Shutdown) && !l.origin.remote;
         let reply = match srv.handle(l.me, &l.conn, l.origin, req) {
             Answer::Reply(r) => r,
-            Answer::Silent => continue,
             // Not for requests that may wait.
             Answer::Sent | Answer::Close => return After::Close,
         };
@@ -775,21 +770,6 @@ impl Server {
                 kind: ObjKind::Lock,
                 op: Op::LockAcquire(ms),
             } => self.acquire(me, conn, id, ms),
-            Request::Call {
-                id,
-                kind: ObjKind::Lock,
-                op: Op::LockReleaseQuiet,
-            } => {
-                let mut st = lock(&self.state);
-                match lock_state(&mut st, id) {
-                    Ok(l) if l.granted(me) => {
-                        l.release();
-                        Answer::Silent
-                    }
-                    // The client does not read a reply: the stream would go out of step.
-                    _ => Answer::Close,
-                }
-            }
             other => Answer::Reply(self.handle_other(me, conn, origin, other)),
         }
     }
@@ -1096,8 +1076,8 @@ impl Server {
                 Obj::Value(v) => Ok(Reply::Value(Some(Bytes(std::mem::replace(v, new.0))))),
                 _ => Err(unsupported("set", kind)),
             },
-            // A lock's are `Server::acquire` and `Server::handle`.
-            Op::LockAcquire(_) | Op::LockReleaseQuiet => Err(unsupported("this lock operation", kind)),
+            // A lock's is `Server::acquire`.
+            Op::LockAcquire(_) => Err(unsupported("acquire", kind)),
             Op::LockRelease => match obj {
                 Obj::Lock(l) if l.granted(me) => {
                     l.release();

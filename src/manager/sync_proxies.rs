@@ -84,35 +84,29 @@ impl LockProxyGuard<'_> {
     ///
     /// [`ManagerError::ManagerGone`] if the server is gone (the lock died with it).
     pub fn release(mut self) -> Result<(), ManagerError> {
-        self.release_inner(true)
+        self.release_inner()
     }
 
-    /// Releases the lock; waits for the server's answer if `confirm`, else
-    /// only sends the request (the server handles it before anything that
-    /// comes later on the connection).
-    fn release_inner(&mut self, confirm: bool) -> Result<(), ManagerError> {
+    fn release_inner(&mut self) -> Result<(), ManagerError> {
         let Some(token) = self.pin.take() else {
             return Ok(());
         };
-        let req = |op| Request::Call {
+        let req = Request::Call {
             id: self.id,
             kind: ObjKind::Lock,
-            op,
+            op: Op::LockRelease,
         };
         let deadline = self.ep.deadline();
         let mut lease = self.ep.unpin(token, deadline)?;
-        if confirm {
-            proxy::unit(lease.call(&req(Op::LockRelease), deadline)?)
-        } else {
-            lease.send_only(&req(Op::LockReleaseQuiet), deadline)
-        }
+        // Waits for the server's answer: once a guard is dropped, any later
+        // request (of any process) finds the lock released.
+        proxy::unit(lease.call(&req, deadline)?)
     }
 }
 
 impl Drop for LockProxyGuard<'_> {
-    /// Releases the lock without waiting for the server's answer.
     fn drop(&mut self) {
-        let _ = self.release_inner(false);
+        let _ = self.release_inner();
     }
 }
 
