@@ -357,14 +357,29 @@ fn a_dropped_guard_has_released_the_lock_for_everyone_and_wakes_a_waiting_proces
     let m = Manager::start().unwrap();
     let lock = m.lock().unwrap();
     // Once a guard's drop returns, a try from another thread (over another
-    // connection) finds the lock free.
+    // connection, ready and waiting for the word) finds the lock free.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (got_tx, got_rx) = std::sync::mpsc::channel::<bool>();
     std::thread::scope(|s| {
-        for _ in 0..200 {
+        let lock = &lock;
+        s.spawn(move || {
+            let _ = lock.try_acquire().unwrap();
+            got_tx.send(true).unwrap();
+            while go_rx.recv().is_ok() {
+                got_tx.send(lock.try_acquire().unwrap().is_some()).unwrap();
+            }
+        });
+        assert!(got_rx.recv_timeout(JOIN).unwrap());
+        for i in 0..500 {
             let g = lock.acquire().unwrap();
             drop(g);
-            let other = s.spawn(|| lock.try_acquire().unwrap().is_some());
-            assert!(other.join().unwrap());
+            go_tx.send(()).unwrap();
+            assert!(
+                got_rx.recv_timeout(JOIN).unwrap(),
+                "round {i}: the lock was still held"
+            );
         }
+        drop(go_tx);
     });
     // A process waiting for the lock gets it when the guard is dropped.
     let g = lock.acquire().unwrap();
