@@ -537,6 +537,65 @@ fn nested_proxies() {
     assert_eq!(inner.to_vec().unwrap(), [1, 2, 3]);
 }
 
+type ThreadsInAChild = (Dict<u32, u32>, QueueProxy<u32>, LockProxy);
+
+/// In a child (which starts with one connection to the server): a thread
+/// blocked on the server, others calling meanwhile, a lock held while other
+/// threads call, and the proxy handed on to a grandchild.
+fn threads_in_a_child((d, q, lock): ThreadsInAChild) -> Result<u32, String> {
+    let e = |e: ManagerError| e.to_string();
+    std::thread::scope(|s| -> Result<u32, String> {
+        // Blocks on the server until the other thread puts.
+        let getter = s.spawn(|| q.get_timeout(Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(50));
+        // Calls from several threads at once.
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let d = &d;
+                s.spawn(move || -> Result<(), ManagerError> {
+                    for i in 0..50 {
+                        d.insert(t * 100 + i, i)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap().map_err(e)?;
+        }
+        q.put(7).map_err(e)?;
+        let got = getter.join().unwrap().map_err(e)?;
+        // A lock taken with a try and held while another thread calls.
+        let g = lock.try_acquire().map_err(e)?.ok_or("the lock was taken")?;
+        s.spawn(|| d.insert(999, 1)).join().unwrap().map_err(e)?;
+        drop(g);
+        // The proxy handed on to a grandchild.
+        let p = Process::spawn(d.clone(), |d: Dict<u32, u32>| d.len().map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?;
+        let len = p
+            .join_timeout(JOIN)
+            .map_err(|e| e.to_string())?
+            .ok_or("the grandchild hung")??;
+        Ok(got + len as u32)
+    })
+}
+
+#[test]
+fn threads_of_a_child_share_its_connections_without_deadlock() {
+    let m = Manager::start().unwrap();
+    let (d, q, lock) = (m.dict().unwrap(), m.queue().unwrap(), m.lock().unwrap());
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        d.clear().unwrap();
+        let p = Process::builder()
+            .start_method(method)
+            .spawn((d.clone(), q.clone(), lock.clone()), threads_in_a_child)
+            .unwrap();
+        // 7 from the queue, plus 201 entries.
+        assert_eq!(join(p), Ok(208), "{method:?}");
+        assert!(lock.try_acquire().unwrap().is_some());
+    }
+}
+
 type TwoManagers = (
     Dict<String, i64>,
     ValueProxy<i64>,

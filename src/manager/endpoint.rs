@@ -19,7 +19,7 @@
 //! per process).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -51,7 +51,8 @@ const REPLY_SPIN: Duration = Duration::from_micros(100);
 /// How new connections are made.
 #[derive(Debug)]
 pub(crate) enum Route {
-    /// Ask the server over the control connection.
+    /// Ask the server over the control connection. A child's endpoint has
+    /// none until it needs one (see [`Endpoint::ensure_control`]).
     Local(Mutex<Option<Connection>>),
     /// Connect again to this address with this key.
     Remote { addr: WireAddr, authkey: Vec<u8> },
@@ -65,6 +66,11 @@ pub(crate) struct Endpoint {
     /// The process that made this endpoint: connections are never used elsewhere.
     pid: u32,
     idle: Mutex<Vec<Connection>>,
+    /// Working connections that exist (idle, in a call, or held by a lock
+    /// guard), and a signal for threads waiting for one to come back (see
+    /// [`Endpoint::pooled`]).
+    working: AtomicUsize,
+    returned: Condvar,
     /// Connections of a local server handed over already and not used yet (see
     /// [`Endpoint::new_local`]), and how many times connections were made.
     spare: Mutex<(Vec<Connection>, u32)>,
@@ -218,7 +224,9 @@ impl Endpoint {
             info,
             route,
             pid: std::process::id(),
+            working: AtomicUsize::new(idle.len()),
             idle: Mutex::new(idle),
+            returned: Condvar::new(),
             spare: Mutex::new((Vec::new(), 0)),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
@@ -350,20 +358,24 @@ impl Endpoint {
         let out = codec::encode(&req, true)?;
         let mut control = lock(control);
         if control.is_none() {
-            // The control connection failed: an idle connection can take its
-            // place (`Adopt` has no reply, so it leaves no reply unread).
-            *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
+            // No control connection (a child's endpoint that needed none yet,
+            // or one that failed): a working connection carries the `Adopt`
+            // (it has no reply, so it leaves no reply unread).
+            drop(control);
+            let mut carrier = self.pooled_existing()?;
+            let c = carrier.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
+            if let Err(e) = write_frame(c.fd(), &out, self.deadline()) {
+                carrier.close();
+                return Err(write_error(e));
+            }
+            drop(carrier);
+            return Ok(self.keep_spares(ours, count));
         }
         let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
         match write_frame(c.fd(), &out, self.deadline()) {
             Ok(()) => {
                 drop(control);
-                let mut rest = ours.split_off(count.min(ours.len()));
-                // Spare connections go to the front: the oldest are used first.
-                let mut spare = lock(&self.spare);
-                rest.append(&mut spare.0);
-                spare.0 = rest;
-                Ok(ours)
+                Ok(self.keep_spares(ours, count))
             }
             Err(e) => {
                 // A control connection that failed may be out of step: drop it.
@@ -371,6 +383,41 @@ impl Endpoint {
                 Err(write_error(e))
             }
         }
+    }
+
+    /// The first `count` of `ours`; the rest are kept as spares.
+    fn keep_spares(&self, mut ours: Vec<Connection>, count: usize) -> Vec<Connection> {
+        let mut rest = ours.split_off(count.min(ours.len()));
+        // Spare connections go to the front: the oldest are used first.
+        let mut spare = lock(&self.spare);
+        rest.append(&mut spare.0);
+        spare.0 = rest;
+        ours
+    }
+
+    /// Makes this endpoint's control connection if it has none, sending its
+    /// server end on `conn` (an idle connection about to be used). Called
+    /// before a request that may keep its connection for long (a wait on the
+    /// server, or a lock that a guard then holds): a thread that finds no
+    /// idle connection and no control connection can then wait for a working
+    /// connection to come back, knowing that each comes back soon.
+    ///
+    /// # Errors
+    ///
+    /// As a send on `conn` (which may then be out of step).
+    fn ensure_control(&self, conn: &Connection, deadline: Deadline) -> Result<(), ManagerError> {
+        let Route::Local(control) = &self.route else {
+            return Ok(());
+        };
+        let mut control = lock(control);
+        if control.is_some() {
+            return Ok(());
+        }
+        let (ours, theirs) = Pipe::new().map_err(ManagerError::Io)?;
+        let out = codec::encode(&Request::Adopt { conns: vec![theirs] }, true)?;
+        write_frame(conn.fd(), &out, deadline).map_err(write_error)?;
+        *control = Some(ours);
+        Ok(())
     }
 
     /// A connection for one call (or one held lock), from the pool or new.
@@ -415,13 +462,58 @@ impl Endpoint {
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => self.connect()?,
+            None if self.can_connect() => {
+                let c = self.connect()?;
+                self.working.fetch_add(1, Ordering::Relaxed);
+                c
+            }
+            None => return self.pooled_existing(),
         };
         Ok(Lease {
             ep: self,
             conn: Some(conn),
             pin: None,
         })
+    }
+
+    /// True if a new connection can be made without a working one.
+    fn can_connect(&self) -> bool {
+        match &self.route {
+            Route::Local(control) => lock(control).is_some(),
+            Route::Remote { .. } => true,
+        }
+    }
+
+    /// A working connection of this endpoint: an idle one, or the first to
+    /// come back from a call (with no control connection, every working
+    /// connection is in a call that does not wait on the server: see
+    /// [`Endpoint::ensure_control`]). `ManagerGone` if none is left,
+    /// `Timeout` after the call timeout.
+    fn pooled_existing(&self) -> Result<Lease<'_>, ManagerError> {
+        let deadline = self.deadline();
+        let mut idle = lock(&self.idle);
+        loop {
+            if let Some(c) = idle.pop() {
+                return Ok(Lease {
+                    ep: self,
+                    conn: Some(c),
+                    pin: None,
+                });
+            }
+            if self.working.load(Ordering::Relaxed) == 0 {
+                return Err(ManagerError::ManagerGone);
+            }
+            let wait = match deadline.remaining() {
+                Some(left) if left.is_zero() => return Err(ManagerError::Timeout),
+                Some(left) => left.min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            idle = self
+                .returned
+                .wait_timeout(idle, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     /// Takes back the connection a lock guard pinned (waiting until `deadline`
@@ -464,6 +556,17 @@ impl Endpoint {
 
     fn give_back(&self, conn: Connection) {
         lock(&self.idle).push(conn);
+        self.returned.notify_one();
+    }
+
+    /// Counts a working connection as closed.
+    fn closed_one(&self) {
+        let _ = self
+            .working
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        // A waiter may find none left (under the idle lock, so none misses it).
+        let _idle = lock(&self.idle);
+        self.returned.notify_all();
     }
 
     /// One request, one reply, with the call timeout.
@@ -479,7 +582,13 @@ impl Endpoint {
     /// Drops every pooled connection (and the control one): later calls fail with `ManagerGone`
     /// for a local server.
     pub(crate) fn disconnect(&self) {
-        lock(&self.idle).clear();
+        let mut idle = lock(&self.idle);
+        let n = idle.len();
+        idle.clear();
+        drop(idle);
+        for _ in 0..n {
+            self.closed_one();
+        }
         lock(&self.spare).0.clear();
         if let Route::Local(c) = &self.route {
             *lock(c) = None;
@@ -515,7 +624,18 @@ impl<'a> Lease<'a> {
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        settle(&mut self.conn, req, deadline, self.ep)
+        let r = settle(&mut self.conn, req, deadline, self.ep);
+        if self.conn.is_none() {
+            self.ep.closed_one();
+        }
+        r
+    }
+
+    /// Closes this lease's connection (it may be out of step).
+    fn close(&mut self) {
+        if self.conn.take().is_some() {
+            self.ep.closed_one();
+        }
     }
 }
 
@@ -535,6 +655,12 @@ fn settle(
     if len > max {
         // The server would refuse it from its header and close the connection.
         return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
+    }
+    if holds_connection(req) {
+        if let Err(e) = ep.ensure_control(conn, deadline) {
+            *slot = None;
+            return Err(e);
+        }
     }
     // A reply that may be long in coming is not polled for.
     let spin = (!may_wait(req)).then_some(&ep.spin);
@@ -576,6 +702,19 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// True if `req` may keep its connection for long: a wait on the server, or a
+/// lock (its guard then holds the connection).
+fn holds_connection(req: &Request) -> bool {
+    may_wait(req)
+        || matches!(
+            req,
+            Request::Call {
+                op: Op::LockAcquire(_),
+                ..
+            }
+        )
+}
+
 /// True if the server may hold `req`'s reply back (a lock, queue or event wait).
 fn may_wait(req: &Request) -> bool {
     match req {
@@ -594,10 +733,10 @@ pub(crate) fn unexpected(r: &Reply) -> ManagerError {
 /// How an endpoint travels to another process.
 #[derive(Serialize, Deserialize)]
 enum EndpointWire {
-    /// Fresh connections: the receiver's control connection and a first working one.
+    /// A fresh connection: the receiver's first working one (it makes a
+    /// control connection when it needs one, see `Endpoint::ensure_control`).
     Local {
         info: ServerInfo,
-        control: Box<Connection>,
         first: Box<Connection>,
     },
     /// Again in the same message: the receiver has it from the first copy.
@@ -646,17 +785,16 @@ impl Serialize for EndpointRef {
         let wire = match &ep.route {
             Route::Local(_) if sent_in_this_message(ep.info.token) => EndpointWire::Again { info: ep.info },
             Route::Local(_) => {
-                // Two connections: the receiver's control connection and its
-                // first working one (no round trip before its first call).
-                let mut fresh = ep.check_process().and_then(|()| ep.new_local(2)).map_err(|e| {
+                // The receiver's first working connection (no round trip
+                // before its first call).
+                let mut fresh = ep.check_process().and_then(|()| ep.new_local(1)).map_err(|e| {
                     crate::codec::handles::fail(format!("cannot pass a manager proxy: {e}"), S::Error::custom)
                 })?;
-                let (Some(first), Some(control)) = (fresh.pop(), fresh.pop()) else {
+                let Some(first) = fresh.pop() else {
                     return Err(S::Error::custom("the manager handed out no connection"));
                 };
                 EndpointWire::Local {
                     info: ep.info,
-                    control: Box::new(control),
                     first: Box::new(first),
                 }
             }
@@ -683,9 +821,7 @@ impl<'de> Deserialize<'de> for EndpointRef {
                     )
                 })
             }
-            EndpointWire::Local { info, control, first } => {
-                (info, Route::Local(Mutex::new(Some(*control))), vec![*first])
-            }
+            EndpointWire::Local { info, first } => (info, Route::Local(Mutex::new(None)), vec![*first]),
             EndpointWire::Remote { info, addr, authkey } => {
                 (info, Route::Remote { addr, authkey }, Vec::new())
             }
@@ -695,7 +831,9 @@ impl<'de> Deserialize<'de> for EndpointRef {
             // connection if its pool is empty (it is this process's own), drop the rest.
             let mut pool = lock(&ep.idle);
             if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
+                ep.working.fetch_add(idle.len(), Ordering::Relaxed);
                 pool.extend(idle);
+                ep.returned.notify_all();
             }
             drop(pool);
             return Ok(EndpointRef(ep));
