@@ -4,10 +4,16 @@
 //! each used by one call at a time (so threads never interleave requests), and a
 //! way to make more. For a local manager, this process makes a socketpair and
 //! hands one end to the server over a dedicated control connection (`Adopt`,
-//! which has no reply: making a connection costs no round trip); for a remote
-//! one, new connections come from connecting again with the key. A lock guard
-//! keeps the connection that holds its lock, and lends it to the calls its
-//! thread makes meanwhile.
+//! which has no reply: making a connection costs no round trip; a process that
+//! keeps making them makes 16 at a time); for a remote one, new connections
+//! come from connecting again with the key. A lock guard keeps the connection
+//! that holds its lock, and lends it to the calls its thread makes meanwhile.
+//!
+//! A child starts with one working connection and no control connection: most
+//! children make a call or two and exit. It makes its control connection (sent
+//! on a working one) before the first call that may keep a connection for long
+//! (a wait on the server, a lock); until then every working connection comes
+//! back soon, so a thread that finds none idle waits for one.
 //!
 //! A call polls for its reply for a moment before it sleeps (see `spin.rs`).
 //!
