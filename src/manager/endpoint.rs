@@ -77,6 +77,8 @@ pub(crate) struct Endpoint {
     /// [`Endpoint::pooled`]).
     working: AtomicUsize,
     returned: Condvar,
+    /// Threads waiting on `returned` (changed and read under the `idle` lock).
+    waiters: AtomicUsize,
     /// Connections of a local server handed over already and not used yet (see
     /// [`Endpoint::new_local`]), and how many times connections were made.
     spare: Mutex<(Vec<Connection>, u32)>,
@@ -233,6 +235,7 @@ impl Endpoint {
             working: AtomicUsize::new(idle.len()),
             idle: Mutex::new(idle),
             returned: Condvar::new(),
+            waiters: AtomicUsize::new(0),
             spare: Mutex::new((Vec::new(), 0)),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
@@ -514,11 +517,13 @@ impl Endpoint {
                 Some(left) => left.min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
+            self.waiters.fetch_add(1, Ordering::Relaxed);
             idle = self
                 .returned
                 .wait_timeout(idle, wait)
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -561,8 +566,12 @@ impl Endpoint {
     }
 
     fn give_back(&self, conn: Connection) {
-        lock(&self.idle).push(conn);
-        self.returned.notify_one();
+        let mut idle = lock(&self.idle);
+        idle.push(conn);
+        // (A notification is a system call: only for a thread that waits.)
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_one();
+        }
     }
 
     /// Counts a working connection as closed.
@@ -572,7 +581,9 @@ impl Endpoint {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
         // A waiter may find none left (under the idle lock, so none misses it).
         let _idle = lock(&self.idle);
-        self.returned.notify_all();
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_all();
+        }
     }
 
     /// One request, one reply, with the call timeout.
@@ -839,7 +850,9 @@ impl<'de> Deserialize<'de> for EndpointRef {
             if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
                 ep.working.fetch_add(idle.len(), Ordering::Relaxed);
                 pool.extend(idle);
-                ep.returned.notify_all();
+                if ep.waiters.load(Ordering::Relaxed) > 0 {
+                    ep.returned.notify_all();
+                }
             }
             drop(pool);
             return Ok(EndpointRef(ep));
