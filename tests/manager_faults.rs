@@ -93,6 +93,24 @@ fn proxies_given_to_children_after_the_server_died_fail_with_manager_gone() {
     m.shutdown().unwrap();
 }
 
+#[test]
+fn after_shutdown_under_a_held_guard_calls_are_manager_gone_at_once() {
+    let m = Manager::start().unwrap();
+    let d: Dict<u8, u8> = m.dict().unwrap();
+    let lock = m.lock().unwrap();
+    let g = lock.acquire().unwrap();
+    let d2 = d.clone();
+    m.shutdown().unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| d2.get(&1));
+        assert!(matches!(other.join().unwrap(), Err(ManagerError::ManagerGone)));
+    });
+    assert!(matches!(d.insert(1, 1), Err(ManagerError::ManagerGone)));
+    assert!(matches!(g.release(), Err(ManagerError::ManagerGone)));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+}
+
 fn wait_on_queue(q: QueueProxy<u32>) -> String {
     match q.get() {
         Ok(v) => format!("got {v}"),

@@ -25,7 +25,7 @@
 //! per process).
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -79,6 +79,10 @@ pub(crate) struct Endpoint {
     returned: Condvar,
     /// Threads waiting on `returned` (changed and read under the `idle` lock).
     waiters: AtomicUsize,
+    /// The control connection failed, or the endpoint was disconnected: with
+    /// no idle connection, a call is `ManagerGone` at once (no waiting for a
+    /// connection to come back: a lock guard may hold one for long).
+    control_lost: AtomicBool,
     /// Connections of a local server handed over already and not used yet (see
     /// [`Endpoint::new_local`]), and how many times connections were made.
     spare: Mutex<(Vec<Connection>, u32)>,
@@ -236,6 +240,7 @@ impl Endpoint {
             idle: Mutex::new(idle),
             returned: Condvar::new(),
             waiters: AtomicUsize::new(0),
+            control_lost: AtomicBool::new(false),
             spare: Mutex::new((Vec::new(), 0)),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
@@ -389,6 +394,7 @@ impl Endpoint {
             Err(e) => {
                 // A control connection that failed may be out of step: drop it.
                 *control = None;
+                self.control_lost.store(true, Ordering::Relaxed);
                 Err(write_error(e))
             }
         }
@@ -494,10 +500,11 @@ impl Endpoint {
     }
 
     /// A working connection of this endpoint: an idle one, or the first to
-    /// come back from a call (with no control connection, every working
-    /// connection is in a call that does not wait on the server: see
-    /// [`Endpoint::ensure_control`]). `ManagerGone` if none is left,
-    /// `Timeout` after the call timeout.
+    /// come back from a call (a child's endpoint that has needed no control
+    /// connection yet: every working connection is in a call that does not
+    /// wait on the server, see [`Endpoint::ensure_control`]). `ManagerGone`
+    /// if none is left (or the control connection was lost), `Timeout` after
+    /// the call timeout.
     fn pooled_existing(&self) -> Result<Lease<'_>, ManagerError> {
         let deadline = self.deadline();
         let mut idle = lock(&self.idle);
@@ -509,7 +516,7 @@ impl Endpoint {
                     pin: None,
                 });
             }
-            if self.working.load(Ordering::Relaxed) == 0 {
+            if self.working.load(Ordering::Relaxed) == 0 || self.control_lost.load(Ordering::Relaxed) {
                 return Err(ManagerError::ManagerGone);
             }
             let wait = match deadline.remaining() {
@@ -599,6 +606,7 @@ impl Endpoint {
     /// Drops every pooled connection (and the control one): later calls fail with `ManagerGone`
     /// for a local server.
     pub(crate) fn disconnect(&self) {
+        self.control_lost.store(true, Ordering::Relaxed);
         let mut idle = lock(&self.idle);
         let n = idle.len();
         idle.clear();
