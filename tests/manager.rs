@@ -347,6 +347,48 @@ fn lock_timeouts_and_try() {
     assert!(lock.acquire_timeout(Duration::from_secs(5)).unwrap().is_some());
 }
 
+fn acquire_within_20s(lock: LockProxy) -> Result<bool, String> {
+    let got = lock.acquire_timeout(Duration::from_secs(20));
+    got.map(|g| g.is_some()).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_dropped_guard_has_released_the_lock_for_everyone_and_wakes_a_waiting_process() {
+    let m = Manager::start().unwrap();
+    let lock = m.lock().unwrap();
+    // Once a guard's drop returns, a try from another thread (over another
+    // connection, ready and waiting for the word) finds the lock free.
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (got_tx, got_rx) = std::sync::mpsc::channel::<bool>();
+    std::thread::scope(|s| {
+        let lock = &lock;
+        s.spawn(move || {
+            let _ = lock.try_acquire().unwrap();
+            got_tx.send(true).unwrap();
+            while go_rx.recv().is_ok() {
+                got_tx.send(lock.try_acquire().unwrap().is_some()).unwrap();
+            }
+        });
+        assert!(got_rx.recv_timeout(JOIN).unwrap());
+        for i in 0..500 {
+            let g = lock.acquire().unwrap();
+            drop(g);
+            go_tx.send(()).unwrap();
+            assert!(
+                got_rx.recv_timeout(JOIN).unwrap(),
+                "round {i}: the lock was still held"
+            );
+        }
+        drop(go_tx);
+    });
+    // A process waiting for the lock gets it when the guard is dropped.
+    let g = lock.acquire().unwrap();
+    let p = Process::spawn(lock.clone(), acquire_within_20s).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    drop(g);
+    assert_eq!(join(p), Ok(true));
+}
+
 fn hold_lock_forever((lock, ev): (LockProxy, EventProxy)) {
     let _g = lock.acquire().unwrap();
     ev.set().unwrap();
@@ -493,6 +535,106 @@ fn nested_proxies() {
     .unwrap();
     join(p);
     assert_eq!(inner.to_vec().unwrap(), [1, 2, 3]);
+}
+
+type ThreadsInAChild = (Dict<u32, u32>, QueueProxy<u32>, LockProxy);
+
+/// In a child (which starts with one connection to the server): a thread
+/// blocked on the server, others calling meanwhile, a lock held while other
+/// threads call, and the proxy handed on to a grandchild.
+fn threads_in_a_child((d, q, lock): ThreadsInAChild) -> Result<u32, String> {
+    let e = |e: ManagerError| e.to_string();
+    std::thread::scope(|s| -> Result<u32, String> {
+        // Blocks on the server until the other thread puts.
+        let getter = s.spawn(|| q.get_timeout(Duration::from_secs(30)));
+        std::thread::sleep(Duration::from_millis(50));
+        // Calls from several threads at once.
+        let writers: Vec<_> = (0..4u32)
+            .map(|t| {
+                let d = &d;
+                s.spawn(move || -> Result<(), ManagerError> {
+                    for i in 0..50 {
+                        d.insert(t * 100 + i, i)?;
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap().map_err(e)?;
+        }
+        q.put(7).map_err(e)?;
+        let got = getter.join().unwrap().map_err(e)?;
+        // A lock taken with a try and held while another thread calls.
+        let g = lock.try_acquire().map_err(e)?.ok_or("the lock was taken")?;
+        s.spawn(|| d.insert(999, 1)).join().unwrap().map_err(e)?;
+        drop(g);
+        // The proxy handed on to a grandchild.
+        let p = Process::spawn(d.clone(), |d: Dict<u32, u32>| d.len().map_err(|e| e.to_string()))
+            .map_err(|e| e.to_string())?;
+        let len = p
+            .join_timeout(JOIN)
+            .map_err(|e| e.to_string())?
+            .ok_or("the grandchild hung")??;
+        Ok(got + len as u32)
+    })
+}
+
+#[test]
+fn threads_of_a_child_share_its_connections_without_deadlock() {
+    let m = Manager::start().unwrap();
+    let (d, q, lock) = (m.dict().unwrap(), m.queue().unwrap(), m.lock().unwrap());
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        d.clear().unwrap();
+        let p = Process::builder()
+            .start_method(method)
+            .spawn((d.clone(), q.clone(), lock.clone()), threads_in_a_child)
+            .unwrap();
+        // 7 from the queue, plus 201 entries.
+        assert_eq!(join(p), Ok(208), "{method:?}");
+        assert!(lock.try_acquire().unwrap().is_some());
+    }
+}
+
+type TwoManagers = (
+    Dict<String, i64>,
+    ValueProxy<i64>,
+    LockProxy,
+    Dict<String, i64>,
+    LockProxy,
+);
+
+/// Uses proxies of two managers, interleaved in one message.
+fn use_two_managers((d1, v2, l1, d2, l2): TwoManagers) -> Result<i64, String> {
+    let e = |e: ManagerError| e.to_string();
+    let _g1 = l1.acquire().map_err(e)?;
+    let _g2 = l2.acquire().map_err(e)?;
+    d1.insert("a".into(), 1).map_err(e)?;
+    d2.insert("b".into(), 2).map_err(e)?;
+    let v = v2.update_with(|v: &mut i64| *v += 10).map_err(e)?;
+    Ok(v + d1.get("a").map_err(e)?.unwrap_or(0) + d2.get("b").map_err(e)?.unwrap_or(0))
+}
+
+#[test]
+fn several_proxies_of_two_managers_in_one_message() {
+    let (m1, m2) = (Manager::start().unwrap(), Manager::start().unwrap());
+    let (d1, l1) = (m1.dict().unwrap(), m1.lock().unwrap());
+    let (d2, l2, v2) = (m2.dict().unwrap(), m2.lock().unwrap(), m2.value(5i64).unwrap());
+    for method in [StartMethod::ForkServer, StartMethod::Spawn] {
+        let p = Process::builder()
+            .start_method(method)
+            .spawn(
+                (d1.clone(), v2.clone(), l1.clone(), d2.clone(), l2.clone()),
+                use_two_managers,
+            )
+            .unwrap();
+        let got = join(p).unwrap();
+        assert_eq!(got, v2.get().unwrap() + 3, "{method:?}");
+        // The child's guards were dropped as it returned: both locks are free.
+        assert!(l1.try_acquire().unwrap().is_some());
+        assert!(l2.try_acquire().unwrap().is_some());
+    }
+    assert_eq!(v2.get().unwrap(), 25);
 }
 
 #[test]

@@ -56,6 +56,61 @@ fn killing_the_server_mid_run_fails_every_call_with_manager_gone() {
     m.shutdown().unwrap();
 }
 
+fn one_update(d: Dict<String, u64>) -> String {
+    match d.update_with("n", |n: &mut u64| *n += 1) {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("{e:?}"),
+    }
+}
+
+#[test]
+fn proxies_given_to_children_after_the_server_died_fail_with_manager_gone() {
+    let m = Manager::start().unwrap();
+    let d: Dict<String, u64> = m.dict().unwrap();
+    d.insert("n".into(), 0).unwrap();
+    // Enough children for this process to make the server's connections in
+    // batches (some are left over when the server dies).
+    for _ in 0..2 {
+        let procs: Vec<_> = (0..10)
+            .map(|_| Process::spawn(d.clone(), one_update).unwrap())
+            .collect();
+        for p in procs {
+            assert_eq!(p.join_timeout(JOIN).unwrap().expect("a child hung"), "ok");
+        }
+    }
+    assert_eq!(d.get("n").unwrap(), Some(20));
+    sigkill(m.server_pid());
+    let t = Instant::now();
+    for _ in 0..5 {
+        // The proxy may fail to travel (no server to hand a connection to) or
+        // travel and fail at its first call: never a hang.
+        if let Ok(p) = Process::spawn(d.clone(), one_update) {
+            let how = p.join_timeout(JOIN).unwrap().expect("a child hung");
+            assert_eq!(how, "ManagerGone");
+        }
+    }
+    assert!(t.elapsed() < Duration::from_secs(20), "took {:?}", t.elapsed());
+    m.shutdown().unwrap();
+}
+
+#[test]
+fn after_shutdown_under_a_held_guard_calls_are_manager_gone_at_once() {
+    let m = Manager::start().unwrap();
+    let d: Dict<u8, u8> = m.dict().unwrap();
+    let lock = m.lock().unwrap();
+    let g = lock.acquire().unwrap();
+    let d2 = d.clone();
+    m.shutdown().unwrap();
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        let other = s.spawn(|| d2.get(&1));
+        assert!(matches!(other.join().unwrap(), Err(ManagerError::ManagerGone)));
+    });
+    assert!(matches!(d.insert(1, 1), Err(ManagerError::ManagerGone)));
+    assert!(matches!(g.release(), Err(ManagerError::ManagerGone)));
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+}
+
 fn wait_on_queue(q: QueueProxy<u32>) -> String {
     match q.get() {
         Ok(v) => format!("got {v}"),

@@ -8,7 +8,7 @@
 //! queue, or in a plain [`crate::codec::encode`] without handles) serialising a
 //! handle is an error that says so.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use serde::de::Error as _;
@@ -20,6 +20,17 @@ thread_local! {
     static INCOMING: RefCell<Option<Vec<Option<OwnedFd>>>> = const { RefCell::new(None) };
     /// The reason of the last handle failure (postcard drops custom messages).
     static LAST_ERROR: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// The message whose descriptors are being collected, and the last number given.
+    static MESSAGE: Cell<Option<u64>> = const { Cell::new(None) };
+    static LAST_MESSAGE: Cell<u64> = const { Cell::new(0) };
+}
+
+/// A number for the message whose handles this thread is collecting now (in
+/// [`collect_fds`]), unique on this thread; `None` outside. A handle that
+/// appears twice in one message (a manager's way to its server in two proxies)
+/// can then travel once.
+pub(crate) fn message_id() -> Option<u64> {
+    MESSAGE.with(Cell::get)
 }
 
 /// Takes the message of the last handle (de)serialisation failure on this thread.
@@ -44,7 +55,13 @@ pub(crate) const NO_FD_HERE: &str =
 pub(crate) fn collect_fds<R>(f: impl FnOnce() -> R) -> (R, Vec<OwnedFd>) {
     LAST_ERROR.with(|e| e.borrow_mut().take());
     let saved = OUTGOING.with(|o| o.borrow_mut().replace(Vec::new()));
+    let id = LAST_MESSAGE.with(|n| {
+        n.set(n.get().wrapping_add(1));
+        n.get()
+    });
+    let saved_id = MESSAGE.with(|m| m.replace(Some(id)));
     let r = f();
+    MESSAGE.with(|m| m.set(saved_id));
     let fds = OUTGOING
         .with(|o| std::mem::replace(&mut *o.borrow_mut(), saved))
         .unwrap_or_default();

@@ -4,20 +4,28 @@
 //! each used by one call at a time (so threads never interleave requests), and a
 //! way to make more. For a local manager, this process makes a socketpair and
 //! hands one end to the server over a dedicated control connection (`Adopt`,
-//! which has no reply: making a connection costs no round trip); for a remote
-//! one, new connections come from connecting again with the key. A lock guard
-//! keeps the connection that holds its lock, and lends it to the calls its
-//! thread makes meanwhile.
+//! which has no reply: making a connection costs no round trip; a process that
+//! keeps making them makes 16 at a time); for a remote one, new connections
+//! come from connecting again with the key. A lock guard keeps the connection
+//! that holds its lock, and lends it to the calls its thread makes meanwhile.
+//!
+//! A child starts with one working connection and no control connection: most
+//! children make a call or two and exit. It makes its control connection (sent
+//! on a working one) before the first call that may keep a connection for long
+//! (a wait on the server, a lock); until then every working connection comes
+//! back soon, so a thread that finds none idle waits for one.
 //!
 //! A call polls for its reply for a moment before it sleeps (see `spin.rs`).
 //!
 //! No connection crosses a fork: every endpoint remembers the process that made
 //! it and refuses to be used from another. A proxy given to a child (as an
-//! argument or over a `Connection`) serialises as a fresh connection of its own,
-//! and the child builds its own endpoint (one per server per process).
+//! argument or over a `Connection`) serialises as a fresh connection of its own
+//! (once per message and server: the other proxies of that server in the same
+//! message refer to it), and the child builds its own endpoint (one per server
+//! per process).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::ThreadId;
 use std::time::Duration;
@@ -37,6 +45,10 @@ use crate::sys::robust::current_tid;
 /// How long a call waits for the server unless told otherwise.
 pub(crate) const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How many connections a process that keeps making them makes at a time
+/// (see [`Endpoint::new_local`]).
+const SPARE_BATCH: usize = 16;
+
 /// How long a call polls for its reply before it sleeps (see `spin.rs`): longer
 /// than the server's work and a sleeping server thread's wake-up, so that at
 /// least this side does not sleep.
@@ -45,7 +57,8 @@ const REPLY_SPIN: Duration = Duration::from_micros(100);
 /// How new connections are made.
 #[derive(Debug)]
 pub(crate) enum Route {
-    /// Ask the server over the control connection.
+    /// Ask the server over the control connection. A child's endpoint has
+    /// none until it needs one (see [`Endpoint::ensure_control`]).
     Local(Mutex<Option<Connection>>),
     /// Connect again to this address with this key.
     Remote { addr: WireAddr, authkey: Vec<u8> },
@@ -59,6 +72,20 @@ pub(crate) struct Endpoint {
     /// The process that made this endpoint: connections are never used elsewhere.
     pid: u32,
     idle: Mutex<Vec<Connection>>,
+    /// Working connections that exist (idle, in a call, or held by a lock
+    /// guard), and a signal for threads waiting for one to come back (see
+    /// [`Endpoint::pooled`]).
+    working: AtomicUsize,
+    returned: Condvar,
+    /// Threads waiting on `returned` (changed and read under the `idle` lock).
+    waiters: AtomicUsize,
+    /// The control connection failed, or the endpoint was disconnected: with
+    /// no idle connection, a call is `ManagerGone` at once (no waiting for a
+    /// connection to come back: a lock guard may hold one for long).
+    control_lost: AtomicBool,
+    /// Connections of a local server handed over already and not used yet (see
+    /// [`Endpoint::new_local`]), and how many times connections were made.
+    spare: Mutex<(Vec<Connection>, u32)>,
     /// Call timeout in milliseconds, `u64::MAX` for none.
     timeout_ms: AtomicU64,
     /// Whether polling for replies pays.
@@ -209,7 +236,12 @@ impl Endpoint {
             info,
             route,
             pid: std::process::id(),
+            working: AtomicUsize::new(idle.len()),
             idle: Mutex::new(idle),
+            returned: Condvar::new(),
+            waiters: AtomicUsize::new(0),
+            control_lost: AtomicBool::new(false),
+            spare: Mutex::new((Vec::new(), 0)),
             timeout_ms: AtomicU64::new(DEFAULT_CALL_TIMEOUT.as_millis() as u64),
             spin: Spin::default(),
             pinned: Mutex::new(Vec::new()),
@@ -306,15 +338,32 @@ impl Endpoint {
     /// reply: no round trip, and the server starts serving them while this
     /// process goes on). A server that is gone is `ManagerGone` here or at the
     /// connection's first call.
+    ///
+    /// A process that makes connections again and again (a proxy given to
+    /// child after child) makes them [`SPARE_BATCH`] at a time, with one
+    /// `Adopt`, and keeps the rest for the next calls.
     fn new_local(&self, count: usize) -> Result<Vec<Connection>, ManagerError> {
         let Route::Local(control) = &self.route else {
             return Err(ManagerError::Refused(
                 "a remote manager hands out no connections".into(),
             ));
         };
-        let mut ours = Vec::with_capacity(count);
-        let mut theirs = Vec::with_capacity(count);
-        for _ in 0..count {
+        let make = {
+            let mut spare = lock(&self.spare);
+            if spare.0.len() >= count {
+                let at = spare.0.len() - count;
+                return Ok(spare.0.split_off(at));
+            }
+            spare.1 = spare.1.saturating_add(1);
+            if spare.1 > 2 {
+                SPARE_BATCH.max(count)
+            } else {
+                count
+            }
+        };
+        let mut ours = Vec::with_capacity(make);
+        let mut theirs = Vec::with_capacity(make);
+        for _ in 0..make {
             let (a, b) = Pipe::new().map_err(ManagerError::Io)?;
             ours.push(a);
             theirs.push(b);
@@ -323,19 +372,67 @@ impl Endpoint {
         let out = codec::encode(&req, true)?;
         let mut control = lock(control);
         if control.is_none() {
-            // The control connection failed: an idle connection can take its
-            // place (`Adopt` has no reply, so it leaves no reply unread).
-            *control = Some(lock(&self.idle).pop().ok_or(ManagerError::ManagerGone)?);
+            // No control connection (a child's endpoint that needed none yet,
+            // or one that failed): a working connection carries the `Adopt`
+            // (it has no reply, so it leaves no reply unread).
+            drop(control);
+            let mut carrier = self.pooled_existing()?;
+            let c = carrier.conn.as_ref().ok_or(ManagerError::ManagerGone)?;
+            if let Err(e) = write_frame(c.fd(), &out, self.deadline()) {
+                carrier.close();
+                return Err(write_error(e));
+            }
+            drop(carrier);
+            return Ok(self.keep_spares(ours, count));
         }
         let c = control.as_ref().ok_or(ManagerError::ManagerGone)?;
         match write_frame(c.fd(), &out, self.deadline()) {
-            Ok(()) => Ok(ours),
+            Ok(()) => {
+                drop(control);
+                Ok(self.keep_spares(ours, count))
+            }
             Err(e) => {
                 // A control connection that failed may be out of step: drop it.
                 *control = None;
+                self.control_lost.store(true, Ordering::Relaxed);
                 Err(write_error(e))
             }
         }
+    }
+
+    /// The first `count` of `ours`; the rest are kept as spares.
+    fn keep_spares(&self, mut ours: Vec<Connection>, count: usize) -> Vec<Connection> {
+        let mut rest = ours.split_off(count.min(ours.len()));
+        // Spare connections go to the front: the oldest are used first.
+        let mut spare = lock(&self.spare);
+        rest.append(&mut spare.0);
+        spare.0 = rest;
+        ours
+    }
+
+    /// Makes this endpoint's control connection if it has none, sending its
+    /// server end on `conn` (an idle connection about to be used). Called
+    /// before a request that may keep its connection for long (a wait on the
+    /// server, or a lock that a guard then holds): a thread that finds no
+    /// idle connection and no control connection can then wait for a working
+    /// connection to come back, knowing that each comes back soon.
+    ///
+    /// # Errors
+    ///
+    /// As a send on `conn` (which may then be out of step).
+    fn ensure_control(&self, conn: &Connection, deadline: Deadline) -> Result<(), ManagerError> {
+        let Route::Local(control) = &self.route else {
+            return Ok(());
+        };
+        let mut control = lock(control);
+        if control.is_some() {
+            return Ok(());
+        }
+        let (ours, theirs) = Pipe::new().map_err(ManagerError::Io)?;
+        let out = codec::encode(&Request::Adopt { conns: vec![theirs] }, true)?;
+        write_frame(conn.fd(), &out, deadline).map_err(write_error)?;
+        *control = Some(ours);
+        Ok(())
     }
 
     /// A connection for one call (or one held lock), from the pool or new.
@@ -380,13 +477,61 @@ impl Endpoint {
         let pooled = lock(&self.idle).pop();
         let conn = match pooled {
             Some(c) => c,
-            None => self.connect()?,
+            None if self.can_connect() => {
+                let c = self.connect()?;
+                self.working.fetch_add(1, Ordering::Relaxed);
+                c
+            }
+            None => return self.pooled_existing(),
         };
         Ok(Lease {
             ep: self,
             conn: Some(conn),
             pin: None,
         })
+    }
+
+    /// True if a new connection can be made without a working one.
+    fn can_connect(&self) -> bool {
+        match &self.route {
+            Route::Local(control) => lock(control).is_some(),
+            Route::Remote { .. } => true,
+        }
+    }
+
+    /// A working connection of this endpoint: an idle one, or the first to
+    /// come back from a call (a child's endpoint that has needed no control
+    /// connection yet: every working connection is in a call that does not
+    /// wait on the server, see [`Endpoint::ensure_control`]). `ManagerGone`
+    /// if none is left (or the control connection was lost), `Timeout` after
+    /// the call timeout.
+    fn pooled_existing(&self) -> Result<Lease<'_>, ManagerError> {
+        let deadline = self.deadline();
+        let mut idle = lock(&self.idle);
+        loop {
+            if let Some(c) = idle.pop() {
+                return Ok(Lease {
+                    ep: self,
+                    conn: Some(c),
+                    pin: None,
+                });
+            }
+            if self.working.load(Ordering::Relaxed) == 0 || self.control_lost.load(Ordering::Relaxed) {
+                return Err(ManagerError::ManagerGone);
+            }
+            let wait = match deadline.remaining() {
+                Some(left) if left.is_zero() => return Err(ManagerError::Timeout),
+                Some(left) => left.min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+            idle = self
+                .returned
+                .wait_timeout(idle, wait)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+            self.waiters.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     /// Takes back the connection a lock guard pinned (waiting until `deadline`
@@ -428,7 +573,24 @@ impl Endpoint {
     }
 
     fn give_back(&self, conn: Connection) {
-        lock(&self.idle).push(conn);
+        let mut idle = lock(&self.idle);
+        idle.push(conn);
+        // (A notification is a system call: only for a thread that waits.)
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_one();
+        }
+    }
+
+    /// Counts a working connection as closed.
+    fn closed_one(&self) {
+        let _ = self
+            .working
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        // A waiter may find none left (under the idle lock, so none misses it).
+        let _idle = lock(&self.idle);
+        if self.waiters.load(Ordering::Relaxed) > 0 {
+            self.returned.notify_all();
+        }
     }
 
     /// One request, one reply, with the call timeout.
@@ -444,7 +606,15 @@ impl Endpoint {
     /// Drops every pooled connection (and the control one): later calls fail with `ManagerGone`
     /// for a local server.
     pub(crate) fn disconnect(&self) {
-        lock(&self.idle).clear();
+        self.control_lost.store(true, Ordering::Relaxed);
+        let mut idle = lock(&self.idle);
+        let n = idle.len();
+        idle.clear();
+        drop(idle);
+        for _ in 0..n {
+            self.closed_one();
+        }
+        lock(&self.spare).0.clear();
         if let Route::Local(c) = &self.route {
             *lock(c) = None;
         }
@@ -479,7 +649,18 @@ impl<'a> Lease<'a> {
 
     /// Sends `req` and waits for the reply until `deadline`. A fault reply is an `Err`.
     pub(crate) fn call(&mut self, req: &Request, deadline: Deadline) -> Result<Reply, ManagerError> {
-        settle(&mut self.conn, req, deadline, self.ep)
+        let r = settle(&mut self.conn, req, deadline, self.ep);
+        if self.conn.is_none() {
+            self.ep.closed_one();
+        }
+        r
+    }
+
+    /// Closes this lease's connection (it may be out of step).
+    fn close(&mut self) {
+        if self.conn.take().is_some() {
+            self.ep.closed_one();
+        }
     }
 }
 
@@ -499,6 +680,12 @@ fn settle(
     if len > max {
         // The server would refuse it from its header and close the connection.
         return Err(ManagerError::Codec(CodecError::TooLarge { len, max }));
+    }
+    if holds_connection(req) {
+        if let Err(e) = ep.ensure_control(conn, deadline) {
+            *slot = None;
+            return Err(e);
+        }
     }
     // A reply that may be long in coming is not polled for.
     let spin = (!may_wait(req)).then_some(&ep.spin);
@@ -540,6 +727,19 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// True if `req` may keep its connection for long: a wait on the server, or a
+/// lock (its guard then holds the connection).
+fn holds_connection(req: &Request) -> bool {
+    may_wait(req)
+        || matches!(
+            req,
+            Request::Call {
+                op: Op::LockAcquire(_),
+                ..
+            }
+        )
+}
+
 /// True if the server may hold `req`'s reply back (a lock, queue or event wait).
 fn may_wait(req: &Request) -> bool {
     match req {
@@ -558,18 +758,45 @@ pub(crate) fn unexpected(r: &Reply) -> ManagerError {
 /// How an endpoint travels to another process.
 #[derive(Serialize, Deserialize)]
 enum EndpointWire {
-    /// Fresh connections: the receiver's control connection and a first working one.
+    /// A fresh connection: the receiver's first working one (it makes a
+    /// control connection when it needs one, see `Endpoint::ensure_control`).
     Local {
         info: ServerInfo,
-        control: Box<Connection>,
         first: Box<Connection>,
     },
+    /// Again in the same message: the receiver has it from the first copy.
+    Again { info: ServerInfo },
     /// The address and key to connect with.
     Remote {
         info: ServerInfo,
         addr: WireAddr,
         authkey: Vec<u8>,
     },
+}
+
+/// True if a way to the server with `token` was put in the message being
+/// encoded already (two proxies of one manager in a child's arguments): the
+/// receiver gets one set of connections per message and server, not one per
+/// proxy. Records `token` otherwise.
+fn sent_in_this_message(token: u64) -> bool {
+    thread_local! {
+        /// The message being encoded and the servers whose connections it carries.
+        static SENT: RefCell<(u64, Vec<u64>)> = const { RefCell::new((0, Vec::new())) };
+    }
+    let Some(msg) = crate::codec::handles::message_id() else {
+        return false;
+    };
+    SENT.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.0 != msg {
+            *s = (msg, Vec::new());
+        }
+        if s.1.contains(&token) {
+            return true;
+        }
+        s.1.push(token);
+        false
+    })
 }
 
 /// `Arc<Endpoint>` with the wire format of a proxy's way to its server.
@@ -581,18 +808,18 @@ impl Serialize for EndpointRef {
         use serde::ser::Error as _;
         let ep = &self.0;
         let wire = match &ep.route {
+            Route::Local(_) if sent_in_this_message(ep.info.token) => EndpointWire::Again { info: ep.info },
             Route::Local(_) => {
-                // Two connections: the receiver's control connection and its
-                // first working one (no round trip before its first call).
-                let mut fresh = ep.check_process().and_then(|()| ep.new_local(2)).map_err(|e| {
+                // The receiver's first working connection (no round trip
+                // before its first call).
+                let mut fresh = ep.check_process().and_then(|()| ep.new_local(1)).map_err(|e| {
                     crate::codec::handles::fail(format!("cannot pass a manager proxy: {e}"), S::Error::custom)
                 })?;
-                let (Some(first), Some(control)) = (fresh.pop(), fresh.pop()) else {
+                let Some(first) = fresh.pop() else {
                     return Err(S::Error::custom("the manager handed out no connection"));
                 };
                 EndpointWire::Local {
                     info: ep.info,
-                    control: Box::new(control),
                     first: Box::new(first),
                 }
             }
@@ -608,11 +835,18 @@ impl Serialize for EndpointRef {
 
 impl<'de> Deserialize<'de> for EndpointRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
         let wire = EndpointWire::deserialize(d)?;
         let (info, route, idle) = match wire {
-            EndpointWire::Local { info, control, first } => {
-                (info, Route::Local(Mutex::new(Some(*control))), vec![*first])
+            EndpointWire::Again { info } => {
+                return registered(info.token).map(EndpointRef).ok_or_else(|| {
+                    crate::codec::handles::fail(
+                        "a manager proxy's way to its server came without its first copy".into(),
+                        D::Error::custom,
+                    )
+                })
             }
+            EndpointWire::Local { info, first } => (info, Route::Local(Mutex::new(None)), vec![*first]),
             EndpointWire::Remote { info, addr, authkey } => {
                 (info, Route::Remote { addr, authkey }, Vec::new())
             }
@@ -622,7 +856,11 @@ impl<'de> Deserialize<'de> for EndpointRef {
             // connection if its pool is empty (it is this process's own), drop the rest.
             let mut pool = lock(&ep.idle);
             if pool.is_empty() && matches!(ep.route, Route::Local(_)) {
+                ep.working.fetch_add(idle.len(), Ordering::Relaxed);
                 pool.extend(idle);
+                if ep.waiters.load(Ordering::Relaxed) > 0 {
+                    ep.returned.notify_all();
+                }
             }
             drop(pool);
             return Ok(EndpointRef(ep));

@@ -5,7 +5,7 @@
 //! | file | holds |
 //! | --- | --- |
 //! | `mod.rs` | `Manager`, `ManagerBuilder`: start, serve, connect, shut down, make objects |
-//! | `server.rs` | the server process: object table, a thread per connection |
+//! | `server.rs` | the server process: object table, a poller for new and quiet connections, a thread per busy one |
 //! | `protocol.rs` | requests and replies |
 //! | `endpoint.rs` | the client side: connection pool, calls with deadlines, how proxies travel |
 //! | `spin.rs` | bounded adaptive polling for a reply or the next request |

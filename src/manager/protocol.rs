@@ -12,10 +12,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::connection::Connection;
 
 /// Bumped whenever a request or reply changes shape.
-pub(crate) const PROTOCOL_VERSION: u32 = 2;
+pub(crate) const PROTOCOL_VERSION: u32 = 3;
 
 /// The most connections one `NewConnection` request gets.
 pub(crate) const MAX_NEW_CONNECTIONS: u8 = 4;
+
+/// The most connections one `Adopt` request hands over.
+pub(crate) const MAX_ADOPT: usize = 16;
 
 /// The largest request (payload bytes) a server accepts unless configured otherwise.
 pub(crate) const DEFAULT_MAX_REQUEST: u64 = 64 << 20;
@@ -176,7 +179,7 @@ pub(crate) enum Request {
     /// Serves these connections (ends of Unix socketpairs the client made)
     /// like any other. The only request without a reply, so that a client
     /// makes a connection without waiting (see `Endpoint::new_local`). Only
-    /// for clients of a local manager (not remote ones).
+    /// for clients of a local manager (not remote ones); at most [`MAX_ADOPT`].
     Adopt { conns: Vec<Connection> },
 }
 

@@ -1,5 +1,8 @@
-//! The server: a process holding the objects, with a thread per client
+//! The server: a process holding the objects, with a thread per busy client
 //! connection (threads whose connection ended wait a while for the next one).
+//! New and quiet local connections (control connections, a child's first
+//! calls) are served by one poller thread instead, until they ask for
+//! something that may wait or turn busy (see `poll_loop`).
 //!
 //! Objects are opaque encoded bytes in a table behind one lock; blocking
 //! operations (a queue's get, an event's wait) wait on one condition variable
@@ -23,15 +26,16 @@ use rustix::event::PollFlags;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::stream::write_frame;
-use crate::codec::{self, CodecError};
+use crate::codec::{self, CodecError, Outgoing};
 use crate::connection::{Address, ConnectError, Connection, Listener, Pipe, RecvError, SendError};
 use crate::deadline::Deadline;
 use crate::manager::protocol::{
-    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_NEW_CONNECTIONS, PROTOCOL_VERSION,
+    Bytes, Fault, ObjKind, Op, Reply, Request, ServerInfo, Slot, MAX_ADOPT, MAX_NEW_CONNECTIONS,
+    PROTOCOL_VERSION,
 };
 use crate::manager::spin::Spin;
 use crate::manager::update::{run_update, this_build, UpdateFailure};
-use crate::sys::sock::poll_one;
+use crate::sys::sock::{poll_many, poll_one};
 
 /// An [`Address`] as it travels to the server process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -192,7 +196,7 @@ struct Server {
 /// See [`Server::handoff`].
 #[derive(Default)]
 struct Handoff {
-    pending: VecDeque<(Connection, Origin)>,
+    pending: VecDeque<Job>,
     idle: usize,
 }
 
@@ -297,14 +301,21 @@ pub(crate) fn server_main(args: ServerArgs) {
     if seed.send(&ready).is_err() {
         return;
     }
-    spawn_conn(
-        &srv,
-        seed,
-        Origin {
-            tcp: false,
-            remote: false,
-        },
-    );
+    let owner = Origin {
+        tcp: false,
+        remote: false,
+    };
+    // The owner's first connection (its control connection, which hands the
+    // server new connections) is served by the poller.
+    let first = Light::new(&srv, seed, owner);
+    let poller = srv.clone();
+    let polling = std::thread::Builder::new()
+        .name("manager-poll".into())
+        .spawn(move || poll_loop(&poller, first));
+    if polling.is_err() {
+        // No thread to serve the owner: it sees the server gone.
+        return;
+    }
     if let Some(mut l) = listener {
         let origin = Origin {
             tcp: !matches!(bound, Some(WireAddr::Unix(_))),
@@ -341,7 +352,7 @@ struct Origin {
 fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
     loop {
         match l.accept() {
-            Ok(c) => spawn_conn(srv, c, origin),
+            Ok(c) => spawn_conn(srv, Job::new(srv, c, origin)),
             // This client failed the handshake; serve the next one.
             Err(ConnectError::Auth(_)) | Err(ConnectError::Timeout) => {}
             // Out of descriptors or the like: do not spin.
@@ -350,29 +361,64 @@ fn accept_loop(srv: &Arc<Server>, l: &Listener, origin: Origin) {
     }
 }
 
-/// Serves `conn` on an idle connection thread, or a new one.
-fn spawn_conn(srv: &Arc<Server>, conn: Connection, origin: Origin) {
-    {
+/// A connection for a connection thread to serve, and what it left to do.
+struct Job {
+    conn: Arc<Connection>,
+    origin: Origin,
+    /// The connection's identity (a lock's holder or waiter).
+    me: u64,
+    pending: Option<Pending>,
+}
+
+/// What a connection handed from the poller to a thread has left to do.
+enum Pending {
+    /// Handle this request (one that may wait, or of a busy client).
+    Request(Request),
+    /// Send this reply (too large for the poller to send without waiting).
+    Reply(Outgoing<'static>),
+}
+
+impl Job {
+    fn new(srv: &Server, conn: Connection, origin: Origin) -> Job {
+        conn.set_max_frame(srv.max_request);
+        Job {
+            conn: Arc::new(conn),
+            origin,
+            me: srv.next_conn.fetch_add(1, Ordering::Relaxed),
+            pending: None,
+        }
+    }
+}
+
+/// Serves a connection on an idle connection thread, or a new one.
+fn spawn_conn(srv: &Arc<Server>, job: Job) {
+    let job = {
         let mut h = lock(&srv.handoff);
         // Each pending connection has an idle thread of its own.
         if h.idle > h.pending.len() {
-            h.pending.push_back((conn, origin));
+            h.pending.push_back(job);
             srv.handoff_cv.notify_one();
             return;
         }
-    }
+        job
+    };
     let srv = srv.clone();
     let _ = std::thread::Builder::new()
         .name("manager-conn".into())
-        .spawn(move || conn_thread(&srv, conn, origin));
+        .spawn(move || conn_thread(&srv, job));
 }
 
 /// A connection thread: serves its connection, then the next one handed to it.
-fn conn_thread(srv: &Arc<Server>, conn: Connection, origin: Origin) {
-    let mut job = Some((conn, origin));
-    while let Some((conn, origin)) = job.take() {
-        let conn = Arc::new(conn);
-        serve_conn(srv, &conn, origin);
+fn conn_thread(srv: &Arc<Server>, job: Job) {
+    let mut job = Some(job);
+    while let Some(Job {
+        conn,
+        origin,
+        me,
+        pending,
+    }) = job.take()
+    {
+        serve_conn(srv, &conn, origin, me, pending);
         drop(conn);
         let mut h = lock(&srv.handoff);
         if h.idle >= MAX_IDLE_THREADS {
@@ -424,19 +470,29 @@ enum Answer {
     Close,
 }
 
-fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
-    conn.set_max_frame(srv.max_request);
-    let me = srv.next_conn.fetch_add(1, Ordering::Relaxed);
+fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin, me: u64, pending: Option<Pending>) {
     let spin = Spin::default();
     let mut mode = Poll::No;
+    let mut pending = pending;
     loop {
-        let req = match srv.next_request(conn, &spin, mode) {
+        let next = match pending.take() {
+            Some(Pending::Request(r)) => Ok(r),
+            Some(Pending::Reply(out)) => {
+                if write_frame(conn.fd(), &out, Deadline::NEVER).is_err() {
+                    break;
+                }
+                mode = Poll::Capped;
+                continue;
+            }
+            None => srv.next_request(conn, &spin, mode),
+        };
+        let req = match next {
             Ok(Request::Adopt { conns }) if !origin.remote => {
                 // No reply: the client does not wait for one. Too many at once
                 // are closed unserved (their client sees the end of the stream).
-                if conns.len() <= usize::from(MAX_NEW_CONNECTIONS) {
+                if conns.len() <= MAX_ADOPT {
                     for c in conns {
-                        spawn_conn(srv, c, origin);
+                        spawn_conn(srv, Job::new(srv, c, origin));
                     }
                 }
                 mode = Poll::No;
@@ -486,6 +542,192 @@ fn serve_conn(srv: &Arc<Server>, conn: &Arc<Connection>, origin: Origin) {
         }
     }
     srv.release_all(me);
+}
+
+/// A connection served by the poller thread.
+struct Light {
+    conn: Arc<Connection>,
+    origin: Origin,
+    me: u64,
+    /// Requests served so far.
+    served: u32,
+}
+
+impl Light {
+    fn new(srv: &Server, conn: Connection, origin: Origin) -> Light {
+        let Job { conn, origin, me, .. } = Job::new(srv, conn, origin);
+        Light {
+            conn,
+            origin,
+            me,
+            served: 0,
+        }
+    }
+}
+
+/// Requests the poller serves on one connection before the connection gets a
+/// thread of its own (whose polling for the next request serves a busy client
+/// faster).
+const LIGHT_REQUESTS: u32 = 2;
+/// Frames the poller reads from one connection in a row before it serves the others.
+const LIGHT_BURST: usize = 16;
+/// The largest reply the poller sends itself: one that fits in an idle
+/// socket's buffer, so that sending it does not wait for the client.
+const LIGHT_REPLY: usize = 64 * 1024;
+/// How long the poller may take to send a reply before it closes the connection.
+const LIGHT_SEND: Duration = Duration::from_millis(500);
+
+/// What the poller does with a connection after serving what it sent.
+enum After {
+    Keep,
+    Close,
+    /// Hand it to a connection thread with this left to do.
+    Promote(Pending),
+}
+
+/// The poller: one thread serving local connections that are new or quiet
+/// (the owner's control connection, each child's control connection and its
+/// first one) until they ask for something that may wait or turn busy; then a
+/// connection thread takes over. A child that makes one call and exits then
+/// costs the server no thread wake-up of its own, and the wake-ups of many
+/// children's calls and exits are shared.
+///
+/// Connections the poller's clients hand over (`Adopt`) join its set. It exits
+/// when its set is empty (the owner gone); connections threads are handed
+/// over go to threads.
+fn poll_loop(srv: &Arc<Server>, first: Light) {
+    let mut conns = vec![first];
+    let mut adopted = Vec::new();
+    while !conns.is_empty() {
+        let ready = {
+            let fds: Vec<_> = conns.iter().map(|l| l.conn.fd()).collect();
+            poll_many(&fds, PollFlags::IN, Deadline::NEVER)
+        };
+        let ready = match ready {
+            Ok(r) => r,
+            Err(_) => {
+                // Out of memory or the like: do not spin.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        // Highest index first: `swap_remove` moves only entries already served.
+        for &i in ready.iter().rev() {
+            match serve_light(srv, &mut conns[i], &mut adopted) {
+                After::Keep => {}
+                After::Close => {
+                    conns.swap_remove(i);
+                }
+                After::Promote(pending) => {
+                    let l = conns.swap_remove(i);
+                    let job = Job {
+                        conn: l.conn,
+                        origin: l.origin,
+                        me: l.me,
+                        pending: Some(pending),
+                    };
+                    spawn_conn(srv, job);
+                }
+            }
+        }
+        conns.append(&mut adopted);
+    }
+}
+
+/// True if `req` may make the server wait (a lock, or a blocking queue or
+/// event operation): a connection thread serves it.
+fn may_wait(req: &Request) -> bool {
+    match req {
+        Request::Call {
+            op: Op::LockAcquire(_),
+            ..
+        } => true,
+        Request::Call {
+            op: Op::EventWait(ms) | Op::QueueGet(ms) | Op::QueuePut(_, ms),
+            ..
+        } => *ms != Some(0),
+        _ => false,
+    }
+}
+
+/// Serves what a readable connection of the poller sent (as `serve_conn`
+/// does, without waiting for anything).
+fn serve_light(srv: &Arc<Server>, l: &mut Light, adopted: &mut Vec<Light>) -> After {
+    for _ in 0..LIGHT_BURST {
+        let req = match l.conn.try_recv::<Request>() {
+            // Nothing more, or a request that came in part.
+            Err(RecvError::Timeout) => return After::Keep,
+            Ok(Request::Adopt { conns }) if !l.origin.remote => {
+                if conns.len() <= MAX_ADOPT {
+                    adopted.extend(conns.into_iter().map(|c| Light::new(srv, c, l.origin)));
+                }
+                continue;
+            }
+            Ok(r) => r,
+            Err(RecvError::Codec(e @ (CodecError::TooLarge { .. } | CodecError::BadHeader(_)))) => {
+                let _ = send_light(
+                    &l.conn,
+                    &Reply::Fault(Fault::Malformed(e.to_string())),
+                    srv.max_request,
+                );
+                return After::Close;
+            }
+            Err(RecvError::Codec(e @ CodecError::Decode(_))) => {
+                match send_light(
+                    &l.conn,
+                    &Reply::Fault(Fault::Malformed(e.to_string())),
+                    srv.max_request,
+                ) {
+                    Ok(None) => continue,
+                    _ => return After::Close,
+                }
+            }
+            Err(_) => return After::Close,
+        };
+        if l.served >= LIGHT_REQUESTS || may_wait(&req) {
+            return After::Promote(Pending::Request(req));
+        }
+        l.served += 1;
+        let shutdown = matches!(req, Request::Shutdown) && !l.origin.remote;
+        let reply = match srv.handle(l.me, &l.conn, l.origin, req) {
+            Answer::Reply(r) => r,
+            // Not for requests that may wait.
+            Answer::Sent | Answer::Close => return After::Close,
+        };
+        match send_light(&l.conn, &reply, srv.max_request) {
+            Ok(None) => {}
+            Ok(Some(big)) => return After::Promote(Pending::Reply(big)),
+            Err(()) => return After::Close,
+        }
+        if shutdown {
+            let _ = lock(&srv.stop).send(());
+        }
+    }
+    After::Keep
+}
+
+/// Sends `reply` from the poller: `Ok(Some(frame))` if it is too large to
+/// send without waiting for the client (a thread sends it), `Err` if the
+/// connection must close.
+fn send_light(conn: &Connection, reply: &Reply, max: u64) -> Result<Option<Outgoing<'static>>, ()> {
+    let fault = |why: String| codec::encode(&Reply::Fault(Fault::Malformed(why)), false).map_err(|_| ());
+    let out = match codec::encode(reply, true) {
+        // A reply is limited as a request is (as `Connection::send` limits it).
+        Ok(out) if out.payload.len() as u64 > max => fault(
+            CodecError::TooLarge {
+                len: out.payload.len() as u64,
+                max,
+            }
+            .to_string(),
+        )?,
+        Ok(out) => out,
+        Err(e) => fault(e.to_string())?,
+    };
+    if out.payload.len() > LIGHT_REPLY {
+        return Ok(Some(out));
+    }
+    write_frame(conn.fd(), &out, Deadline::after(LIGHT_SEND)).map_err(|_| ())?;
+    Ok(None)
 }
 
 /// True if the client has closed its end (or sent something while it should be
@@ -583,14 +825,11 @@ impl Server {
                     match Pipe::new() {
                         Ok((ours, theirs)) => {
                             // A connection made for a remote client is remote too.
-                            spawn_conn(
-                                self,
-                                ours,
-                                Origin {
-                                    tcp: false,
-                                    remote: origin.remote,
-                                },
-                            );
+                            let origin = Origin {
+                                tcp: false,
+                                remote: origin.remote,
+                            };
+                            spawn_conn(self, Job::new(self, ours, origin));
                             conns.push(theirs);
                         }
                         Err(e) => {
@@ -965,6 +1204,10 @@ mod tests {
 
     /// A server in a thread of this process, listening on a Unix path.
     fn server() -> (Connection, std::path::PathBuf, std::thread::JoinHandle<()>) {
+        server_with(1 << 16)
+    }
+
+    fn server_with(max_request: u64) -> (Connection, std::path::PathBuf, std::thread::JoinHandle<()>) {
         let dir = std::env::temp_dir().join(format!("mp-mgr-unit-{}-{}", std::process::id(), random_token()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("s");
@@ -972,12 +1215,100 @@ mod tests {
         let args = ServerArgs {
             seed: theirs,
             listen: Some((WireAddr::Unix(path.clone()), b"k".to_vec())),
-            max_request: 1 << 16,
+            max_request,
         };
         let t = std::thread::spawn(move || server_main(args));
         let ready: Ready = ours.recv_timeout(Duration::from_secs(20)).unwrap();
         assert!(ready.is_ok());
         (ours, path, t)
+    }
+
+    fn create(c: &Connection, kind: ObjKind, init: Vec<u8>) -> u64 {
+        match call(
+            c,
+            Request::Create {
+                kind,
+                init: Bytes(init),
+            },
+        ) {
+            Reply::Id(id) => id,
+            r => panic!("no id: {r:?}"),
+        }
+    }
+
+    #[test]
+    fn the_poller_serves_new_connections_and_hands_over_waits_and_large_replies() {
+        let (owner, path, t) = server_with(1 << 20);
+        // Garbage on the owner's connection (served by the poller): an error
+        // reply, and the connection goes on.
+        owner.send_bytes(b"\xff\xff\xff garbage").unwrap();
+        assert!(matches!(
+            owner.recv_timeout::<Reply>(Duration::from_secs(20)).unwrap(),
+            Reply::Fault(Fault::Malformed(_))
+        ));
+        // Connections handed over on it are served.
+        let (a, a_srv) = Pipe::new().unwrap();
+        let (b, b_srv) = Pipe::new().unwrap();
+        let (c, c_srv) = Pipe::new().unwrap();
+        let adopt = codec::encode(
+            &Request::Adopt {
+                conns: vec![a_srv, b_srv, c_srv],
+            },
+            true,
+        )
+        .unwrap();
+        write_frame(owner.fd(), &adopt, Deadline::after(Duration::from_secs(20))).unwrap();
+        drop(adopt);
+        let lock_id = create(&a, ObjKind::Lock, vec![]);
+        let list = create(&b, ObjKind::List, vec![0]);
+        let acquire = move |ms| Request::Call {
+            id: lock_id,
+            kind: ObjKind::Lock,
+            op: Op::LockAcquire(ms),
+        };
+        assert!(matches!(call(&a, acquire(None)), Reply::Unit));
+        // `b` waits for the lock (a thread takes it over) while `owner` is served.
+        let waiter = std::thread::spawn(move || {
+            let r = call(&b, acquire(Some(20_000)));
+            (b, r)
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        let chunk = Bytes(vec![7; 60 * 1024]);
+        for _ in 0..4 {
+            let push = Request::Call {
+                id: list,
+                kind: ObjKind::List,
+                op: Op::ListPush(chunk.clone()),
+            };
+            assert!(matches!(call(&owner, push), Reply::Unit));
+        }
+        let release = Request::Call {
+            id: lock_id,
+            kind: ObjKind::Lock,
+            op: Op::LockRelease,
+        };
+        assert!(matches!(call(&a, release), Reply::Unit));
+        let (b, r) = waiter.join().unwrap();
+        assert!(matches!(r, Reply::Unit), "{r:?}");
+        // A reply larger than the poller sends itself arrives whole.
+        let get = || Request::Call {
+            id: list,
+            kind: ObjKind::List,
+            op: Op::ListItems,
+        };
+        for conn in [&c, &a] {
+            match call(conn, get()) {
+                Reply::Values(v) => assert_eq!(v, vec![chunk.clone(); 4]),
+                r => panic!("{r:?}"),
+            }
+        }
+        // A connection that closes holding a lock releases it.
+        drop(b);
+        assert!(matches!(call(&a, acquire(Some(20_000))), Reply::Unit));
+        assert!(matches!(call(&owner, get()), Reply::Values(v) if v.len() == 4));
+        assert!(matches!(call(&owner, Request::Shutdown), Reply::Unit));
+        t.join().unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

@@ -98,6 +98,8 @@ impl LockProxyGuard<'_> {
         };
         let deadline = self.ep.deadline();
         let mut lease = self.ep.unpin(token, deadline)?;
+        // Waits for the server's answer: once a guard is dropped, any later
+        // request (of any process) finds the lock released.
         proxy::unit(lease.call(&req, deadline)?)
     }
 }
