@@ -55,7 +55,13 @@ pub(crate) fn write_frames(
     sock::send_all(sock, &bufs, &fds, deadline)
 }
 
+/// The most the reader's buffer grows to.
 const CHUNK: usize = 64 * 1024;
+/// A new reader's buffer: one page. It doubles (up to [`CHUNK`]) each time a
+/// receive fills it, so a connection that streams gets the large buffer, and
+/// a process that only makes a call or two (a pool worker's, a manager
+/// proxy's first call in a child) does not fault in 64 KiB of zeros.
+const FIRST: usize = 4096;
 /// Payloads above this are received straight into their own buffer.
 const DIRECT: usize = 16 * 1024;
 /// A large payload's buffer grows by at most this much at a time, as its bytes arrive.
@@ -108,13 +114,12 @@ impl FrameReader {
         } else {
             self.buf.len()
         };
-        Ok(sock::recv_hinted(
-            sock,
-            &mut self.buf[from..to],
-            &mut self.fds,
-            deadline,
-            hint,
-        )?)
+        let n = sock::recv_hinted(sock, &mut self.buf[from..to], &mut self.fds, deadline, hint)?;
+        if to == self.buf.len() && n == to - from && to < CHUNK {
+            // The buffer was too small for what was waiting.
+            self.buf.resize((to * 2).min(CHUNK), 0);
+        }
+        Ok(n)
     }
 
     /// True if a whole header or more is already buffered (a frame may be
@@ -128,8 +133,8 @@ impl FrameReader {
             self.start = 0;
             self.end = 0;
         }
-        if self.buf.len() < CHUNK {
-            self.buf.resize(CHUNK, 0);
+        if self.buf.is_empty() {
+            self.buf.resize(FIRST, 0);
         }
         if self.end == self.buf.len() {
             self.buf.copy_within(self.start..self.end, 0);
@@ -212,8 +217,8 @@ impl FrameReader {
         deadline: Deadline,
     ) -> Result<Option<(Header, usize)>, ReadError> {
         if self.start == self.end {
-            if self.buf.len() < CHUNK {
-                self.buf.resize(CHUNK, 0);
+            if self.buf.is_empty() {
+                self.buf.resize(FIRST, 0);
             }
             self.start = 0;
             self.end = 0;
@@ -499,6 +504,31 @@ mod tests {
                 Err(ReadError::Codec(CodecError::Truncated))
             ));
         }
+    }
+
+    #[test]
+    fn a_small_first_buffer_grows_and_every_size_arrives_whole() {
+        // Frames of every size class back to back, sent while nothing reads:
+        // the reader starts with one page, grows as receives fill it, and
+        // every frame comes out whole and in order.
+        let (a, b) = pair();
+        let sizes: Vec<usize> = (0..120).map(|i| (i * 997) % (3 * CHUNK)).collect();
+        let writer = {
+            let sizes = sizes.clone();
+            std::thread::spawn(move || {
+                for (i, &n) in sizes.iter().enumerate() {
+                    write_frame(a.as_fd(), &codec::bytes_frame(&vec![i as u8; n]), soon()).unwrap();
+                }
+            })
+        };
+        let mut r = FrameReader::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let f = r.read(b.as_fd(), 1 << 20, soon()).unwrap();
+            assert_eq!(f.payload.len(), n, "frame {i}");
+            assert!(f.payload.iter().all(|&x| x == i as u8), "frame {i}");
+        }
+        writer.join().unwrap();
+        assert!(r.buf.len() > FIRST && r.buf.len() <= CHUNK);
     }
 
     #[test]
