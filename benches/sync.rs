@@ -14,6 +14,22 @@ use multiproc::{Barrier, Lock, Process, SharedMemory, Value};
 
 const T: Duration = Duration::from_secs(600);
 
+/// CLOCK_MONOTONIC in ns: one clock for every process of the machine, so that
+/// each player can stamp its own start and end (Python's `time.monotonic_ns`).
+fn mono_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// The span from the first player's start to the last one's end, in ns. The
+/// players stamp these themselves: a parent that starts a timer after the
+/// start barrier may run only once its busy children are done (2 CPUs).
+fn span_ns(stamps: &[(u64, u64)]) -> f64 {
+    let first = stamps.iter().map(|s| s.0).min().unwrap_or(0);
+    let last = stamps.iter().map(|s| s.1).max().unwrap_or(0);
+    last.saturating_sub(first) as f64
+}
+
 /// The classic three-state futex lock word (0 free, 1 locked, 2 locked with
 /// waiters; Drepper, "Futexes are tricky"), the floor for an uncontended
 /// lock. Its uncontended path (one CAS, one swap) never reaches the kernel;
@@ -78,7 +94,8 @@ fn uncontended() {
 
 /// Two processes alternate strictly: each takes the lock, and if it is its
 /// turn (a byte read under the lock) passes the turn on; if not, it releases
-/// the lock and yields the CPU. Returns us/handoff.
+/// the lock and yields the CPU. Returns us/handoff, from the first player's
+/// start to the last one's end.
 fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
     let lock = Lock::new().unwrap();
     let turn = SharedMemory::create(None, 64).unwrap();
@@ -97,6 +114,7 @@ fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
                 |(lock, turn, start, me, rounds, polite): (Lock, SharedMemory, Barrier, u8, u64, bool)| {
                     let cell = &turn.as_atomic_bytes()[0];
                     start.wait().unwrap();
+                    let t0 = mono_ns();
                     let mut done = 0;
                     while done < rounds {
                         let mine = {
@@ -112,17 +130,18 @@ fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
                             std::thread::yield_now();
                         }
                     }
+                    (t0, mono_ns())
                 },
             )
             .unwrap()
         })
         .collect();
     start.wait().unwrap();
-    let t = Instant::now();
-    for p in players {
-        p.join_timeout(T).unwrap().unwrap();
-    }
-    t.elapsed().as_secs_f64() * 1e6 / (2 * rounds) as f64
+    let stamps: Vec<(u64, u64)> = players
+        .iter()
+        .map(|p| p.join_timeout(T).unwrap().unwrap())
+        .collect();
+    span_ns(&stamps) / 1e3 / (2 * rounds) as f64
 }
 
 fn handoff() {
@@ -159,7 +178,8 @@ fn handoff() {
 }
 
 /// `procs` processes x `iters` increments of a Value under its own lock;
-/// returns ns per increment (wall time from the start barrier to the last join).
+/// returns ns per increment, from the first start to the last end as the
+/// players stamp them.
 fn increments_multiproc(procs: usize, iters: usize) -> f64 {
     let v = Value::new(0u64).unwrap();
     let start = Barrier::new(procs as u32 + 1).unwrap();
@@ -169,22 +189,20 @@ fn increments_multiproc(procs: usize, iters: usize) -> f64 {
                 (v.clone(), start.clone(), iters as u64),
                 |(v, start, iters): (Value<u64>, Barrier, u64)| {
                     start.wait().unwrap();
+                    let t0 = mono_ns();
                     for _ in 0..iters {
                         *v.lock().unwrap() += 1;
                     }
+                    (t0, mono_ns())
                 },
             )
             .unwrap()
         })
         .collect();
     start.wait().unwrap();
-    let t = Instant::now();
-    for p in ps {
-        p.join_timeout(T).unwrap().unwrap();
-    }
-    let dt = t.elapsed();
+    let stamps: Vec<(u64, u64)> = ps.iter().map(|p| p.join_timeout(T).unwrap().unwrap()).collect();
     assert_eq!(v.load().unwrap(), (procs * iters) as u64);
-    dt.as_nanos() as f64 / (procs * iters) as f64
+    span_ns(&stamps) / (procs * iters) as f64
 }
 
 fn increments() {

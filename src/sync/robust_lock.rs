@@ -25,19 +25,14 @@
 //! incrementing under one lock went from ~200 to ~40 ns per increment).
 //!
 //! Fairness: a waiter that was woken once and lost the race again, or has
-//! waited 100 us, puts its thread id in `handoff` (one request at a time);
-//! the next unlock then stores that id into the word instead of freeing it,
-//! so a holder that re-locks in a loop cannot starve the others. The
-//! requester first waits for the hand-over spinning (a running holder
-//! unlocks soon), then sleeps; the unlock keeps `FUTEX_WAITERS` and makes a
-//! futex call only if someone announced a sleep. Asking sooner (after about
-//! 1 us of spinning) was tried: with several processes hammering the lock it
-//! then changes CPUs at almost every unlock, and 8 processes incrementing
-//! under it went from about 4 to 21 ns per increment (fastest of 9 runs, on
-//! a loaded machine). Throughput first, as parking_lot's "eventual fairness".
-//!
-//! A requester keeps the lock announced in its `list_op_pending` while it
-//! waits, so the kernel marks the word if it dies after the
+//! waited 100 us, puts its thread id in `handoff`;
+//! the next unlock then stores that id (with `FUTEX_WAITERS`) into the word
+//! instead of freeing it, so a holder that re-locks in a loop cannot starve
+//! the others. Asking sooner (after about 1 us of spinning) made 8 processes
+//! incrementing under one lock about 5x slower (the lock then changes CPUs at
+//! almost every unlock); waiting for the hand-over spinning, without a futex
+//! wake, made two processes handing the lock to each other 2-4x slower. The waiter keeps the lock announced in its `list_op_pending`
+//! while it sleeps, so the kernel marks the word if it dies after the
 //! hand-over; if it died before, the 250 ms re-check finds the owner thread
 //! gone and takes over (reported as `OwnerDied`).
 //!
@@ -67,8 +62,7 @@ use crate::sys::robust::{current_tid, is_own_thread, thread_alive, ThreadList};
 const WAITERS: u32 = 0x8000_0000;
 const OWNER_DIED: u32 = 0x4000_0000;
 const TID_MASK: u32 = 0x3fff_ffff;
-/// Spin iterations before sleeping (about 5 us on the 2-vCPU EPYC VM the
-/// benchmarks run on).
+/// Spin iterations before sleeping.
 const SPIN: u32 = 200;
 const RECHECK: Duration = Duration::from_millis(250);
 /// A waiter asks for a direct hand-over after waiting this long.
@@ -262,6 +256,14 @@ impl RobustLock {
                 registered = true;
                 continue;
             }
+            if v & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
             if !requested && (naps > 0 || started.elapsed() >= FAIR_AFTER) {
                 // Woken once and still beaten to it, or waited long enough while
                 // others barged in: ask the owner to hand the lock over at its
@@ -270,24 +272,6 @@ impl RobustLock {
                     .handoff
                     .compare_exchange(0, tid, Ordering::Relaxed, Ordering::Relaxed)
                     .is_ok();
-                if requested {
-                    // A running owner unlocks soon: wait for the hand-over
-                    // awake, so that it needs no wake-up.
-                    let mut spins = 0;
-                    while spins < SPIN && self.word.load(Ordering::Relaxed) & TID_MASK == owner {
-                        std::hint::spin_loop();
-                        spins += 1;
-                    }
-                    continue;
-                }
-            }
-            if v & WAITERS == 0
-                && self
-                    .word
-                    .compare_exchange(v, v | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-            {
-                continue;
             }
             let (nap, recheck) = match deadline.remaining() {
                 Some(left) if left < RECHECK => (deadline, false),
@@ -363,7 +347,17 @@ impl RobustLock {
         // thread's list and it is still mapped (the caller holds a reference).
         unsafe { list.dequeue(self.entry()) };
         let h = self.handoff.load(Ordering::Relaxed);
-        if h != 0 && self.hand_over(list, h) {
+        if h != 0
+            && self
+                .handoff
+                .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            // A waiter asked for the lock: give it directly, never freeing the
+            // word, so that this thread cannot barge in again.
+            self.word.store(h | WAITERS, Ordering::Release);
+            list.clear_pending();
+            futex::wake_all(&self.word);
             return Ok(());
         }
         let old = self.word.swap(0, Ordering::Release);
@@ -372,37 +366,6 @@ impl RobustLock {
             self.wake_one();
         }
         Ok(())
-    }
-
-    /// Gives the lock to the waiter `h` that asked for it, never freeing the
-    /// word, so that this thread cannot barge in again (unlock, with the
-    /// lock already off this thread's list). False if `h` withdrew its request.
-    #[cold]
-    #[inline(never)]
-    fn hand_over(&self, list: ThreadList, h: u32) -> bool {
-        if self
-            .handoff
-            .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return false;
-        }
-        // `h` may be spinning rather than asleep: wake sleepers (`h` among
-        // them, whatever the others) only if someone announced a sleep.
-        // (A sleeper sets `WAITERS` itself before it sleeps: with no sleeper
-        // now, `h` may take the word without it.)
-        let mut old = self.word.load(Ordering::Relaxed);
-        while let Err(v) =
-            self.word
-                .compare_exchange_weak(old, h | (old & WAITERS), Ordering::Release, Ordering::Relaxed)
-        {
-            old = v;
-        }
-        list.clear_pending();
-        if old & WAITERS != 0 {
-            futex::wake_all(&self.word);
-        }
-        true
     }
 
     #[cold]
