@@ -479,6 +479,7 @@ impl Manager {
     /// let r = v.get();
     /// Command::new("kill").args(["-CONT", &pid]).status()?;
     /// assert!(matches!(r, Err(ManagerError::Timeout)));
+    /// m.set_call_timeout(Some(Duration::from_secs(60)));
     /// assert_eq!(v.get()?, 1); // answers again
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
