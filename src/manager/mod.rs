@@ -469,19 +469,17 @@ impl Manager {
     ///
     /// ```
     /// use multiproc::{Manager, ManagerError};
-    /// use std::{process::Command, time::Duration};
+    /// use std::time::Duration;
     ///
     /// let m = Manager::start()?;
     /// let v = m.value(1u8)?;
-    /// let pid = m.server_pid().to_string();
-    /// m.set_call_timeout(Some(Duration::from_millis(50)));
-    /// Command::new("kill").args(["-STOP", &pid]).status()?; // the server stops answering
-    /// let r = v.get();
-    /// Command::new("kill").args(["-CONT", &pid]).status()?;
-    /// assert!(matches!(r, Err(ManagerError::Timeout)));
+    /// m.set_call_timeout(Some(Duration::from_millis(10)));
+    /// // The server takes 60 ms over this call: longer than the call timeout.
+    /// let slow = v.update_with(|_: &mut u8| std::thread::sleep(Duration::from_millis(60)));
+    /// assert!(matches!(slow, Err(ManagerError::Timeout)));
     /// m.set_call_timeout(Some(Duration::from_secs(60)));
     /// assert_eq!(v.get()?, 1); // answers again
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # Ok::<(), ManagerError>(())
     /// ```
     pub fn set_call_timeout(&self, timeout: Option<Duration>) {
         self.ep.set_call_timeout(timeout);
