@@ -162,6 +162,17 @@ impl Default for ManagerBuilder {
 impl ManagerBuilder {
     /// How the server process starts (default: the process default, see
     /// [`get_start_method`](crate::get_start_method)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, StartMethod};
+    ///
+    /// let m = Manager::builder().start_method(StartMethod::Spawn).start()?;
+    /// assert_ne!(m.server_pid(), std::process::id()); // a process of its own
+    /// assert_eq!(m.value(1u8)?.get()?, 1);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn start_method(mut self, method: StartMethod) -> Self {
         self.method = Some(method);
         self
@@ -171,6 +182,20 @@ impl ManagerBuilder {
     /// [`ManagerError::Timeout`] (default 60 s; `None`: forever). Blocking calls
     /// (a lock's `acquire_timeout`, a queue's `get_timeout`) wait their own
     /// timeout plus this one.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, ManagerError};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::builder().call_timeout(Some(Duration::from_secs(5))).start()?;
+    /// let q = m.queue::<u8>()?;
+    /// // A blocking call waits its own timeout, then reports `Empty`, not `Timeout`.
+    /// let r = q.get_timeout(Duration::from_millis(20));
+    /// assert!(matches!(r, Err(ManagerError::Empty)));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn call_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.call_timeout = timeout;
         self
@@ -181,6 +206,20 @@ impl ManagerBuilder {
     /// ([`ManagerError::Codec`] with [`CodecError::TooLarge`](crate::CodecError::TooLarge));
     /// the server refuses one from any other client by its header, before
     /// reading it, and closes that connection.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{CodecError, Manager, ManagerError};
+    ///
+    /// let m = Manager::builder().max_request(1024).start()?;
+    /// let v = m.value(Vec::<u8>::new())?;
+    /// let r = v.set(vec![0; 4096]);
+    /// assert!(matches!(r, Err(ManagerError::Codec(CodecError::TooLarge { .. }))));
+    /// assert!(v.get()?.is_empty()); // nothing was sent
+    /// v.set(vec![0; 100])?; // a small one goes through
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn max_request(mut self, bytes: u64) -> Self {
         self.max_request = bytes;
         self
@@ -191,6 +230,17 @@ impl ManagerBuilder {
     /// # Errors
     ///
     /// As [`Manager::start`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::builder().start()?;
+    /// assert!(m.address().is_none()); // private: nothing listens
+    /// let e = m.event()?;
+    /// e.set()?;
+    /// assert!(e.is_set()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn start(self) -> Result<Manager, ManagerError> {
         self.launch(None)
     }
@@ -200,6 +250,20 @@ impl ManagerBuilder {
     /// # Errors
     ///
     /// As [`Manager::serve`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Address, Manager, ValueProxy};
+    ///
+    /// let server = Manager::builder().max_request(1 << 16).serve("127.0.0.1:0", b"key")?;
+    /// let Some(Address::Tcp(addr)) = server.address() else { panic!("not TCP") };
+    /// assert_ne!(addr.port(), 0); // port 0 picked a free port
+    /// server.register("n", &server.value(5i32)?)?;
+    /// let client = Manager::connect(addr, b"key")?;
+    /// assert_eq!(client.lookup::<ValueProxy<i32>>("n")?.get()?, 5);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn serve(self, addr: impl Into<Address>, authkey: &[u8]) -> Result<Manager, ManagerError> {
         let addr = addr.into();
         self.launch(Some((WireAddr::from(&addr), authkey.to_vec())))
@@ -272,6 +336,18 @@ impl Manager {
     }
 
     /// Settings for the server: start method, call timeout, request size limit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let m = multiproc::Manager::builder().call_timeout(Some(Duration::from_secs(10))).start()?;
+    /// let l = m.list::<u8>()?;
+    /// l.push(1)?;
+    /// assert_eq!(l.to_vec()?, [1]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn builder() -> ManagerBuilder {
         ManagerBuilder::default()
     }
@@ -325,6 +401,20 @@ impl Manager {
     /// [`ManagerError::Connect`] with [`AuthError::WrongKey`](crate::AuthError::WrongKey)
     /// for a wrong key, [`ManagerError::ManagerGone`] if nothing listens there,
     /// [`ManagerError::Timeout`] after 60 s.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{AuthError, ConnectError, Manager, ManagerError};
+    ///
+    /// let server = Manager::serve("127.0.0.1:0", b"right key")?;
+    /// let addr = server.address().unwrap();
+    /// let wrong = Manager::connect(&addr, b"wrong key");
+    /// assert!(matches!(wrong, Err(ManagerError::Connect(ConnectError::Auth(AuthError::WrongKey)))));
+    /// let client = Manager::connect(&addr, b"right key")?;
+    /// assert_eq!(client.server_pid(), server.server_pid());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "BaseManager.connect")]
     pub fn connect(addr: impl Into<Address>, authkey: &[u8]) -> Result<Manager, ManagerError> {
         let addr = addr.into();
@@ -337,17 +427,60 @@ impl Manager {
     }
 
     /// The address the server listens on (`None` for a private server from [`start`](Manager::start)).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Address, Manager};
+    ///
+    /// let private = Manager::start()?;
+    /// assert!(private.address().is_none());
+    /// let served = Manager::serve("127.0.0.1:0", b"key")?;
+    /// assert!(matches!(served.address(), Some(Address::Tcp(a)) if a.port() != 0));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn address(&self) -> Option<Address> {
         self.address.clone()
     }
 
     /// The server process's id.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::path::Path;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let proc_dir = format!("/proc/{}", m.server_pid());
+    /// assert_ne!(m.server_pid(), std::process::id());
+    /// assert!(Path::new(&proc_dir).exists());
+    /// m.shutdown()?;
+    /// assert!(!Path::new(&proc_dir).exists()); // stopped and reaped
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn server_pid(&self) -> u32 {
         self.ep.info.pid
     }
 
     /// Sets how long an ordinary call of this process's proxies of this manager
     /// waits for the server (`None`: forever). See [`ManagerBuilder::call_timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, ManagerError};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let v = m.value(1u8)?;
+    /// m.set_call_timeout(Some(Duration::from_millis(10)));
+    /// // The server takes 60 ms over this call: longer than the call timeout.
+    /// let slow = v.update_with(|_: &mut u8| std::thread::sleep(Duration::from_millis(60)));
+    /// assert!(matches!(slow, Err(ManagerError::Timeout)));
+    /// m.set_call_timeout(Some(Duration::from_secs(60)));
+    /// assert_eq!(v.get()?, 1); // answers again
+    /// # Ok::<(), ManagerError>(())
+    /// ```
     pub fn set_call_timeout(&self, timeout: Option<Duration>) {
         self.ep.set_call_timeout(timeout);
     }
@@ -367,6 +500,18 @@ impl Manager {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`], [`ManagerError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let d = m.dict::<String, u32>()?;
+    /// assert_eq!(d.insert("a".into(), 1)?, None);
+    /// assert_eq!(d.insert("a".into(), 2)?, Some(1));
+    /// assert_eq!(d.get("a")?, Some(2));
+    /// assert_eq!(d.len()?, 1);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn dict<K, V>(&self) -> Result<Dict<K, V>, ManagerError> {
         self.create(Bytes::default())
     }
@@ -377,6 +522,19 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let ns = m.namespace()?;
+    /// assert_eq!(ns.get::<u32>("x")?, None);
+    /// ns.set("x", &10u32)?;
+    /// ns.set("name", "job")?;
+    /// assert_eq!(ns.get::<u32>("x")?, Some(10));
+    /// assert_eq!(ns.get::<String>("name")?.as_deref(), Some("job"));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "Namespace")]
     pub fn namespace(&self) -> Result<Namespace, ManagerError> {
         self.create(Bytes::default())
@@ -387,6 +545,17 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let l = m.list::<String>()?;
+    /// assert!(l.is_empty()?);
+    /// l.extend(["a".to_string(), "b".into()])?;
+    /// assert_eq!(l.to_vec()?, ["a", "b"]);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn list<T>(&self) -> Result<List<T>, ManagerError> {
         self.create(enc(&Vec::<Bytes>::new())?)
     }
@@ -396,6 +565,15 @@ impl Manager {
     /// # Errors
     ///
     /// [`ManagerError::Codec`] if `init` cannot be encoded; otherwise as [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let v = m.value((1u8, String::from("x")))?;
+    /// assert_eq!(v.get()?, (1, "x".to_string()));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "Value")]
     pub fn value<T: Serialize + DeserializeOwned>(&self, init: T) -> Result<ValueProxy<T>, ManagerError> {
         self.create(enc(&init)?)
@@ -406,6 +584,18 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let lock = m.lock()?;
+    /// let guard = lock.acquire()?;
+    /// assert!(lock.try_acquire()?.is_none()); // taken
+    /// drop(guard);
+    /// assert!(lock.try_acquire()?.is_some());
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "Lock")]
     pub fn lock(&self) -> Result<LockProxy, ManagerError> {
         self.create(Bytes::default())
@@ -416,6 +606,17 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let e = m.event()?;
+    /// assert!(!e.is_set()?);
+    /// e.set()?;
+    /// assert!(e.is_set()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "Event")]
     pub fn event(&self) -> Result<EventProxy, ManagerError> {
         self.create(Bytes::default())
@@ -426,6 +627,19 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<u32>()?;
+    /// for i in 0..100 {
+    ///     q.try_put(i)?; // never full
+    /// }
+    /// assert_eq!(q.len()?, 100);
+    /// assert_eq!(q.get()?, 0); // first in, first out
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "Queue")]
     pub fn queue<T>(&self) -> Result<QueueProxy<T>, ManagerError> {
         self.create(enc(&Option::<u64>::None)?)
@@ -436,6 +650,20 @@ impl Manager {
     /// # Errors
     ///
     /// As [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.bounded_queue::<u32>(1)?;
+    /// q.put(1)?;
+    /// assert!(matches!(q.try_put(2), Err(ManagerError::Full)));
+    /// assert_eq!(q.get()?, 1);
+    /// q.try_put(2)?; // room again
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn bounded_queue<T>(&self, maxsize: usize) -> Result<QueueProxy<T>, ManagerError> {
         self.create(enc(&Some(maxsize as u64))?)
     }
@@ -448,6 +676,21 @@ impl Manager {
     ///
     /// [`ManagerError::Refused`] if the proxy belongs to another manager; otherwise as
     /// [`dict`](Manager::dict).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Dict, Manager, ManagerError};
+    ///
+    /// let (m, other) = (Manager::start()?, Manager::start()?);
+    /// let d = m.dict::<String, u8>()?;
+    /// m.register("d", &d)?;
+    /// let found: Dict<String, u8> = m.lookup("d")?;
+    /// d.insert("k".into(), 1)?;
+    /// assert_eq!(found.get("k")?, Some(1)); // the same object
+    /// assert!(matches!(other.register("d", &d), Err(ManagerError::Refused(_))));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn register<P: Proxy>(&self, name: &str, proxy: &P) -> Result<(), ManagerError> {
         let core = proxy.core();
         if core.ep.0.info.token != self.ep.info.token {
@@ -472,6 +715,20 @@ impl Manager {
     ///
     /// [`ManagerError::NoSuchObject`] if no object has that name,
     /// [`ManagerError::WrongKind`] if it is another kind of object.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Dict, Manager, ManagerError, QueueProxy};
+    ///
+    /// let m = Manager::start()?;
+    /// m.register("q", &m.queue::<u8>()?)?;
+    /// m.lookup::<QueueProxy<u8>>("q")?.put(7)?;
+    /// assert_eq!(m.lookup::<QueueProxy<u8>>("q")?.try_get()?, 7);
+    /// assert!(matches!(m.lookup::<Dict<u8, u8>>("q"), Err(ManagerError::WrongKind { .. })));
+    /// assert!(matches!(m.lookup::<Dict<u8, u8>>("nope"), Err(ManagerError::NoSuchObject(_))));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn lookup<P: Proxy>(&self, name: &str) -> Result<P, ManagerError> {
         match self.ep.call(&Request::Lookup {
             name: name.to_string(),
@@ -496,6 +753,18 @@ impl Manager {
     /// # Errors
     ///
     /// [`ManagerError::Process`] if the server could not be killed and reaped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, ManagerError};
+    ///
+    /// let m = Manager::start()?;
+    /// let v = m.value(1u8)?;
+    /// m.shutdown()?;
+    /// assert!(matches!(v.get(), Err(ManagerError::ManagerGone)));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn shutdown(mut self) -> Result<(), ManagerError> {
         self.stop()
     }

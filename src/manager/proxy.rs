@@ -181,6 +181,24 @@ pub(crate) mod sealed {
 ///
 /// Used by [`Manager::register`](crate::Manager::register) and
 /// [`Manager::lookup`](crate::Manager::lookup). Sealed: implemented by this crate only.
+///
+/// # Examples
+///
+/// ```
+/// use multiproc::{List, Manager, ManagerError, Proxy, ValueProxy};
+///
+/// // Works with any kind of proxy.
+/// fn publish<P: Proxy>(m: &Manager, name: &str, p: &P) -> Result<(), ManagerError> {
+///     m.register(name, p)
+/// }
+/// let m = Manager::start()?;
+/// publish(&m, "list", &m.list::<u8>()?)?;
+/// publish(&m, "value", &m.value(1u8)?)?;
+/// m.lookup::<List<u8>>("list")?.push(3)?;
+/// assert_eq!(m.lookup::<List<u8>>("list")?.to_vec()?, [3]);
+/// assert_eq!(m.lookup::<ValueProxy<u8>>("value")?.get()?, 1);
+/// # Ok::<(), ManagerError>(())
+/// ```
 pub trait Proxy: sealed::Sealed + Clone + Send + Sync {}
 
 /// Implements the common traits of a proxy type `$t` over a `core: Core` field.

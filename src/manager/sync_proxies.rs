@@ -63,6 +63,18 @@ pub struct LockProxy {
 proxy_common!(LockProxy, ObjKind::Lock);
 
 /// Holds a [`LockProxy`]'s lock; releases it on drop.
+///
+/// # Examples
+///
+/// ```
+/// let m = multiproc::Manager::start()?;
+/// let lock = m.lock()?;
+/// let guard = lock.acquire()?;
+/// assert!(lock.try_acquire()?.is_none()); // held by the guard
+/// drop(guard);
+/// assert!(lock.try_acquire()?.is_some());
+/// # Ok::<(), multiproc::ManagerError>(())
+/// ```
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockProxyGuard<'a> {
     ep: &'a Endpoint,
@@ -83,6 +95,20 @@ impl LockProxyGuard<'_> {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`] if the server is gone (the lock died with it).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, ManagerError};
+    ///
+    /// let m = Manager::start()?;
+    /// let lock = m.lock()?;
+    /// lock.acquire()?.release()?;
+    /// let guard = lock.acquire()?; // free again after the release
+    /// m.shutdown()?;
+    /// assert!(matches!(guard.release(), Err(ManagerError::ManagerGone)));
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn release(mut self) -> Result<(), ManagerError> {
         self.release_inner()
     }
@@ -138,6 +164,21 @@ impl LockProxy {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`] if the server is gone.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockProxy, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let lock = m.lock()?;
+    /// let _guard = lock.acquire()?;
+    /// // Another process cannot take it while this one holds it.
+    /// let p = Process::spawn(lock.clone(), |l: LockProxy| matches!(l.try_acquire(), Ok(None)))?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn acquire(&self) -> Result<LockProxyGuard<'_>, ManagerError> {
         self.acquire_inner(None)?.ok_or(ManagerError::Timeout)
     }
@@ -147,6 +188,17 @@ impl LockProxy {
     /// # Errors
     ///
     /// As [`acquire`](LockProxy::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let lock = m.lock()?;
+    /// let held = lock.try_acquire()?;
+    /// assert!(held.is_some());
+    /// assert!(lock.try_acquire()?.is_none()); // taken
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn try_acquire(&self) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
         self.acquire_inner(Some(Duration::ZERO))
     }
@@ -156,6 +208,22 @@ impl LockProxy {
     /// # Errors
     ///
     /// As [`acquire`](LockProxy::acquire).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{LockProxy, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let lock = m.lock()?;
+    /// // The child takes the lock and exits without releasing it.
+    /// let p = Process::spawn(lock.clone(), |l: LockProxy| l.acquire().map(std::mem::forget).is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// // The server released it when the child's connection closed.
+    /// assert!(lock.acquire_timeout(Duration::from_secs(5))?.is_some());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn acquire_timeout(&self, timeout: Duration) -> Result<Option<LockProxyGuard<'_>>, ManagerError> {
         self.acquire_inner(Some(timeout))
     }
@@ -192,6 +260,20 @@ impl EventProxy {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`] if the server is gone, [`ManagerError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{EventProxy, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let e = m.event()?;
+    /// let p = Process::spawn(e.clone(), |e: EventProxy| e.wait_timeout(Duration::from_secs(30)).ok())?;
+    /// e.set()?; // wakes the child
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(Some(true)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn set(&self) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::EventSet)?)
     }
@@ -201,6 +283,20 @@ impl EventProxy {
     /// # Errors
     ///
     /// As [`set`](EventProxy::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let e = m.event()?;
+    /// e.set()?;
+    /// e.clear()?;
+    /// assert!(!e.is_set()?);
+    /// assert!(!e.wait_timeout(Duration::from_millis(10))?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn clear(&self) -> Result<(), ManagerError> {
         proxy::unit(self.op(Op::EventClear)?)
     }
@@ -210,6 +306,17 @@ impl EventProxy {
     /// # Errors
     ///
     /// As [`set`](EventProxy::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let e = m.event()?;
+    /// assert!(!e.is_set()?);
+    /// e.set()?;
+    /// assert!(e.is_set()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_set(&self) -> Result<bool, ManagerError> {
         proxy::boolean(self.op(Op::EventIsSet)?)
     }
@@ -229,6 +336,21 @@ impl EventProxy {
     /// # Errors
     ///
     /// As [`set`](EventProxy::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{EventProxy, Manager, Process};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let e = m.event()?;
+    /// let p = Process::spawn(e.clone(), |e: EventProxy| e.set().is_ok())?;
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// e.wait()?; // set by the child: returns at once
+    /// assert!(e.is_set()?);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn wait(&self) -> Result<(), ManagerError> {
         self.wait_inner(None).map(|_| ())
     }
@@ -238,6 +360,19 @@ impl EventProxy {
     /// # Errors
     ///
     /// As [`set`](EventProxy::set).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let e = m.event()?;
+    /// assert!(!e.wait_timeout(Duration::from_millis(10))?); // not set: times out
+    /// e.set()?;
+    /// assert!(e.wait_timeout(Duration::from_secs(5))?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> Result<bool, ManagerError> {
         self.wait_inner(Some(timeout))
     }
@@ -296,6 +431,18 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`], [`ManagerError::Codec`] (nothing sent).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<u32>()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.get()?, 1); // first in, first out
+    /// assert_eq!(q.get()?, 2);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn put(&self, item: T) -> Result<(), ManagerError> {
         self.put_inner(&item, None)
     }
@@ -305,6 +452,19 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::Full`]; otherwise as [`put`](QueueProxy::put).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.bounded_queue::<u32>(1)?;
+    /// q.try_put(1)?;
+    /// assert!(matches!(q.try_put(2), Err(ManagerError::Full)));
+    /// assert_eq!(q.len()?, 1); // the item that did not fit is not in
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn try_put(&self, item: T) -> Result<(), ManagerError> {
         self.put_inner(&item, Some(Duration::ZERO))
     }
@@ -314,6 +474,22 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::Full`] after the timeout; otherwise as [`put`](QueueProxy::put).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    /// use std::time::Duration;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.bounded_queue::<u32>(1)?;
+    /// q.put(1)?;
+    /// let r = q.put_timeout(2, Duration::from_millis(20));
+    /// assert!(matches!(r, Err(ManagerError::Full)));
+    /// assert_eq!(q.get()?, 1);
+    /// q.put_timeout(2, Duration::from_secs(5))?; // room now
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn put_timeout(&self, item: T, timeout: Duration) -> Result<(), ManagerError> {
         self.put_inner(&item, Some(timeout))
     }
@@ -323,6 +499,17 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`]; [`ManagerError::Codec`] if the item is not a `T`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<(u8, String)>()?;
+    /// q.put((1, "job".to_string()))?;
+    /// assert_eq!(q.get()?, (1, "job".to_string()));
+    /// assert!(q.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn get(&self) -> Result<T, ManagerError> {
         self.get_inner(None)
     }
@@ -332,6 +519,19 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::Empty`]; otherwise as [`get`](QueueProxy::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::ManagerError;
+    ///
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<u32>()?;
+    /// assert!(matches!(q.try_get(), Err(ManagerError::Empty)));
+    /// q.put(5)?;
+    /// assert_eq!(q.try_get()?, 5);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn try_get(&self) -> Result<T, ManagerError> {
         self.get_inner(Some(Duration::ZERO))
     }
@@ -341,6 +541,21 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::Empty`] after the timeout; otherwise as [`get`](QueueProxy::get).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use multiproc::{Manager, ManagerError, Process, QueueProxy};
+    /// use std::time::Duration;
+    ///
+    /// let m = Manager::start()?;
+    /// let q = m.queue::<String>()?;
+    /// assert!(matches!(q.get_timeout(Duration::from_millis(10)), Err(ManagerError::Empty)));
+    /// let p = Process::spawn(q.clone(), |q: QueueProxy<String>| q.put("from child".into()).is_ok())?;
+    /// assert_eq!(q.get_timeout(Duration::from_secs(30))?, "from child");
+    /// assert_eq!(p.join_timeout(Duration::from_secs(30))?, Some(true));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get_timeout(&self, timeout: Duration) -> Result<T, ManagerError> {
         self.get_inner(Some(timeout))
     }
@@ -350,6 +565,19 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// [`ManagerError::ManagerGone`], [`ManagerError::Timeout`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<u32>()?;
+    /// q.put(1)?;
+    /// q.put(2)?;
+    /// assert_eq!(q.len()?, 2);
+    /// q.get()?;
+    /// assert_eq!(q.len()?, 1);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     #[doc(alias = "qsize")]
     pub fn len(&self) -> Result<usize, ManagerError> {
         proxy::len(self.core.op(ObjKind::Queue, Op::Len)?)
@@ -360,6 +588,17 @@ impl<T: Serialize + DeserializeOwned> QueueProxy<T> {
     /// # Errors
     ///
     /// As [`len`](QueueProxy::len).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// let m = multiproc::Manager::start()?;
+    /// let q = m.queue::<u32>()?;
+    /// assert!(q.is_empty()?);
+    /// q.put(1)?;
+    /// assert!(!q.is_empty()?);
+    /// # Ok::<(), multiproc::ManagerError>(())
+    /// ```
     pub fn is_empty(&self) -> Result<bool, ManagerError> {
         Ok(self.len()? == 0)
     }
