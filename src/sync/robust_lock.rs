@@ -31,7 +31,8 @@
 //! the others. Asking sooner (after about 1 us of spinning) made 8 processes
 //! incrementing under one lock about 5x slower (the lock then changes CPUs at
 //! almost every unlock); waiting for the hand-over spinning, without a futex
-//! wake, made two processes handing the lock to each other 2-4x slower. The waiter keeps the lock announced in its `list_op_pending`
+//! wake, was slower in each of 3 alternated runs of two processes handing the
+//! lock to each other (thin evidence: that scenario is bimodal run to run). The waiter keeps the lock announced in its `list_op_pending`
 //! while it sleeps, so the kernel marks the word if it dies after the
 //! hand-over; if it died before, the 250 ms re-check finds the owner thread
 //! gone and takes over (reported as `OwnerDied`).
