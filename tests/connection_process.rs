@@ -123,18 +123,23 @@ fn big_sender(c: Connection) {
     c.send_bytes(&big).unwrap();
 }
 
-#[test]
-fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
+/// A child blocked in the middle of sending a 64 MiB message: nobody reads
+/// until a good part of it sits in the socket.
+fn child_blocked_mid_message() -> (Connection, Process<()>) {
     let (mine, theirs) = Pipe::new().unwrap();
     let p = Process::spawn(theirs, big_sender).unwrap();
     assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
-    // Nobody reads: wait until a good part of the 64 MiB message sits in the
-    // socket (the child is then blocked in the middle of it), and kill the child.
     let start = Instant::now();
     while rustix::io::ioctl_fionread(&mine).unwrap() < 100_000 {
         assert!(start.elapsed() < LONG, "the child never sent");
         std::thread::sleep(Duration::from_millis(5));
     }
+    (mine, p)
+}
+
+#[test]
+fn a_peer_sigkilled_mid_message_gives_an_error_not_a_hang() {
+    let (mine, p) = child_blocked_mid_message();
     p.kill().unwrap();
     let t = Instant::now();
     match mine.recv_bytes_timeout(LONG) {
@@ -158,14 +163,7 @@ fn a_peer_sigkilled_mid_message_fails_the_calls_without_a_deadline_too() {
     // recv_bytes (payload received into its own buffer) and recv_bytes_into
     // (received straight into the caller's) wait without a deadline.
     for into in [false, true] {
-        let (mine, theirs) = Pipe::new().unwrap();
-        let p = Process::spawn(theirs, big_sender).unwrap();
-        assert_eq!(mine.recv_timeout::<String>(LONG).unwrap(), "ready");
-        let start = Instant::now();
-        while rustix::io::ioctl_fionread(&mine).unwrap() < 100_000 {
-            assert!(start.elapsed() < LONG, "the child never sent");
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let (mine, p) = child_blocked_mid_message();
         let reader = std::thread::spawn(move || {
             if into {
                 let mut buf = vec![0u8; 64 << 20];

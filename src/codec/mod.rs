@@ -16,6 +16,7 @@
 //! list ([`handles`]) that travels as SCM_RIGHTS beside the frame.
 
 pub(crate) mod handles;
+pub(crate) mod stack;
 pub(crate) mod stream;
 
 use std::any::Any;
@@ -194,7 +195,7 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
 }
 
 /// The best message for a postcard error: ours if a handle failed, else postcard's.
-fn reason(e: postcard::Error) -> String {
+pub(crate) fn reason(e: postcard::Error) -> String {
     handles::take_error().unwrap_or_else(|| match e {
         postcard::Error::SerdeSerCustom => "the value's Serialize implementation returned an error".into(),
         postcard::Error::SerdeDeCustom => "the value's Deserialize implementation returned an error".into(),

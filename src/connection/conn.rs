@@ -2,7 +2,6 @@
 //! socketpair, a Unix path connection or a TCP stream).
 
 use std::any::{Any, TypeId};
-use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -125,88 +124,6 @@ impl SendTimes {
 
 /// Encodings up to this many bytes stay on the stack in `send`.
 const STACK_ENCODE: usize = 128;
-
-/// Where `send` encodes a value: a stack buffer, left for the heap once the
-/// encoding outgrows it (postcard's output "flavor"). Short pieces (varints,
-/// small fields) are copied without a call into `memcpy`.
-struct Encoding<'a> {
-    stack: &'a mut [u8; STACK_ENCODE],
-    len: usize,
-    heap: Option<Vec<u8>>,
-}
-
-impl postcard::ser_flavors::Flavor for Encoding<'_> {
-    /// The length on the stack, or the heap buffer.
-    type Output = (usize, Option<Vec<u8>>);
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        match self.stack.get_mut(self.len) {
-            Some(slot) if self.heap.is_none() => {
-                *slot = byte;
-                self.len += 1;
-                Ok(())
-            }
-            _ => self.try_extend(&[byte]),
-        }
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.len + data.len();
-        match (&mut self.heap, self.stack.get_mut(self.len..end)) {
-            (None, Some(dst)) => {
-                copy_short(dst, data);
-                self.len = end;
-            }
-            (Some(v), _) => v.extend_from_slice(data),
-            (None, None) => {
-                let mut v = Vec::with_capacity(2 * end);
-                v.extend_from_slice(&self.stack[..self.len]);
-                v.extend_from_slice(data);
-                self.heap = Some(v);
-            }
-        }
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<(usize, Option<Vec<u8>>)> {
-        Ok((self.len, self.heap))
-    }
-}
-
-/// `dst.copy_from_slice(src)` (same lengths), without a call into `memcpy` for
-/// up to 16 bytes: overlapping fixed-size copies compile to a few moves.
-#[inline]
-fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
-        }
-        4..=7 => {
-            dst[..4].copy_from_slice(&src[..4]);
-            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
-        }
-        8..=16 => {
-            dst[..8].copy_from_slice(&src[..8]);
-            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
-        }
-        _ => dst.copy_from_slice(src),
-    }
-}
-
-/// The message of an encoding failure, as the codec gives it: the handle's own
-/// reason if a handle failed, else postcard's.
-fn encode_error(e: postcard::Error) -> String {
-    handles::take_error().unwrap_or_else(|| match e {
-        postcard::Error::SerdeSerCustom => "the value's Serialize implementation returned an error".into(),
-        e => e.to_string(),
-    })
-}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -378,20 +295,9 @@ impl Connection {
         // One serialisation pass (a handle's `Serialize` may have effects, such as
         // opening a connection), into a stack buffer for a small value.
         let mut stack = [0u8; STACK_ENCODE];
-        let (encoded, fds) = handles::collect_fds(|| {
-            postcard::serialize_with_flavor(
-                value,
-                Encoding {
-                    stack: &mut stack,
-                    len: 0,
-                    heap: None,
-                },
-            )
-        });
-        let payload = match encoded.map_err(|e| SendError::Codec(CodecError::Encode(encode_error(e))))? {
-            (len, None) => Cow::Borrowed(&stack[..len]),
-            (_, Some(heap)) => Cow::Owned(heap),
-        };
+        let on_stack = &mut stack;
+        let (encoded, fds) = handles::collect_fds(move || codec::stack::encode(value, on_stack));
+        let payload = encoded.map_err(|e| SendError::Codec(CodecError::Encode(codec::reason(e))))?;
         self.send_frame(&Outgoing {
             header: codec::header(Kind::Value, payload.len() as u64, fds.len()),
             payload,

@@ -690,7 +690,7 @@ impl Ring {
             let dst = self.data.as_ptr().add(off as usize);
             if first == src.len() {
                 // Short items (most encoded values): no call into memcpy.
-                super::typed::copy_short(std::slice::from_raw_parts_mut(dst, first), src);
+                crate::codec::stack::copy_short(std::slice::from_raw_parts_mut(dst, first), src);
                 return;
             }
             std::ptr::copy_nonoverlapping(src.as_ptr(), dst, first);

@@ -48,70 +48,6 @@ impl<T> std::fmt::Debug for Typed<T> {
     }
 }
 
-/// A postcard output into the stack buffer: like postcard's `Slice`, but
-/// short pieces (varints, small fields) are copied without a call into
-/// `memcpy`, which costs more than the copy itself at these sizes.
-struct StackBuf<'a> {
-    buf: &'a mut [u8; STACK_ENCODE],
-    len: usize,
-}
-
-impl postcard::ser_flavors::Flavor for StackBuf<'_> {
-    type Output = usize;
-
-    #[inline]
-    fn try_push(&mut self, byte: u8) -> postcard::Result<()> {
-        let slot = self
-            .buf
-            .get_mut(self.len)
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        *slot = byte;
-        self.len += 1;
-        Ok(())
-    }
-
-    #[inline]
-    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        let end = self.len + data.len();
-        let dst = self
-            .buf
-            .get_mut(self.len..end)
-            .ok_or(postcard::Error::SerializeBufferFull)?;
-        copy_short(dst, data);
-        self.len = end;
-        Ok(())
-    }
-
-    fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.len)
-    }
-}
-
-/// `dst.copy_from_slice(src)` (same lengths) without a call into `memcpy`
-/// for up to 16 bytes: overlapping fixed-size copies, which compile to a few
-/// moves (a byte loop would be turned back into a `memcpy` call).
-#[inline]
-pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
-    let n = src.len();
-    match n {
-        0 => {}
-        1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
-        }
-        4..=7 => {
-            dst[..4].copy_from_slice(&src[..4]);
-            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
-        }
-        8..=16 => {
-            dst[..8].copy_from_slice(&src[..8]);
-            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
-        }
-        _ => dst.copy_from_slice(src),
-    }
-}
-
 /// Encodes into `buf` when it fits, else on the heap (or borrowed, for bytes).
 fn encode<'a, T: Serialize + Any>(
     item: &'a T,
@@ -122,12 +58,13 @@ fn encode<'a, T: Serialize + Any>(
         let out = codec::encode_fast(item, false)?;
         return Ok((Kind::Bytes as u8, out.payload));
     }
-    if let Ok(n) = postcard::serialize_with_flavor(item, StackBuf { buf, len: 0 }) {
-        return Ok((Kind::Value as u8, Cow::Borrowed(&buf[..n])));
+    match codec::stack::encode(item, buf) {
+        Ok(bytes) => Ok((Kind::Value as u8, bytes)),
+        // A failure: the codec gives the right message (a handle inside, ...).
+        Err(_) => Err(codec::encode(item, false).err().unwrap_or_else(|| {
+            CodecError::Encode("the value's Serialize implementation returned an error".into())
+        })),
     }
-    // Too long for the stack buffer, or a failure: the codec gives the right message.
-    let out = codec::encode(item, false)?;
-    Ok((Kind::Value as u8, out.payload))
 }
 
 fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Cow<'_, [u8]>) -> Result<T, CodecError> {
@@ -267,16 +204,6 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_short_copies_every_length() {
-        let src: Vec<u8> = (1..=40).collect();
-        for n in 0..=40 {
-            let mut dst = vec![0u8; n];
-            copy_short(&mut dst, &src[..n]);
-            assert_eq!(dst, src[..n], "length {n}");
-        }
-    }
 
     #[test]
     fn stack_encoding_is_postcard_and_falls_back_past_the_buffer() {
