@@ -244,6 +244,23 @@ pub(crate) fn decode<T: DeserializeOwned + Any>(frame: Frame) -> Result<T, Codec
     decode_value(&payload, fds)
 }
 
+/// Decodes postcard bytes that hold exactly one `T` and no handles: the fast
+/// path of the queues and the pool. The deserializer is inlined (no call into
+/// `postcard::take_from_bytes`); on any failure the bytes are decoded again by
+/// [`decode_value`] for the precise message (a handle inside, trailing bytes,
+/// ...).
+///
+/// # Errors
+/// As [`decode_value`].
+#[inline]
+pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    match T::deserialize(&mut de) {
+        Ok(v) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(v),
+        _ => decode_value(bytes, Vec::new()),
+    }
+}
+
 /// Decodes postcard bytes, with `fds` for the handles inside.
 pub(crate) fn decode_value<T: DeserializeOwned>(payload: &[u8], fds: Vec<OwnedFd>) -> Result<T, CodecError> {
     handles::provide_fds(fds, || match postcard::take_from_bytes::<T>(payload) {

@@ -92,12 +92,17 @@ pub(crate) fn encode<'a, T: Serialize + ?Sized, const N: usize>(
     value: &T,
     stack: &'a mut [u8; N],
 ) -> postcard::Result<Cow<'a, [u8]>> {
-    let out = StackOrHeap {
-        stack: &mut *stack,
-        len: 0,
-        heap: None,
+    // `postcard::serialize_with_flavor` without the call: inlined, the
+    // flavor's fields stay in registers instead of being copied in and out.
+    let mut ser = postcard::Serializer {
+        output: StackOrHeap {
+            stack: &mut *stack,
+            len: 0,
+            heap: None,
+        },
     };
-    Ok(match postcard::serialize_with_flavor(value, out)? {
+    value.serialize(&mut ser)?;
+    Ok(match postcard::ser_flavors::Flavor::finalize(ser.output)? {
         (len, None) => Cow::Borrowed(&stack[..len]),
         (_, Some(heap)) => Cow::Owned(heap),
     })

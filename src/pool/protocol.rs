@@ -131,7 +131,7 @@ impl Items {
         refs.into_iter().map(move |r| match r {
             ItemRef::Failed(e) => Err(e),
             ItemRef::Value(range) => {
-                decode_value_fast::<R>(&buf[range]).map_err(|e| TaskError::Decode(e.to_string()))
+                codec::decode_plain::<R>(&buf[range]).map_err(|e| TaskError::Decode(e.to_string()))
             }
             ItemRef::Bytes(range) => codec::decode::<R>(Frame {
                 kind: Kind::Bytes,
@@ -140,15 +140,6 @@ impl Items {
             })
             .map_err(|e| TaskError::Decode(e.to_string())),
         })
-    }
-}
-
-/// Decodes postcard bytes that hold exactly one `T` and no handles. On failure
-/// the codec decodes again for its full error message.
-fn decode_value_fast<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, codec::CodecError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((v, [])) => Ok(v),
-        _ => codec::decode_value::<T>(bytes, Vec::new()),
     }
 }
 
@@ -228,7 +219,7 @@ fn decode_arg<A: DeserializeOwned + Any>(c: &mut Cursor<'_>) -> Option<Result<A,
             payload: bytes.to_vec(),
             fds: Vec::new(),
         }),
-        ITEM_VALUE => decode_value_fast::<A>(bytes),
+        ITEM_VALUE => codec::decode_plain::<A>(bytes),
         _ => return None,
     };
     Some(r.map_err(|e| format!("cannot decode the task's argument: {e}")))

@@ -75,12 +75,7 @@ fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Cow<'_, [u8]>) -> Result
             fds: Vec::new(),
         })
     } else {
-        // Straight to postcard; on failure the codec gives the precise message
-        // (a handle inside the item, trailing bytes, ...).
-        match postcard::take_from_bytes::<T>(&payload) {
-            Ok((v, [])) => Ok(v),
-            _ => codec::decode_value(&payload, Vec::new()),
-        }
+        codec::decode_plain(&payload)
     }
 }
 
