@@ -894,6 +894,7 @@ impl Ring {
     /// payloads are handed to `f` in place, in the ring, under the consumer
     /// lock (a panic in `f` still takes the record, then resumes); longer ones
     /// are copied out and handed over after unlocking.
+    #[inline(always)]
     pub(crate) fn get_with<R>(
         &self,
         block: Block,
