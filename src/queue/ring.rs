@@ -194,6 +194,7 @@ struct Side {
 }
 
 impl Side {
+    #[inline]
     fn load(&self) -> Snap {
         Snap {
             pos: self.pos.load(Relaxed),
@@ -204,6 +205,7 @@ impl Side {
     /// Writes the redo log: the state moves from position `old` to `new`
     /// (lock held). Release: the log is complete before it is marked valid,
     /// for whoever locks next (even after this process dies).
+    #[inline]
     fn log(&self, old: u64, new: Snap) {
         self.pending_old.store(old, Relaxed);
         self.pending_pos.store(new.pos, Relaxed);
@@ -213,6 +215,7 @@ impl Side {
 
     /// Makes `new` the state and clears the log (lock held; release: the
     /// state is complete before the log is cleared).
+    #[inline]
     fn apply(&self, new: Snap) {
         self.pos.store(new.pos, Release);
         self.count.store(new.count, Release);
@@ -229,6 +232,7 @@ impl Side {
     }
 
     /// Makes `new` this side's state, crash-atomically (lock held).
+    #[inline]
     fn commit(&self, old: u64, new: Snap) {
         self.log(old, new);
         self.apply(new);
@@ -653,11 +657,17 @@ impl Ring {
 
     /// Wakes the sleepers on `w` if any. The caller made its progress visible
     /// and then issued a `SeqCst` fence.
+    #[inline]
     fn notify(w: &AtomicU32) {
         if w.load(Relaxed) & 1 != 0 {
-            let _ = w.fetch_update(SeqCst, SeqCst, |v| Some((v & !1).wrapping_add(2)));
-            futex::wake_all(w);
+            Ring::wake_sleepers(w);
         }
+    }
+
+    #[cold]
+    fn wake_sleepers(w: &AtomicU32) {
+        let _ = w.fetch_update(SeqCst, SeqCst, |v| Some((v & !1).wrapping_add(2)));
+        futex::wake_all(w);
     }
 
     /// Announces a sleeper on `w`; returns the value to wait on. The caller
