@@ -1007,11 +1007,16 @@ impl Ring {
     ///   hold no live data and the queue is less than a quarter full.
     ///
     /// Both need the producer lock: rewinding only if it is free at once.
+    /// A queue whose consumers keep up finds itself empty often, so the
+    /// rewind is tried on every get that empties it once `to` is `REWIND`
+    /// past `base`: the ring then cycles through its first few hundred KiB,
+    /// which stay in the caches (trying only when a get crossed a page, as
+    /// before, let a producer that stays a few items ahead push the records
+    /// into fresh memory: page faults and populating in both processes).
     #[inline]
     fn release(&self, base: u64, from: u64, to: u64) {
-        let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
-        if b < self.cap && a / PAGE == b / PAGE {
-            return; // the common case: no page (so no chunk) left behind
+        if to.wrapping_sub(base) < REWIND {
+            return; // the common case: nothing to rewind, no chunk left behind
         }
         self.release_pages(base, from, to);
     }
@@ -1022,9 +1027,10 @@ impl Ring {
     fn release_pages(&self, base: u64, from: u64, to: u64) {
         let h = self.h();
         let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
-        // At most once per page consumed: each attempt touches the producers'
-        // lock word, which a running producer would then have to fetch back.
-        if b >= REWIND && a / PAGE != b / PAGE && self.slot(base, to).load(Acquire) == 0 {
+        // Empty now (`b >= REWIND`, see `release`). Each attempt touches the
+        // producers' lock word, which a running producer then fetches back:
+        // a few times per `REWIND` bytes consumed.
+        if self.slot(base, to).load(Acquire) == 0 {
             let Ok(locked) = h.prod.lock.try_lock() else {
                 return;
             };
@@ -1040,6 +1046,9 @@ impl Ring {
                 h.prod.touched_mib.store(0, Relaxed);
             }
             return;
+        }
+        if b < self.cap && a / PAGE == b / PAGE {
+            return; // no page (so no chunk) left behind
         }
         let Backing::Shared(seg) = &self.backing else {
             return;
