@@ -1532,6 +1532,28 @@ mod tests {
     }
 
     #[test]
+    fn a_get_that_empties_the_queue_mid_page_rewinds_it() {
+        let r = Ring::create(Flavor::Queue, 0, 64 << 20).unwrap();
+        // 16-byte records, past REWIND, ending mid-page: the gets that cross
+        // a page find the queue not yet empty, the last one is mid-page.
+        let n = REWIND / 16 + 10;
+        for i in 0..n {
+            r.put(0, &i.to_le_bytes(), Block::No).unwrap();
+        }
+        for i in 0..n {
+            assert_eq!(r.get(Block::No).unwrap().1, i.to_le_bytes());
+        }
+        assert_eq!(r.h().common.base.load(SeqCst), n * 16);
+        // The next records start again at the ring's first bytes.
+        r.put(0, b"again", Block::No).unwrap();
+        assert_eq!(
+            r.phys(r.h().common.base.load(SeqCst), r.h().prod.pos.load(SeqCst)),
+            16
+        );
+        assert_eq!(r.get(Block::No).unwrap().1, b"again");
+    }
+
+    #[test]
     fn a_draining_queue_keeps_reusing_its_first_pages() {
         let r = Ring::create(Flavor::Queue, 0, 64 << 20).unwrap();
         let item = vec![5u8; 1000];
