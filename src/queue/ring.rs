@@ -59,8 +59,9 @@
 //! Each futex word holds a sequence number (bits 1..) and a "sleepers" bit
 //! (bit 0). A waiter sets the bit, re-checks its condition after a full fence
 //! and sleeps while the word is unchanged; the other side, after a full fence
-//! following its progress, bumps the word and calls `FUTEX_WAKE` only if the
-//! bit is set, so the fast path makes no syscall.
+//! following its progress (on x86-64 the unlock's locked instruction is that
+//! fence: [`fence_after_unlock`]), bumps the word and calls `FUTEX_WAKE` only
+//! if the bit is set, so the fast path makes no syscall.
 //!
 //! # Safety
 //!
@@ -656,7 +657,7 @@ impl Ring {
     }
 
     /// Wakes the sleepers on `w` if any. The caller made its progress visible
-    /// and then issued a `SeqCst` fence.
+    /// and then issued a full fence ([`fence_after_unlock`]).
     #[inline]
     fn notify(w: &AtomicU32) {
         if w.load(Relaxed) & 1 != 0 {
