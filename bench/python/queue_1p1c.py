@@ -1,5 +1,7 @@
 """CPython baseline: multiprocessing.Queue, 1 producer process -> 1 consumer (the parent).
-Usage: queue_1p1c.py N [simple]. Prints items/s."""
+Usage: queue_1p1c.py N [simple] [steady]. Prints items/s: over the whole run, from
+before the producer starts; with "steady", from the first item the parent gets to
+the last (the producer's start left out, as the Rust side of that scenario does)."""
 import multiprocessing as mp
 import sys
 import time
@@ -12,12 +14,17 @@ def produce(q, n):
 
 if __name__ == "__main__":
     n = int(sys.argv[1])
-    simple = len(sys.argv) > 2 and sys.argv[2] == "simple"
+    simple = "simple" in sys.argv[2:]
+    steady = "steady" in sys.argv[2:]
     q = mp.SimpleQueue() if simple else mp.Queue()
     t = time.perf_counter()
     p = mp.Process(target=produce, args=(q, n))
     p.start()
-    for _ in range(n):
+    q.get()
+    if steady:
+        t = time.perf_counter()
+    for _ in range(n - 1):
         q.get()
+    dt = time.perf_counter() - t
     p.join()
-    print(n / (time.perf_counter() - t))
+    print((n - 1 if steady else n) / dt)
