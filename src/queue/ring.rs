@@ -919,11 +919,14 @@ impl Ring {
                 LockFail::Io(e) => GetFail::Io(e),
             })?;
             let s = c.load();
-            let base = h.common.base.load(Acquire);
+            let mut base = h.common.base.load(Acquire);
             let mut word = self.slot(base, s.pos).load(Acquire);
             if word == 0 {
                 if self.is_closed() {
                     return Err(GetFail::Closed);
+                }
+                if s.pos.wrapping_sub(base) >= REWIND && self.try_rewind(s.pos) {
+                    base = s.pos;
                 }
                 if let Block::No = block {
                     return Err(GetFail::Empty);
@@ -1000,56 +1003,65 @@ impl Ring {
         self.get_with(block, |k, b| (k, b.into_owned()))
     }
 
-    /// After a get freed the logical range `[from, to)` (consumer lock held):
-    /// - the queue is empty and `to` is far from `base`: move `base` to `to`,
-    ///   so the next records start at the ring's first (warm) bytes, and give
-    ///   back everything written beyond `HOT` (memfd rings);
+    /// After a get freed the logical range `[from, to)` (consumer lock held)
+    /// and crossed a page:
+    /// - the queue is empty and `to` is far from `base`: rewind it
+    ///   ([`Ring::try_rewind`]);
     /// - else give back the chunks beyond `HOT` that the range left, if they
-    ///   hold no live data and the queue is less than a quarter full.
+    ///   hold no live data and the queue is less than a quarter full (this
+    ///   needs the producer lock too).
     ///
-    /// Both need the producer lock: rewinding only if it is free at once.
-    /// A queue whose consumers keep up finds itself empty often, so the
-    /// rewind is tried on every get that empties it once `to` is `REWIND`
-    /// past `base`: the ring then cycles through its first few hundred KiB,
-    /// which stay in the caches (trying only when a get crossed a page, as
-    /// before, let a producer that stays a few items ahead push the records
-    /// into fresh memory: page faults and populating in both processes).
+    /// Looking for emptiness here means reading the word at the new `head`,
+    /// which a running producer may be writing: once per page consumed, not
+    /// on every get. A get that finds the queue empty tries the rewind too.
     #[inline]
     fn release(&self, base: u64, from: u64, to: u64) {
-        if to.wrapping_sub(base) < REWIND {
-            return; // the common case: nothing to rewind, no chunk left behind
+        let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
+        if b < self.cap && a / PAGE == b / PAGE {
+            return; // the common case: no page (so no chunk) left behind
         }
         self.release_pages(base, from, to);
     }
 
-    /// [`release`](Ring::release) once a get left a page behind.
+    /// Called by a get that found the queue empty at `at`, `REWIND` or more
+    /// past `base`, or emptied it crossing a page (consumer lock held): if the producer lock is free at once
+    /// and the queue still empty, moves `base` to `at`, so that the next
+    /// records start at the ring's first bytes again, and gives back
+    /// everything written beyond `HOT` (memfd rings). True if it did.
+    ///
+    /// A queue whose consumers keep up finds itself empty often, so the ring
+    /// cycles through its first few hundred KiB, which stay in the caches
+    /// (and no page is faulted in, in either process); trying only where a
+    /// get crossed a page let a producer that stays a few items ahead push
+    /// the records into fresh memory. Each attempt touches the producers' lock word, which a running
+    /// producer then fetches back: a few times per `REWIND` bytes consumed.
     #[cold]
-    #[inline(never)]
+    fn try_rewind(&self, at: u64) -> bool {
+        let h = self.h();
+        let Ok(locked) = h.prod.lock.try_lock() else {
+            return false;
+        };
+        if locked == Locked::OwnerDied {
+            self.repair_prod();
+        }
+        let _g = Guard(&h.prod.lock);
+        if h.prod.pos.load(Acquire) != at {
+            return false;
+        }
+        // Empty, and no put can start while we hold both locks.
+        self.slot(at, at).store(0, Relaxed);
+        h.common.base.store(at, Release);
+        self.give_back_beyond_hot();
+        h.prod.touched_mib.store(0, Relaxed);
+        true
+    }
+
     fn release_pages(&self, base: u64, from: u64, to: u64) {
         let h = self.h();
-        let (a, b) = (from.wrapping_sub(base), to.wrapping_sub(base));
-        // Empty now (`b >= REWIND`, see `release`). Each attempt touches the
-        // producers' lock word, which a running producer then fetches back:
-        // a few times per `REWIND` bytes consumed.
-        if self.slot(base, to).load(Acquire) == 0 {
-            let Ok(locked) = h.prod.lock.try_lock() else {
-                return;
-            };
-            if locked == Locked::OwnerDied {
-                self.repair_prod();
-            }
-            let _g = Guard(&h.prod.lock);
-            if h.prod.pos.load(Acquire) == to {
-                // Empty, and no put can start while we hold both locks.
-                self.slot(to, to).store(0, Relaxed);
-                h.common.base.store(to, Release);
-                self.give_back_beyond_hot();
-                h.prod.touched_mib.store(0, Relaxed);
-            }
+        let b = to.wrapping_sub(base);
+        if b >= REWIND && self.slot(base, to).load(Acquire) == 0 {
+            self.try_rewind(to);
             return;
-        }
-        if b < self.cap && a / PAGE == b / PAGE {
-            return; // no page (so no chunk) left behind
         }
         let Backing::Shared(seg) = &self.backing else {
             return;
@@ -1533,10 +1545,10 @@ mod tests {
     }
 
     #[test]
-    fn a_get_that_empties_the_queue_mid_page_rewinds_it() {
+    fn a_get_that_finds_the_queue_empty_mid_page_rewinds_it() {
         let r = Ring::create(Flavor::Queue, 0, 64 << 20).unwrap();
         // 16-byte records, past REWIND, ending mid-page: the gets that cross
-        // a page find the queue not yet empty, the last one is mid-page.
+        // a page leave the queue not empty, the last one is mid-page.
         let n = REWIND / 16 + 10;
         for i in 0..n {
             r.put(0, &i.to_le_bytes(), Block::No).unwrap();
@@ -1544,6 +1556,8 @@ mod tests {
         for i in 0..n {
             assert_eq!(r.get(Block::No).unwrap().1, i.to_le_bytes());
         }
+        // The next get finds it empty.
+        assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
         assert_eq!(r.h().common.base.load(SeqCst), n * 16);
         // The next records start again at the ring's first bytes.
         r.put(0, b"again", Block::No).unwrap();
