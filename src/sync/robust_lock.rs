@@ -99,6 +99,10 @@ impl Default for RobustLock {
     }
 }
 
+fn not_owner() -> io::Error {
+    io::Error::from_raw_os_error(libc::EPERM)
+}
+
 fn edeadlk() -> LockFail {
     LockFail::Io(io::Error::from_raw_os_error(libc::EDEADLK))
 }
@@ -133,7 +137,7 @@ impl RobustLock {
     #[inline]
     pub(crate) fn lock(&self, deadline: Deadline) -> Result<Locked, LockFail> {
         let list = ThreadList::this_thread().map_err(LockFail::Io)?;
-        let tid = current_tid();
+        let tid = list.tid();
         list.set_pending(self.entry());
         if self
             .word
@@ -165,7 +169,7 @@ impl RobustLock {
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Locked, LockFail> {
         let list = ThreadList::this_thread().map_err(LockFail::Io)?;
-        let tid = current_tid();
+        let tid = list.tid();
         list.set_pending(self.entry());
         self.lock_contended(list, tid, None)
     }
@@ -338,11 +342,29 @@ impl RobustLock {
     /// `EPERM` when the calling thread does not hold the lock.
     #[inline]
     pub(crate) fn unlock(&self) -> io::Result<()> {
-        let tid = current_tid();
-        if self.word.load(Ordering::Relaxed) & TID_MASK != tid {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        match ThreadList::cached() {
+            Some(list) => self.unlock_on(list),
+            None => self.unlock_first(),
         }
-        let list = ThreadList::this_thread()?;
+    }
+
+    /// `unlock` on a thread whose list is not cached yet (it cannot hold the
+    /// lock, unless the cache was reset by a fork).
+    #[cold]
+    #[inline(never)]
+    fn unlock_first(&self) -> io::Result<()> {
+        match ThreadList::this_thread() {
+            Ok(list) => self.unlock_on(list),
+            Err(e) if self.word.load(Ordering::Relaxed) & TID_MASK == current_tid() => Err(e),
+            Err(_) => Err(not_owner()),
+        }
+    }
+
+    #[inline(always)]
+    fn unlock_on(&self, list: ThreadList) -> io::Result<()> {
+        if self.word.load(Ordering::Relaxed) & TID_MASK != list.tid() {
+            return Err(not_owner());
+        }
         list.set_pending(self.entry());
         // SAFETY: this thread owns the lock, so `enqueue` linked it on this
         // thread's list and it is still mapped (the caller holds a reference).
