@@ -219,7 +219,11 @@ fn handoff() {
     let r = rounds.to_string();
     // Both contenders' players are pinned the same way: where the scheduler
     // puts them decides the figure (one CPU: every hand-off is a context
-    // switch), so it is fixed instead of left to chance.
+    // switch), so it is fixed instead of left to chance. The floor contender
+    // plays the same game without a lock: a player whose turn it is not
+    // spends its time in `sched_yield` (measured 0.7-0.9 us per call on the
+    // 2-vCPU KVM guest we bench on), so a hand-off costs about half a yield on
+    // two CPUs and a context switch on one, whatever the lock.
     let cpus = allowed_cpus();
     let mut layouts = Vec::new();
     if cpus.len() == 2 {
