@@ -92,11 +92,28 @@ fn uncontended() {
     );
 }
 
+/// The first two CPUs this process may run on (one if it has only one).
+fn allowed_cpus() -> Vec<usize> {
+    let set = rustix::thread::sched_getaffinity(None).unwrap();
+    (0..rustix::thread::CpuSet::MAX_CPU)
+        .filter(|&c| set.is_set(c))
+        .take(2)
+        .collect()
+}
+
+/// Pins the calling process to `cpu`.
+fn pin(cpu: usize) {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    rustix::thread::sched_setaffinity(None, &set).unwrap();
+}
+
 /// Two processes alternate strictly: each takes the lock, and if it is its
 /// turn (a byte read under the lock) passes the turn on; if not, it releases
-/// the lock and yields the CPU. Returns us/handoff, from the first player's
-/// start to the last one's end.
-fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
+/// the lock and yields the CPU (`polite`) or re-takes it at once. Player `i`
+/// pins itself to `cpus[i]` when given. Returns us/handoff, from the first
+/// player's start to the last one's end.
+fn handoff_multiproc(rounds: usize, polite: bool, cpus: Option<[usize; 2]>) -> f64 {
     let lock = Lock::new().unwrap();
     let turn = SharedMemory::create(None, 64).unwrap();
     let start = Barrier::new(3).unwrap();
@@ -110,8 +127,12 @@ fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
                     me,
                     rounds as u64,
                     polite,
+                    cpus.map(|c| c[me as usize] as u64),
                 ),
-                |(lock, turn, start, me, rounds, polite): (Lock, SharedMemory, Barrier, u8, u64, bool)| {
+                |(lock, turn, start, me, rounds, polite, cpu): Player| {
+                    if let Some(cpu) = cpu {
+                        pin(cpu as usize);
+                    }
                     let cell = &turn.as_atomic_bytes()[0];
                     start.wait().unwrap();
                     let t0 = mono_ns();
@@ -144,21 +165,96 @@ fn handoff_multiproc(rounds: usize, polite: bool) -> f64 {
     span_ns(&stamps) / 1e3 / (2 * rounds) as f64
 }
 
+/// The floor of the polite hand-off game: the same two pinned players pass
+/// the turn byte with no lock at all (read it; if it is mine, flip it, else
+/// yield the CPU), so what is left is the cache-line transfer and the
+/// `sched_yield` calls (on one CPU: the context switches).
+fn handoff_floor(rounds: usize, cpus: [usize; 2]) -> f64 {
+    let turn = SharedMemory::create(None, 64).unwrap();
+    let start = Barrier::new(3).unwrap();
+    let players: Vec<_> = (0u8..2)
+        .map(|me| {
+            Process::spawn(
+                (
+                    turn.clone(),
+                    start.clone(),
+                    me,
+                    rounds as u64,
+                    cpus[me as usize] as u64,
+                ),
+                |(turn, start, me, rounds, cpu): (SharedMemory, Barrier, u8, u64, u64)| {
+                    pin(cpu as usize);
+                    let cell = &turn.as_atomic_bytes()[0];
+                    start.wait().unwrap();
+                    let t0 = mono_ns();
+                    let mut done = 0;
+                    while done < rounds {
+                        if cell.load(Ordering::Acquire) == me {
+                            cell.store(1 - me, Ordering::Release);
+                            done += 1;
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    }
+                    (t0, mono_ns())
+                },
+            )
+            .unwrap()
+        })
+        .collect();
+    start.wait().unwrap();
+    let stamps: Vec<(u64, u64)> = players
+        .iter()
+        .map(|p| p.join_timeout(T).unwrap().unwrap())
+        .collect();
+    span_ns(&stamps) / 1e3 / (2 * rounds) as f64
+}
+
+/// A hand-off player's arguments: lock, turn cell, start barrier, its number,
+/// rounds, polite, the CPU to pin itself to.
+type Player = (Lock, SharedMemory, Barrier, u8, u64, bool, Option<u64>);
+
 fn handoff() {
     let rounds = n(5_000, 500);
     let r = rounds.to_string();
-    scenario(
-        "2 processes hand a Lock back and forth (yield when not your turn)",
-        "us/handoff",
-        false,
-        5,
-        vec![
-            Contender::new("multiproc Lock", || handoff_multiproc(rounds, true)),
-            Contender::new("CPython mp.Lock", || {
-                python("sync_lock_handoff.py", &[&r, "polite"])
-            }),
-        ],
-    );
+    // Both contenders' players are pinned the same way: where the scheduler
+    // puts them decides the figure (one CPU: every hand-off is a context
+    // switch), so it is fixed instead of left to chance. The floor contender
+    // plays the same game without a lock: a player whose turn it is not
+    // spends its time in `sched_yield` (measured 0.7-0.9 us per call on the
+    // 2-vCPU KVM guest we bench on), so a hand-off costs about half a yield on
+    // two CPUs and a context switch on one, whatever the lock.
+    let cpus = allowed_cpus();
+    let mut layouts = Vec::new();
+    if cpus.len() == 2 {
+        layouts.push(("players on CPUs", [cpus[0], cpus[1]]));
+    } else {
+        println!("(one CPU: the polite hand-off on two CPUs is skipped)");
+    }
+    layouts.push(("both players on CPU", [cpus[0], cpus[0]]));
+    for (what, [c0, c1]) in layouts {
+        let (a, b) = (c0.to_string(), c1.to_string());
+        let title = if c0 == c1 {
+            format!("2 processes hand a Lock back and forth (yield when not your turn; {what} {c0})")
+        } else {
+            format!("2 processes hand a Lock back and forth (yield when not your turn; {what} {c0} and {c1})")
+        };
+        scenario(
+            &title,
+            "us/handoff",
+            false,
+            5,
+            vec![
+                Contender::new("multiproc Lock", || {
+                    handoff_multiproc(rounds, true, Some([c0, c1]))
+                }),
+                Contender::new("CPython mp.Lock", || {
+                    python("sync_lock_handoff.py", &[&r, "polite", &a, &b])
+                }),
+                Contender::new("floor: turn byte, no lock", || handoff_floor(rounds, [c0, c1])),
+            ],
+        );
+    }
     // Busy: the process whose turn it is not re-takes the lock at once, so the
     // lock is contended all the time (CPython needs ~ms per handoff here).
     let rounds = n(1_000, 100);
@@ -169,7 +265,7 @@ fn handoff() {
         false,
         3,
         vec![
-            Contender::new("multiproc Lock", || handoff_multiproc(rounds, false)),
+            Contender::new("multiproc Lock", || handoff_multiproc(rounds, false, None)),
             Contender::new("CPython mp.Lock", || {
                 python("sync_lock_handoff.py", &[&r, "busy"])
             }),

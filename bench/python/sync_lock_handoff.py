@@ -1,7 +1,8 @@
 """Two processes hand a multiprocessing.Lock back and forth: each waits for its
 turn (a RawValue read under the lock) and passes it on, or releases the
 lock and yields the CPU when it is not its turn ("polite", the default), or
-re-takes the lock at once ("busy"). Usage: sync_lock_handoff.py [N] [polite|busy].
+re-takes the lock at once ("busy"). Usage:
+sync_lock_handoff.py [N] [polite|busy] [CPU0 CPU1] (player i pins itself to CPUi).
 Prints microseconds per handoff, from the first player's start to the last
 one's end (each stamps time.monotonic_ns() itself)."""
 import os
@@ -10,7 +11,9 @@ import time
 from multiprocessing import Array, Barrier, Lock, Process, RawValue
 
 
-def player(me, n, lock, turn, start, polite, stamps):
+def player(me, n, lock, turn, start, polite, stamps, cpus):
+    if cpus:
+        os.sched_setaffinity(0, {cpus[me]})
     start.wait()
     t0 = time.monotonic_ns()
     done = 0
@@ -28,10 +31,11 @@ def player(me, n, lock, turn, start, polite, stamps):
 if __name__ == "__main__":
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 5_000
     polite = (sys.argv[2] if len(sys.argv) > 2 else "polite") == "polite"
+    cpus = [int(c) for c in sys.argv[3:5]] if len(sys.argv) > 4 else None
     lock, turn, start = Lock(), RawValue("i", 0), Barrier(3)
     stamps = Array("q", 4, lock=False)
     ps = [
-        Process(target=player, args=(me, n, lock, turn, start, polite, stamps))
+        Process(target=player, args=(me, n, lock, turn, start, polite, stamps, cpus))
         for me in (0, 1)
     ]
     for p in ps:

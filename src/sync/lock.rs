@@ -286,10 +286,11 @@ impl fmt::Debug for LockGuard<'_> {
 }
 
 impl Drop for LockGuard<'_> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
-        // Cannot fail: this thread holds the mutex.
-        let _ = self.mutex.unlock();
+        // This thread holds the mutex (unless `Lock::release` released it
+        // meanwhile: then there is nothing to do).
+        self.mutex.unlock_if_held();
     }
 }
 

@@ -99,6 +99,10 @@ impl Default for RobustLock {
     }
 }
 
+fn not_owner() -> io::Error {
+    io::Error::from_raw_os_error(libc::EPERM)
+}
+
 fn edeadlk() -> LockFail {
     LockFail::Io(io::Error::from_raw_os_error(libc::EDEADLK))
 }
@@ -133,7 +137,7 @@ impl RobustLock {
     #[inline]
     pub(crate) fn lock(&self, deadline: Deadline) -> Result<Locked, LockFail> {
         let list = ThreadList::this_thread().map_err(LockFail::Io)?;
-        let tid = current_tid();
+        let tid = list.tid();
         list.set_pending(self.entry());
         if self
             .word
@@ -165,7 +169,7 @@ impl RobustLock {
     #[inline]
     pub(crate) fn try_lock(&self) -> Result<Locked, LockFail> {
         let list = ThreadList::this_thread().map_err(LockFail::Io)?;
-        let tid = current_tid();
+        let tid = list.tid();
         list.set_pending(self.entry());
         self.lock_contended(list, tid, None)
     }
@@ -338,35 +342,97 @@ impl RobustLock {
     /// `EPERM` when the calling thread does not hold the lock.
     #[inline]
     pub(crate) fn unlock(&self) -> io::Result<()> {
-        let tid = current_tid();
-        if self.word.load(Ordering::Relaxed) & TID_MASK != tid {
-            return Err(io::Error::from_raw_os_error(libc::EPERM));
+        match ThreadList::cached() {
+            Some(list) => self.unlock_on(list),
+            None => self.unlock_first(),
         }
-        let list = ThreadList::this_thread()?;
+    }
+
+    /// Unlocks if the calling thread holds the lock, else does nothing: for
+    /// a guard's drop, which has no use for the error (no `io::Error` to
+    /// build and drop keeps the inlined code small).
+    #[inline(always)]
+    pub(crate) fn unlock_if_held(&self) {
+        match ThreadList::cached() {
+            Some(list) if self.word.load(Ordering::Relaxed) & TID_MASK == list.tid() => {
+                self.unlock_owned(list)
+            }
+            _ => self.unlock_first_if_held(),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn unlock_first_if_held(&self) {
+        let _ = self.unlock_first();
+    }
+
+    /// `unlock` on a thread whose list is not cached yet (it cannot hold the
+    /// lock, unless the cache was reset by a fork).
+    #[cold]
+    #[inline(never)]
+    fn unlock_first(&self) -> io::Result<()> {
+        match ThreadList::this_thread() {
+            Ok(list) => self.unlock_on(list),
+            Err(e) if self.word.load(Ordering::Relaxed) & TID_MASK == current_tid() => Err(e),
+            Err(_) => Err(not_owner()),
+        }
+    }
+
+    #[inline(always)]
+    fn unlock_on(&self, list: ThreadList) -> io::Result<()> {
+        if self.word.load(Ordering::Relaxed) & TID_MASK != list.tid() {
+            return Err(not_owner());
+        }
+        self.unlock_owned(list);
+        Ok(())
+    }
+
+    /// Unlocks a lock that the calling thread (of `list`) holds.
+    #[inline(always)]
+    fn unlock_owned(&self, list: ThreadList) {
         list.set_pending(self.entry());
         // SAFETY: this thread owns the lock, so `enqueue` linked it on this
         // thread's list and it is still mapped (the caller holds a reference).
         unsafe { list.dequeue(self.entry()) };
         let h = self.handoff.load(Ordering::Relaxed);
-        if h != 0
-            && self
-                .handoff
-                .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
+        if h != 0 {
+            self.unlock_handing_over(list, h);
+        } else {
+            self.release(list);
+        }
+    }
+
+    /// Frees the word (the last step of an unlock) and wakes a sleeper if
+    /// the word says one may sleep.
+    #[inline(always)]
+    fn release(&self, list: ThreadList) {
+        let old = self.word.swap(0, Ordering::Release);
+        list.clear_pending();
+        if old & WAITERS != 0 {
+            self.wake_one();
+        }
+    }
+
+    /// The end of an unlock when waiter `h` asked for a hand-over (out of
+    /// line: the unlock of an uncontended lock stays small enough to inline).
+    #[cold]
+    #[inline(never)]
+    fn unlock_handing_over(&self, list: ThreadList, h: u32) {
+        if self
+            .handoff
+            .compare_exchange(h, 0, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
         {
             // A waiter asked for the lock: give it directly, never freeing the
             // word, so that this thread cannot barge in again.
             self.word.store(h | WAITERS, Ordering::Release);
             list.clear_pending();
             futex::wake_all(&self.word);
-            return Ok(());
+        } else {
+            // The waiter withdrew its request (it timed out).
+            self.release(list);
         }
-        let old = self.word.swap(0, Ordering::Release);
-        list.clear_pending();
-        if old & WAITERS != 0 {
-            self.wake_one();
-        }
-        Ok(())
     }
 
     #[cold]

@@ -37,9 +37,18 @@ pub(crate) const FUTEX_OFFSET: isize = -32;
 /// Bytes between an entry's `prev` field and its `next` field.
 const PREV_ADJUST: usize = 8;
 
+/// The calling thread's id and list head, in one thread-local so that the
+/// lock's fast path reads both with one access (0: not known yet).
+#[derive(Clone, Copy)]
+struct Cache {
+    /// Address of the registered `robust_list_head`, once checked (0: not yet).
+    head: usize,
+    /// The thread's kernel id (0: not yet); always set when `head` is.
+    tid: u32,
+}
+
 thread_local! {
-    static TID: Cell<u32> = const { Cell::new(0) };
-    static HEAD: Cell<usize> = const { Cell::new(0) };
+    static CACHE: Cell<Cache> = const { Cell::new(Cache { head: 0, tid: 0 }) };
 }
 
 static ATFORK: Once = Once::new();
@@ -53,13 +62,12 @@ pub(crate) fn forget_thread_cache() {
 extern "C" fn reset_in_child() {
     // In the child of a fork only the forking thread exists, with a new id;
     // its robust list head is at the same address but re-registered by glibc.
-    TID.with(|t| t.set(0));
-    HEAD.with(|h| h.set(0));
+    CACHE.with(|c| c.set(Cache { head: 0, tid: 0 }));
 }
 
 fn register_atfork() {
     ATFORK.call_once(|| {
-        // SAFETY: registers a handler that only writes two thread-local cells
+        // SAFETY: registers a handler that only writes a thread-local cell
         // (async-signal-safe); the function lives for the whole program.
         unsafe {
             libc::pthread_atfork(None, None, Some(reset_in_child));
@@ -70,7 +78,7 @@ fn register_atfork() {
 /// The calling thread's kernel id (cached; correct after `fork`).
 #[inline(always)]
 pub(crate) fn current_tid() -> u32 {
-    let t = TID.with(Cell::get);
+    let t = CACHE.with(Cell::get).tid;
     if t != 0 {
         return t;
     }
@@ -82,15 +90,18 @@ pub(crate) fn current_tid() -> u32 {
 fn first_tid() -> u32 {
     register_atfork();
     let t = rustix::thread::gettid().as_raw_nonzero().get().unsigned_abs();
-    TID.with(|c| c.set(t));
+    CACHE.with(|c| c.set(Cache { tid: t, ..c.get() }));
     t
 }
 
-/// The calling thread's robust list, as registered with the kernel.
+/// The calling thread's robust list, as registered with the kernel, and the
+/// thread's id.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ThreadList {
     /// Address of the `robust_list_head` (its first field is `list.next`).
     head: usize,
+    /// The calling thread's kernel id ([`current_tid`]).
+    tid: u32,
     _not_send: std::marker::PhantomData<*const ()>,
 }
 
@@ -101,14 +112,33 @@ impl ThreadList {
     /// `Unsupported` when no list is registered or it does not have glibc's layout.
     #[inline(always)]
     pub(crate) fn this_thread() -> io::Result<ThreadList> {
-        let h = HEAD.with(Cell::get);
-        if h != 0 {
+        let c = CACHE.with(Cell::get);
+        if c.head != 0 {
             return Ok(ThreadList {
-                head: h,
+                head: c.head,
+                tid: c.tid,
                 _not_send: std::marker::PhantomData,
             });
         }
         ThreadList::first_use()
+    }
+
+    /// The calling thread's list if [`this_thread`](ThreadList::this_thread)
+    /// already succeeded on this thread (`None`: call it).
+    #[inline(always)]
+    pub(crate) fn cached() -> Option<ThreadList> {
+        let c = CACHE.with(Cell::get);
+        (c.head != 0).then_some(ThreadList {
+            head: c.head,
+            tid: c.tid,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+
+    /// The calling thread's kernel id (as [`current_tid`]).
+    #[inline(always)]
+    pub(crate) fn tid(self) -> u32 {
+        self.tid
     }
 
     #[cold]
@@ -162,9 +192,11 @@ impl ThreadList {
         if back & !1 != head {
             return Err(unsupported("the list is not glibc's doubly linked list"));
         }
-        HEAD.with(|c| c.set(head));
+        let tid = current_tid();
+        CACHE.with(|c| c.set(Cache { head, tid }));
         Ok(ThreadList {
             head,
+            tid,
             _not_send: std::marker::PhantomData,
         })
     }
@@ -207,7 +239,12 @@ impl ThreadList {
         }
     }
 
-    /// Unlinks `entry` (glibc's `DEQUEUE_MUTEX`).
+    /// Unlinks `entry` (glibc's `DEQUEUE_MUTEX`, without clearing the entry's
+    /// own links: nothing reads them while it is off the list, neither the
+    /// kernel, which only follows links from the head and reads nothing but
+    /// the futex word of the `list_op_pending` entry, nor `enqueue`, which
+    /// overwrites both. Two stores fewer before the unlocking swap, which has
+    /// to wait for every earlier store to reach the cache).
     ///
     /// # Safety
     /// `entry` was linked by [`enqueue`](ThreadList::enqueue) on this thread's
@@ -221,8 +258,6 @@ impl ThreadList {
             ptr::write_volatile(((next & !1) - PREV_ADJUST) as *mut usize, prev);
             ptr::write_volatile((prev & !1) as *mut usize, next);
             compiler_fence(Ordering::SeqCst);
-            ptr::write_volatile((entry - PREV_ADJUST) as *mut usize, 0);
-            ptr::write_volatile(entry as *mut usize, 0);
         }
     }
 }
