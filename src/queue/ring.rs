@@ -389,7 +389,7 @@ struct Guard<'a>(&'a RobustLock);
 impl Drop for Guard<'_> {
     #[inline]
     fn drop(&mut self) {
-        let _ = self.0.unlock();
+        self.0.unlock_if_held();
     }
 }
 
