@@ -176,7 +176,8 @@ impl<T: Pod> PodGuard<'_, T> {
 }
 
 impl<T> Drop for PodGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
-        let _ = self.block.shared.get().mutex.unlock();
+        self.block.shared.get().mutex.unlock_if_held();
     }
 }
