@@ -256,11 +256,13 @@ fn handoff() {
         );
     }
     // Busy: the process whose turn it is not re-takes the lock at once, so the
-    // lock is contended all the time (CPython needs ~ms per handoff here).
+    // lock is contended all the time. Left to the scheduler, CPython's two
+    // players often share a CPU and need ~ms per hand-off, which makes most
+    // of the ratio; pinned apart, both contenders play on two CPUs.
     let rounds = n(1_000, 100);
     let r = rounds.to_string();
     scenario(
-        "2 processes hand a Lock back and forth (busy re-acquire)",
+        "2 processes hand a Lock back and forth (busy re-acquire; placement left to the scheduler)",
         "us/handoff",
         false,
         3,
@@ -271,6 +273,26 @@ fn handoff() {
             }),
         ],
     );
+    if cpus.len() == 2 {
+        let [c0, c1] = [cpus[0], cpus[1]];
+        let (a, b) = (c0.to_string(), c1.to_string());
+        scenario(
+            &format!(
+                "2 processes hand a Lock back and forth (busy re-acquire; players on CPUs {c0} and {c1})"
+            ),
+            "us/handoff",
+            false,
+            3,
+            vec![
+                Contender::new("multiproc Lock", || {
+                    handoff_multiproc(rounds, false, Some([c0, c1]))
+                }),
+                Contender::new("CPython mp.Lock", || {
+                    python("sync_lock_handoff.py", &[&r, "busy", &a, &b])
+                }),
+            ],
+        );
+    }
 }
 
 /// `procs` processes x `iters` increments of a Value under its own lock;
