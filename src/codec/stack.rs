@@ -13,20 +13,27 @@ use serde::Serialize;
 #[inline]
 pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
+    // Every piece is read into a register before anything is written: copies
+    // from slice to slice, once inlined, may be merged back into a call.
     match n {
         0 => {}
         1..=3 => {
-            dst[0] = src[0];
-            dst[n / 2] = src[n / 2];
-            dst[n - 1] = src[n - 1];
+            let (a, b, c) = (src[0], src[n / 2], src[n - 1]);
+            dst[0] = a;
+            dst[n / 2] = b;
+            dst[n - 1] = c;
         }
         4..=7 => {
-            dst[..4].copy_from_slice(&src[..4]);
-            dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+            let a = u32::from_ne_bytes([src[0], src[1], src[2], src[3]]);
+            let b = u32::from_ne_bytes([src[n - 4], src[n - 3], src[n - 2], src[n - 1]]);
+            dst[..4].copy_from_slice(&a.to_ne_bytes());
+            dst[n - 4..n].copy_from_slice(&b.to_ne_bytes());
         }
         8..=16 => {
-            dst[..8].copy_from_slice(&src[..8]);
-            dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+            let a = u64::from_ne_bytes(src[..8].try_into().unwrap_or([0; 8]));
+            let b = u64::from_ne_bytes(src[n - 8..].try_into().unwrap_or([0; 8]));
+            dst[..8].copy_from_slice(&a.to_ne_bytes());
+            dst[n - 8..n].copy_from_slice(&b.to_ne_bytes());
         }
         _ => dst.copy_from_slice(src),
     }
