@@ -36,7 +36,9 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// `Queue::new()` reserves 1 GiB of address space in a memfd; memory is used
 /// only as the queue fills, and freed pages are returned as it drains (the
 /// first 32 MiB stay resident once used, so a busy queue does not pay page
-/// faults on every lap; a queue that keeps draining reuses its first 256 KiB).
+/// faults on every lap). A queue whose consumers keep up starts again at its
+/// first bytes whenever a get finds it empty with no put under way (at most
+/// every 256 KiB), so its records stay within its first few MiB.
 /// A single item may be up to 1 GiB (minus 8 bytes)
 /// once encoded; a larger one is refused with [`PutError::TooLarge`]. The
 /// queue's memory goes away with the last handle in any process.
