@@ -1024,16 +1024,17 @@ impl Ring {
     }
 
     /// Called by a get that found the queue empty at `at`, `REWIND` or more
-    /// past `base`, or emptied it crossing a page (consumer lock held): if the producer lock is free at once
-    /// and the queue still empty, moves `base` to `at`, so that the next
-    /// records start at the ring's first bytes again, and gives back
-    /// everything written beyond `HOT` (memfd rings). True if it did.
+    /// past `base`, or emptied it crossing a page (consumer lock held): if
+    /// the producer lock is free at once and the queue still empty, moves
+    /// `base` to `at`, so that the next records start at the ring's first
+    /// bytes again, and gives back everything written beyond `HOT` (memfd
+    /// rings). True if it did.
     ///
-    /// A queue whose consumers keep up finds itself empty often, so the ring
-    /// cycles through its first few hundred KiB, which stay in the caches
-    /// (and no page is faulted in, in either process); trying only where a
-    /// get crossed a page let a producer that stays a few items ahead push
-    /// the records into fresh memory. Each attempt touches the producers' lock word, which a running
+    /// A queue whose consumers keep up finds itself empty often, so its
+    /// records stay within the ring's first few MiB, whose pages are mapped
+    /// in both processes already; trying only where a get crossed a page let
+    /// a producer that stays a few items ahead push the records into fresh
+    /// memory. Each attempt touches the producers' lock word, which a running
     /// producer then fetches back: a few times per `REWIND` bytes consumed.
     #[cold]
     fn try_rewind(&self, at: u64) -> bool {
@@ -1056,6 +1057,9 @@ impl Ring {
         true
     }
 
+    /// [`release`](Ring::release) once a get left a page behind.
+    #[cold]
+    #[inline(never)]
     fn release_pages(&self, base: u64, from: u64, to: u64) {
         let h = self.h();
         let b = to.wrapping_sub(base);
