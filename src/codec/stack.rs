@@ -10,7 +10,7 @@ use serde::Serialize;
 /// up to 16 bytes: overlapping fixed-size copies, which compile to a few
 /// moves (a byte loop would be turned back into a `memcpy` call, which costs
 /// more than the copy itself at these sizes).
-#[inline]
+#[inline(always)]
 pub(crate) fn copy_short(dst: &mut [u8], src: &[u8]) {
     let n = src.len();
     // Every piece is read into a register before anything is written: copies
