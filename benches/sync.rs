@@ -108,13 +108,28 @@ fn pin(cpu: usize) {
     rustix::thread::sched_setaffinity(None, &set).unwrap();
 }
 
+/// Lets the players waiting on `start` go, then gathers the start and end
+/// stamps they return.
+fn released(start: &Barrier, players: Vec<Process<(u64, u64)>>) -> Vec<(u64, u64)> {
+    start.wait().unwrap();
+    players
+        .iter()
+        .map(|p| p.join_timeout(T).unwrap().unwrap())
+        .collect()
+}
+
 /// Two processes alternate strictly: each takes the lock, and if it is its
 /// turn (a byte read under the lock) passes the turn on; if not, it releases
 /// the lock and yields the CPU (`polite`) or re-takes it at once. Player `i`
 /// pins itself to `cpus[i]` when given. Returns us/handoff, from the first
 /// player's start to the last one's end.
-fn handoff_multiproc(rounds: usize, polite: bool, cpus: Option<[usize; 2]>) -> f64 {
-    let lock = Lock::new().unwrap();
+///
+/// With `locked` false, the floor of the polite game: the same players pass
+/// the turn byte with no lock at all (read it; if it is mine, flip it, else
+/// yield the CPU), so what is left is the cache-line transfer and the
+/// `sched_yield` calls (on one CPU: the context switches).
+fn handoff_game(rounds: usize, locked: bool, polite: bool, cpus: Option<[usize; 2]>) -> f64 {
+    let lock = locked.then(|| Lock::new().unwrap());
     let turn = SharedMemory::create(None, 64).unwrap();
     let start = Barrier::new(3).unwrap();
     let players: Vec<_> = (0u8..2)
@@ -138,15 +153,13 @@ fn handoff_multiproc(rounds: usize, polite: bool, cpus: Option<[usize; 2]>) -> f
                     let t0 = mono_ns();
                     let mut done = 0;
                     while done < rounds {
-                        let mine = {
-                            let _g = lock.acquire().unwrap();
-                            let mine = cell.load(Ordering::Relaxed) == me;
-                            if mine {
-                                cell.store(1 - me, Ordering::Relaxed);
-                                done += 1;
-                            }
-                            mine
-                        };
+                        let guard = lock.as_ref().map(|l| l.acquire().unwrap());
+                        let mine = cell.load(Ordering::Acquire) == me;
+                        if mine {
+                            cell.store(1 - me, Ordering::Release);
+                            done += 1;
+                        }
+                        drop(guard);
                         if !mine && polite {
                             std::thread::yield_now();
                         }
@@ -157,62 +170,12 @@ fn handoff_multiproc(rounds: usize, polite: bool, cpus: Option<[usize; 2]>) -> f
             .unwrap()
         })
         .collect();
-    start.wait().unwrap();
-    let stamps: Vec<(u64, u64)> = players
-        .iter()
-        .map(|p| p.join_timeout(T).unwrap().unwrap())
-        .collect();
-    span_ns(&stamps) / 1e3 / (2 * rounds) as f64
+    span_ns(&released(&start, players)) / 1e3 / (2 * rounds) as f64
 }
 
-/// The floor of the polite hand-off game: the same two pinned players pass
-/// the turn byte with no lock at all (read it; if it is mine, flip it, else
-/// yield the CPU), so what is left is the cache-line transfer and the
-/// `sched_yield` calls (on one CPU: the context switches).
-fn handoff_floor(rounds: usize, cpus: [usize; 2]) -> f64 {
-    let turn = SharedMemory::create(None, 64).unwrap();
-    let start = Barrier::new(3).unwrap();
-    let players: Vec<_> = (0u8..2)
-        .map(|me| {
-            Process::spawn(
-                (
-                    turn.clone(),
-                    start.clone(),
-                    me,
-                    rounds as u64,
-                    cpus[me as usize] as u64,
-                ),
-                |(turn, start, me, rounds, cpu): (SharedMemory, Barrier, u8, u64, u64)| {
-                    pin(cpu as usize);
-                    let cell = &turn.as_atomic_bytes()[0];
-                    start.wait().unwrap();
-                    let t0 = mono_ns();
-                    let mut done = 0;
-                    while done < rounds {
-                        if cell.load(Ordering::Acquire) == me {
-                            cell.store(1 - me, Ordering::Release);
-                            done += 1;
-                        } else {
-                            std::thread::yield_now();
-                        }
-                    }
-                    (t0, mono_ns())
-                },
-            )
-            .unwrap()
-        })
-        .collect();
-    start.wait().unwrap();
-    let stamps: Vec<(u64, u64)> = players
-        .iter()
-        .map(|p| p.join_timeout(T).unwrap().unwrap())
-        .collect();
-    span_ns(&stamps) / 1e3 / (2 * rounds) as f64
-}
-
-/// A hand-off player's arguments: lock, turn cell, start barrier, its number,
-/// rounds, polite, the CPU to pin itself to.
-type Player = (Lock, SharedMemory, Barrier, u8, u64, bool, Option<u64>);
+/// A hand-off player's arguments: lock (none for the floor), turn cell, start
+/// barrier, its number, rounds, polite, the CPU to pin itself to.
+type Player = (Option<Lock>, SharedMemory, Barrier, u8, u64, bool, Option<u64>);
 
 fn handoff() {
     let rounds = n(5_000, 500);
@@ -246,12 +209,14 @@ fn handoff() {
             5,
             vec![
                 Contender::new("multiproc Lock", || {
-                    handoff_multiproc(rounds, true, Some([c0, c1]))
+                    handoff_game(rounds, true, true, Some([c0, c1]))
                 }),
                 Contender::new("CPython mp.Lock", || {
                     python("sync_lock_handoff.py", &[&r, "polite", &a, &b])
                 }),
-                Contender::new("floor: turn byte, no lock", || handoff_floor(rounds, [c0, c1])),
+                Contender::new("floor: turn byte, no lock", || {
+                    handoff_game(rounds, false, true, Some([c0, c1]))
+                }),
             ],
         );
     }
@@ -267,7 +232,7 @@ fn handoff() {
         false,
         3,
         vec![
-            Contender::new("multiproc Lock", || handoff_multiproc(rounds, false, None)),
+            Contender::new("multiproc Lock", || handoff_game(rounds, true, false, None)),
             Contender::new("CPython mp.Lock", || {
                 python("sync_lock_handoff.py", &[&r, "busy"])
             }),
@@ -285,7 +250,7 @@ fn handoff() {
             3,
             vec![
                 Contender::new("multiproc Lock", || {
-                    handoff_multiproc(rounds, false, Some([c0, c1]))
+                    handoff_game(rounds, true, false, Some([c0, c1]))
                 }),
                 Contender::new("CPython mp.Lock", || {
                     python("sync_lock_handoff.py", &[&r, "busy", &a, &b])
@@ -317,8 +282,7 @@ fn increments_multiproc(procs: usize, iters: usize) -> f64 {
             .unwrap()
         })
         .collect();
-    start.wait().unwrap();
-    let stamps: Vec<(u64, u64)> = ps.iter().map(|p| p.join_timeout(T).unwrap().unwrap()).collect();
+    let stamps = released(&start, ps);
     assert_eq!(v.load().unwrap(), (procs * iters) as u64);
     span_ns(&stamps) / (procs * iters) as f64
 }
