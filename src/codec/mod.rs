@@ -257,8 +257,16 @@ pub(crate) fn decode_plain<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Codec
     let mut de = postcard::Deserializer::from_bytes(bytes);
     match T::deserialize(&mut de) {
         Ok(v) if de.finalize().is_ok_and(|rest| rest.is_empty()) => Ok(v),
-        _ => decode_value(bytes, Vec::new()),
+        _ => decode_plain_failed(bytes),
     }
+}
+
+/// The error (or the value, if it needs the handle machinery) for bytes that
+/// the plain decoding refused: out of the callers' hot path.
+#[cold]
+#[inline(never)]
+fn decode_plain_failed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_value(bytes, Vec::new())
 }
 
 /// Decodes postcard bytes, with `fds` for the handles inside.

@@ -295,11 +295,28 @@ impl Drop for PrivateMem {
     }
 }
 
-/// A record taken by `get_with`: already handed to `f` (in place), or copied
-/// out for `f`.
-enum Taken<R, F> {
-    InPlace(std::thread::Result<R>),
-    Copied(Vec<u8>, F),
+/// Takes the record a consumer was decoding in place if the decoding panics
+/// (dropped while unwinding, before the consumer lock's guard): the record
+/// is consumed, not left at the head to panic every consumer in turn. On
+/// the normal path it is forgotten, and `get_with` commits the take itself.
+struct TakeOnUnwind<'a> {
+    ring: &'a Ring,
+    base: u64,
+    from: u64,
+    new: Snap,
+}
+
+impl Drop for TakeOnUnwind<'_> {
+    #[cold]
+    fn drop(&mut self) {
+        let h = self.ring.h();
+        h.cons.commit(self.from, self.new);
+        self.ring.release(self.base, self.from, self.new.pos);
+        // The producers wait for room, not for the consumer lock: they may
+        // be woken before it is released.
+        fence(SeqCst);
+        Ring::notify(&h.common.not_full);
+    }
 }
 
 /// Why a put failed.
@@ -588,6 +605,7 @@ impl Ring {
     }
 
     /// True once `close` was called by any process.
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.h().common.closed.load(SeqCst) != 0
     }
@@ -762,6 +780,7 @@ impl Ring {
 
     /// Whether `rec` more bytes and one more item fit (producer lock held).
     /// Reads the consumers' side only when the cached view says no.
+    #[inline]
     fn room(&self, s: Snap, rec: u64) -> Room {
         let h = self.h();
         let p = &h.prod;
@@ -798,6 +817,8 @@ impl Ring {
     }
 
     /// Appends a record, blocking as `block` says while the queue is full.
+    /// Inlined into the typed put (one per item type), as `get_with` is.
+    #[inline(always)]
     pub(crate) fn put(&self, kind: u8, payload: &[u8], block: Block) -> Result<(), PutFail> {
         let len = payload.len() as u64;
         let rec = match align8(len.saturating_add(REC_HDR)) {
@@ -845,20 +866,40 @@ impl Ring {
                 }
             }
             let base = h.common.base.load(Acquire);
-            let end = s.pos.wrapping_add(rec);
-            // The zero word that ends the records, then the payload, then the
-            // log, then the header word that publishes it all.
-            self.slot(base, end).store(0, Relaxed);
-            self.write_at(base, s.pos.wrapping_add(REC_HDR), payload);
+            let off = self.phys(base, s.pos);
             let new = Snap {
-                pos: end,
+                pos: s.pos.wrapping_add(rec),
                 count: s.count.wrapping_add(1),
             };
-            p.log(s.pos, new);
             let word = PUBLISHED | (u64::from(kind & 0x7f) << 56) | len;
-            self.slot(base, s.pos).store(word, Release);
+            // The zero word that ends the records, then the payload, then the
+            // log, then the header word that publishes it all.
+            if off + rec + REC_HDR <= self.cap {
+                // The common case: the record and the zero word after it lie
+                // in one piece, `off` to `off + rec + REC_HDR`.
+                // SAFETY: that range is inside the data ring (`off + rec +
+                // REC_HDR <= cap`), `off` and `rec` are multiples of 8 (so the
+                // words are aligned), and it is free space, which only the
+                // producer lock holder (us) writes and no consumer reads
+                // before the header word is published.
+                unsafe {
+                    let at = self.data.as_ptr().add(off as usize);
+                    (*at.add(rec as usize).cast::<AtomicU64>()).store(0, Relaxed);
+                    crate::codec::stack::copy_short(
+                        std::slice::from_raw_parts_mut(at.add(REC_HDR as usize), payload.len()),
+                        payload,
+                    );
+                    p.log(s.pos, new);
+                    (*at.cast::<AtomicU64>()).store(word, Release);
+                }
+            } else {
+                self.slot(base, new.pos).store(0, Relaxed);
+                self.write_at(base, s.pos.wrapping_add(REC_HDR), payload);
+                p.log(s.pos, new);
+                self.slot(base, s.pos).store(word, Release);
+            }
             p.apply(new);
-            let populate = self.track_writes(p, base, s.pos, rec);
+            let populate = self.track_writes(p, off, rec);
             drop(g);
             fence_after_unlock();
             Ring::notify(&h.common.not_empty);
@@ -874,8 +915,8 @@ impl Ring {
     /// the writes, after unlocking (fresh memfd pages otherwise cost a fault
     /// each). Producer lock held.
     #[inline]
-    fn track_writes(&self, p: &Side, base: u64, pos: u64, rec: u64) -> Option<(u64, u64)> {
-        let end = (self.phys(base, pos) + rec).min(self.cap);
+    fn track_writes(&self, p: &Side, off: u64, rec: u64) -> Option<(u64, u64)> {
+        let end = (off + rec).min(self.cap);
         let frontier = u64::from(p.touched_mib.load(Relaxed));
         // Most puts: well behind the pages faulted in ahead, or inside the
         // frontier of a queue too short to fault ahead (what the test below
@@ -972,29 +1013,46 @@ impl Ring {
                 count: s.count.wrapping_add(1),
             };
             let start = self.phys(base, s.pos.wrapping_add(REC_HDR));
-            let taken = if len <= IN_PLACE && start + len <= self.cap {
+            // One call of `f` for both cases, so that it inlines.
+            let mut g = Some(g);
+            let (bytes, take) = if len <= IN_PLACE && start + len <= self.cap {
                 // SAFETY: `start + len <= cap`: the bytes are inside the data
                 // ring; they were published (acquire above) and no producer
                 // writes them before `head` moves past them (after `f`).
                 let bytes = unsafe {
                     std::slice::from_raw_parts(self.data.as_ptr().add(start as usize), len as usize)
                 };
-                let f = std::panic::AssertUnwindSafe(|| f(kind, Cow::Borrowed(bytes)));
-                Taken::InPlace(std::panic::catch_unwind(f))
+                let take = TakeOnUnwind {
+                    ring: self,
+                    base,
+                    from: s.pos,
+                    new,
+                };
+                (Cow::Borrowed(bytes), Some(take))
             } else {
-                Taken::Copied(self.read_vec(base, s.pos.wrapping_add(REC_HDR), len as usize), f)
+                let v = self.read_vec(base, s.pos.wrapping_add(REC_HDR), len as usize);
+                self.finish_get(base, s.pos, new, g.take());
+                (Cow::Owned(v), None)
             };
-            c.commit(s.pos, new);
-            self.release(base, s.pos, new.pos);
-            drop(g);
-            fence_after_unlock();
-            Ring::notify(&h.common.not_full);
-            return match taken {
-                Taken::InPlace(Ok(r)) => Ok(r),
-                Taken::InPlace(Err(panic)) => std::panic::resume_unwind(panic),
-                Taken::Copied(v, f) => Ok(f(kind, Cow::Owned(v))),
-            };
+            let r = f(kind, bytes);
+            if let Some(take) = take {
+                std::mem::forget(take);
+                self.finish_get(base, s.pos, new, g.take());
+            }
+            return Ok(r);
         }
+    }
+
+    /// Commits a take from `from` to `new` (consumer lock held, given as `g`),
+    /// unlocks, and wakes the producers waiting for room.
+    #[inline(always)]
+    fn finish_get(&self, base: u64, from: u64, new: Snap, g: Option<Guard<'_>>) {
+        let h = self.h();
+        h.cons.commit(from, new);
+        self.release(base, from, new.pos);
+        drop(g);
+        fence_after_unlock();
+        Ring::notify(&h.common.not_full);
     }
 
     /// Takes the oldest record as `(kind, payload)` (tests).

@@ -67,16 +67,24 @@ fn encode<'a, T: Serialize + Any>(
     }
 }
 
+#[inline(always)]
 fn decode<T: DeserializeOwned + Any>(kind: u8, payload: Cow<'_, [u8]>) -> Result<T, CodecError> {
     if kind == Kind::Bytes as u8 {
-        codec::decode(Frame {
-            kind: Kind::Bytes,
-            payload: payload.into_owned(),
-            fds: Vec::new(),
-        })
+        decode_bytes(payload)
     } else {
         codec::decode_plain(&payload)
     }
+}
+
+/// A `Vec<u8>`/`Box<[u8]>` item (the bytes fast path), out of line so that
+/// the common decoding inlines into the get.
+#[inline(never)]
+fn decode_bytes<T: DeserializeOwned + Any>(payload: Cow<'_, [u8]>) -> Result<T, CodecError> {
+    codec::decode(Frame {
+        kind: Kind::Bytes,
+        payload: payload.into_owned(),
+        fds: Vec::new(),
+    })
 }
 
 fn get_err(e: GetFail) -> GetError {
@@ -131,7 +139,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
 
     pub(crate) fn get_block(&self, block: Block) -> Result<T, GetError> {
         self.ring
-            .get_with(block, decode::<T>)
+            .get_with(block, |kind, bytes| decode::<T>(kind, bytes))
             .map_err(get_err)?
             .map_err(GetError::Decode)
     }
