@@ -282,19 +282,47 @@ fn messages_of_0b_1kib_1mib_64mib_between_processes() {
 }
 
 #[test]
-fn items_larger_than_the_queue_are_refused() {
-    let q: Queue<Vec<u8>> = Queue::with_limits(None, 4096).unwrap();
-    assert_eq!(q.max_item_bytes(), 4088);
-    q.put(vec![1; 4088]).unwrap();
-    match q.try_put(vec![2; 4089]) {
-        Err(PutError::TooLarge {
-            item,
-            len: 4089,
-            max: 4088,
-        }) => assert_eq!(item.len(), 4089),
-        other => panic!("{other:?}"),
+fn items_larger_than_the_queue_go_through_in_pieces() {
+    // A 4 KiB ring: the larger items pass in pieces while the consumer takes
+    // them; the others whole. Between processes, with task counting.
+    let q: JoinableQueue<Vec<u8>> = JoinableQueue::with_limits(None, 4096).unwrap();
+    fn send(q: JoinableQueue<Vec<u8>>) {
+        for (i, n) in [4088usize, 4089, 0, 1 << 20, 100, 5 << 20]
+            .into_iter()
+            .enumerate()
+        {
+            q.put(pattern(n, i as u8)).unwrap();
+        }
+        q.join_timeout(T).unwrap();
     }
-    // Fits, but not now: a byte-budget full queue.
+    let p = Process::spawn(q.clone(), send).unwrap();
+    for (i, n) in [4088usize, 4089, 0, 1 << 20, 100, 5 << 20]
+        .into_iter()
+        .enumerate()
+    {
+        let got = q.get_timeout(T).unwrap();
+        assert_eq!(got.len(), n);
+        assert!(got == pattern(n, i as u8), "item {i} corrupted");
+        q.task_done().unwrap();
+    }
+    p.join_timeout(T).unwrap().unwrap();
+    assert!(q.is_empty());
+    assert!(q.join_timeout(Duration::ZERO).unwrap());
+    // `try_put` never waits, and such an item cannot go in without waiting.
+    assert!(q.try_put(vec![2; 8 << 10]).unwrap_err().is_full());
+    // With no consumer, `put_timeout` gives the item back; the pieces that
+    // went out are dropped by the next get, which goes on.
+    let err = q
+        .put_timeout(pattern(1 << 20, 9), Duration::from_millis(50))
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert!(err.into_inner() == pattern(1 << 20, 9));
+    assert_eq!(q.len(), 0);
+    assert!(q.get_timeout(Duration::from_millis(50)).unwrap_err().is_timeout());
+    q.put(vec![1; 3]).unwrap();
+    assert_eq!(q.get_timeout(T).unwrap(), vec![1; 3]);
+    // A byte-budget full queue still refuses what does not fit now.
+    q.put(vec![1; 4088]).unwrap();
     assert!(q.try_put(vec![3; 8]).unwrap_err().is_full());
     assert_eq!(q.get().unwrap(), vec![1; 4088]);
 }

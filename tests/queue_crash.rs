@@ -238,3 +238,103 @@ fn survivors_keep_going_while_others_are_killed() {
     q.put(7).unwrap();
     assert_eq!(q.get_timeout(T).unwrap(), 7);
 }
+
+/// A 64 KiB ring: the 4 MiB items pass in pieces (about 16 KiB each).
+fn small_ring() -> Queue<Vec<u8>> {
+    Queue::with_limits(None, 64 << 10).unwrap()
+}
+
+#[test]
+fn producer_killed_writing_an_item_larger_than_the_ring() {
+    fn produce(q: Queue<Vec<u8>>) {
+        for s in 0.. {
+            q.put(item(s)).unwrap();
+        }
+    }
+    // No consumer: the producer waits for room after the first pieces,
+    // holding the producers' lock. Killed there, its pieces are dropped by
+    // the next get, which then waits for an item as usual.
+    let q = small_ring();
+    let p = victim(q.clone(), produce);
+    std::thread::sleep(Duration::from_millis(150));
+    kill_and_reap(p);
+    assert!(q
+        .get_timeout(Duration::from_millis(600))
+        .unwrap_err()
+        .is_timeout());
+    assert!(q.is_empty());
+    works_after(&q);
+    // With a consumer taking the pieces: killed at any point, every item the
+    // consumer gets is whole and in order, with no gap.
+    let mut total = 0;
+    for delay in [5u64, 20, 45, 80] {
+        let q = small_ring();
+        let p = victim(q.clone(), produce);
+        let consumer = std::thread::spawn({
+            let q = q.clone();
+            move || {
+                let mut got = Vec::new();
+                while let Ok(v) = q.get_timeout(Duration::from_millis(1500)) {
+                    got.push(check(&v));
+                }
+                got
+            }
+        });
+        std::thread::sleep(Duration::from_millis(delay));
+        kill_and_reap(p);
+        let got = consumer.join().unwrap();
+        assert_eq!(got, (0..got.len() as u64).collect::<Vec<_>>());
+        assert!(q.is_empty());
+        total += got.len();
+        works_after(&q);
+    }
+    assert!(total > 0, "no item went through in pieces");
+    eprintln!("producer killed writing 4 MiB items in pieces: {total} whole items taken in 4 rounds");
+}
+
+#[test]
+fn consumer_killed_taking_an_item_larger_than_the_ring() {
+    const N: u64 = 12;
+    fn consume((q, done): (Queue<Vec<u8>>, Queue<u64>)) {
+        while let Ok(v) = q.get_timeout(T) {
+            done.put(check(&v)).unwrap();
+        }
+    }
+    let mut lost_total = 0;
+    for delay in [5u64, 20, 45] {
+        let q = small_ring();
+        let done: Queue<u64> = Queue::new().unwrap();
+        let c = victim((q.clone(), done.clone()), consume);
+        let producer = std::thread::spawn({
+            let q = q.clone();
+            move || {
+                for s in 0..N {
+                    q.put_timeout(item(s), T).unwrap();
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(delay));
+        kill_and_reap(c);
+        // The next consumer drops what is left of the dead one's item and
+        // takes the rest; the producer, waiting for room, finishes.
+        let mut rest = Vec::new();
+        while let Ok(v) = q.get_timeout(Duration::from_millis(1500)) {
+            rest.push(check(&v));
+        }
+        producer.join().unwrap();
+        let mut taken = Vec::new();
+        while let Ok(s) = done.try_get() {
+            taken.push(s);
+        }
+        let all: Vec<u64> = taken.iter().chain(&rest).copied().collect();
+        assert!(
+            all.windows(2).all(|w| w[0] < w[1]),
+            "order lost or item twice: {all:?}"
+        );
+        assert!(all.len() as u64 >= N - 1, "more than one item lost: {all:?}");
+        assert!(q.is_empty());
+        works_after(&q);
+        lost_total += N - all.len() as u64;
+    }
+    eprintln!("consumer killed taking 4 MiB items in pieces 3 times: {lost_total} items lost in all");
+}

@@ -30,15 +30,6 @@ pub enum PutError<T> {
     Timeout(T),
     /// The queue was closed (by any process).
     Closed(T),
-    /// The encoded item is larger than the queue can ever hold.
-    TooLarge {
-        /// The item.
-        item: T,
-        /// Its encoded length in bytes.
-        len: u64,
-        /// The largest encoded item this queue takes.
-        max: u64,
-    },
     /// The item's `Serialize` failed, or it holds a handle (no descriptor can
     /// travel through shared memory).
     Encode(T, CodecError),
@@ -64,7 +55,6 @@ impl<T> PutError<T> {
             PutError::Full(t)
             | PutError::Timeout(t)
             | PutError::Closed(t)
-            | PutError::TooLarge { item: t, .. }
             | PutError::Encode(t, _)
             | PutError::Io(t, _) => t,
         }
@@ -125,11 +115,6 @@ impl<T> fmt::Debug for PutError<T> {
             PutError::Full(_) => f.write_str("Full(..)"),
             PutError::Timeout(_) => f.write_str("Timeout(..)"),
             PutError::Closed(_) => f.write_str("Closed(..)"),
-            PutError::TooLarge { len, max, .. } => f
-                .debug_struct("TooLarge")
-                .field("len", len)
-                .field("max", max)
-                .finish_non_exhaustive(),
             PutError::Encode(_, e) => f.debug_tuple("Encode").field(&"..").field(e).finish(),
             PutError::Io(_, e) => f.debug_tuple("Io").field(&"..").field(e).finish(),
         }
@@ -142,10 +127,6 @@ impl<T> fmt::Display for PutError<T> {
             PutError::Full(_) => f.write_str("the queue is full"),
             PutError::Timeout(_) => f.write_str("timed out waiting for room in the queue"),
             PutError::Closed(_) => f.write_str("the queue is closed"),
-            PutError::TooLarge { len, max, .. } => write!(
-                f,
-                "an item of {len} encoded bytes can never fit in this queue (at most {max} bytes per item)"
-            ),
             PutError::Encode(_, e) => write!(f, "cannot put the item: {e}"),
             PutError::Io(_, e) => write!(f, "queue operation failed: {e}"),
         }

@@ -140,7 +140,6 @@ impl<T: Serialize + DeserializeOwned + 'static> JoinableQueue<T> {
     /// use multiproc::JoinableQueue;
     /// let q: JoinableQueue<Vec<u8>> = JoinableQueue::with_limits(Some(8), 1024)?;
     /// assert_eq!(q.maxsize(), Some(8));
-    /// assert!(q.max_item_bytes() <= 1024);
     /// assert!(JoinableQueue::<u8>::with_limits(Some(0), 1024).is_err());
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```

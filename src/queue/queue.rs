@@ -39,9 +39,26 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// faults on every lap). A queue whose consumers keep up starts again at its
 /// first bytes whenever a get finds it empty with no put under way (at most
 /// every 256 KiB), so its records stay within its first few MiB.
-/// A single item may be up to 1 GiB (minus 8 bytes)
-/// once encoded; a larger one is refused with [`PutError::TooLarge`]. The
-/// queue's memory goes away with the last handle in any process.
+/// The queue's memory goes away with the last handle in any process.
+///
+/// # Items larger than the queue
+///
+/// Items of any size go through. One whose encoding is longer than the
+/// queue's ring (1 GiB, or the byte budget of [`Queue::with_limits`]) passes
+/// in pieces: the producer writes a piece whenever a quarter of the ring is
+/// free, and one consumer takes the pieces as they come and hands over the
+/// whole item, so the queue's memory stays within its budget. Meanwhile the
+/// other producers and consumers wait their turn. What changes for such an
+/// item:
+/// - `try_put` refuses it ([`PutError::Full`]): it cannot go in without
+///   waiting for a consumer; `put_timeout` that runs out of time gives it
+///   back and the pieces already written are dropped;
+/// - a get that has taken its first piece waits for the rest, past its
+///   timeout if need be (giving up would lose the item); if the producer is
+///   killed meanwhile, the get drops the pieces and goes on to the next item
+///   (it notices within 200 ms);
+/// - a consumer killed while taking it loses it, as any item it was taking;
+///   the next get drops the rest of its pieces.
 ///
 /// # Examples
 ///
@@ -146,15 +163,18 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
 
     /// A queue with an optional item limit and a byte budget: the encoded items
     /// in the queue (plus 8 to 15 bytes each) never take more than `max_bytes`,
-    /// and `put` blocks while the next item does not fit.
+    /// and `put` blocks while the next item does not fit. An item larger than
+    /// the budget passes in pieces ([`Queue`], "Items larger than the queue").
     ///
     /// # Errors
     /// `max_items` is `Some(0)`, or the memfd could not be created or mapped.
     ///
     /// # Examples
     /// ```
-    /// let q = multiproc::Queue::with_limits(None, 1024)?;
-    /// assert!(q.put(vec![0u8; 4096]).unwrap_err().to_string().contains("can never fit"));
+    /// let q = multiproc::Queue::with_limits(Some(100), 1024)?;
+    /// q.put(vec![1u8; 1000])?;
+    /// assert!(q.try_put(vec![2u8; 100]).unwrap_err().is_full()); // not now: 1 KiB is used
+    /// assert_eq!(q.get()?, vec![1u8; 1000]);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn with_limits(max_items: Option<usize>, max_bytes: u64) -> Result<Queue<T>, QueueError> {
@@ -168,7 +188,7 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     ///
     /// # Errors
     /// [`PutError::Closed`], [`PutError::Encode`] (the item's `Serialize`
-    /// failed, or it holds a handle), [`PutError::TooLarge`]; the item comes back.
+    /// failed, or it holds a handle); the item comes back.
     ///
     /// # Examples
     ///
@@ -363,23 +383,6 @@ impl<T: Serialize + DeserializeOwned + 'static> Queue<T> {
     /// ```
     pub fn maxsize(&self) -> Option<usize> {
         self.inner.maxsize()
-    }
-
-    /// The largest encoded item this queue accepts, in bytes.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use multiproc::{PutError, Queue};
-    /// let q: Queue<Vec<u8>> = Queue::with_limits(None, 1024)?;
-    /// let max = q.max_item_bytes();
-    /// assert!(max > 0 && max <= 1024);
-    /// let too_big = vec![0u8; max as usize + 1]; // encodes to more than `max` bytes
-    /// assert!(matches!(q.put(too_big), Err(PutError::TooLarge { .. })));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn max_item_bytes(&self) -> u64 {
-        self.inner.max_item_bytes()
     }
 
     /// Closes the queue for every process: puts fail with `Closed` from now on;

@@ -113,13 +113,24 @@ pub(crate) const DATA_OFF: usize = 4096;
 /// "MPQUEUE1".
 const MAGIC: u64 = u64::from_le_bytes(*b"MPQUEUE1");
 /// Layout version.
-const LAYOUT: u32 = 3;
+const LAYOUT: u32 = 4;
 /// Record header length (and the zero word that ends the records).
 const REC_HDR: u64 = 8;
 /// Set in every published record header word (so that it is never 0).
 const PUBLISHED: u64 = 1 << 63;
 /// Largest payload a record can describe.
 const MAX_LEN: u64 = (1 << 56) - 1;
+/// The caller's kind of a record (a [`crate::codec::Kind`]) is in the low bits
+/// of its kind byte; the two above say whether it is a piece of an item
+/// larger than the ring (see [`Ring::put_streamed`]).
+const KIND_MASK: u8 = 0x1f;
+/// Kind bit: more pieces of this item follow.
+const MORE: u8 = 0x40;
+/// Kind bit: this record continues an item begun by an earlier piece.
+const CONT: u8 = 0x20;
+/// The record (empty) that ends an item whose producer gave up or died
+/// before its last piece: its pieces are dropped.
+const ABORT: u8 = CONT | KIND_MASK;
 /// Freed memory is returned to the system in chunks of this size...
 const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
@@ -192,7 +203,15 @@ struct Side {
     seen_pos: AtomicU64,
     /// Producers: the consumers' takes as last read.
     seen_count: AtomicU64,
+    /// Producers: while an item larger than the ring is being written in
+    /// pieces, the count of puts it will make (it is counted with its last
+    /// piece); 0 otherwise.
+    streaming: AtomicU64,
+    /// Producers: where that item's first piece starts.
+    stream_from: AtomicU64,
 }
+
+const _: () = assert!(std::mem::size_of::<Side>() == 128);
 
 impl Side {
     #[inline]
@@ -325,7 +344,6 @@ pub(crate) enum PutFail {
     Full,
     Timeout,
     Closed,
-    TooLarge { len: u64, max: u64 },
     Io(io::Error),
 }
 
@@ -642,14 +660,55 @@ impl Ring {
                 // Published: the consumers may have it already. Keep it.
                 p.apply(new);
             } else {
-                // Never published: its bytes lie in free space.
+                // Never published: its bytes lie in free space, and the state
+                // is still the old one (it is written after publishing).
                 p.apply(Snap {
                     pos: old,
-                    count: new.count.wrapping_sub(1),
+                    count: p.count.load(Acquire),
                 });
             }
         }
+        self.end_orphan_stream();
         Ring::wake_everyone(h);
+    }
+
+    /// Producer lock held, by a process other than the one that was writing
+    /// an item in pieces (it died, or failed to end it): ends that item with
+    /// an abort record if some of its pieces were published and not its
+    /// last, so that its consumer drops them and goes on.
+    #[cold]
+    fn end_orphan_stream(&self) {
+        let p = &self.h().prod;
+        let count = p.streaming.load(Acquire);
+        if count == 0 {
+            return;
+        }
+        if p.count.load(Acquire) != count && p.pos.load(Acquire) != p.stream_from.load(Acquire) {
+            self.write_abort();
+        }
+        p.streaming.store(0, Release);
+    }
+
+    /// Appends the record that ends an item given up in pieces (producer
+    /// lock held, after at least one piece: each piece leaves room for it).
+    #[cold]
+    fn write_abort(&self) {
+        let h = self.h();
+        let p = &h.prod;
+        let s = p.load();
+        let base = h.common.base.load(Acquire);
+        let new = Snap {
+            pos: s.pos.wrapping_add(REC_HDR),
+            count: s.count,
+        };
+        self.slot(base, new.pos).store(0, Relaxed);
+        p.log(s.pos, new);
+        self.slot(base, s.pos)
+            .store(PUBLISHED | (u64::from(ABORT) << 56), Release);
+        p.apply(new);
+        p.streaming.store(0, Release);
+        fence(SeqCst);
+        Ring::notify(&h.common.not_empty);
     }
 
     /// Called with the consumer lock held after its owner died.
@@ -761,21 +820,30 @@ impl Ring {
     /// record's header word was seen; `len <= cap`).
     fn read_vec(&self, base: u64, pos: u64, len: usize) -> Vec<u8> {
         let mut v = Vec::<u8>::with_capacity(len);
+        self.read_into(base, pos, len, &mut v);
+        v
+    }
+
+    /// Appends `len` bytes from the ring at logical position `pos` to `v`
+    /// (as [`Ring::read_vec`]).
+    fn read_into(&self, base: u64, pos: u64, len: usize, v: &mut Vec<u8>) {
+        v.reserve(len);
         let off = self.phys(base, pos);
         let first = (self.cap - off).min(len as u64) as usize;
         // SAFETY: `off < cap` and `first <= cap - off`, and the rest,
         // `len - first <= cap` (checked by the caller), starts at 0: both
         // copies stay inside the data ring; the record's bytes were published
-        // (acquire) and stay until `head` moves past them; the vector has capacity for `len` bytes, all of which
-        // the two copies initialise before `set_len`.
+        // (acquire) and stay until `head` moves past them; the vector has
+        // room for `len` more bytes, all of which the two copies initialise
+        // before `set_len`.
         unsafe {
-            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), v.as_mut_ptr(), first);
+            let dst = v.as_mut_ptr().add(v.len());
+            std::ptr::copy_nonoverlapping(self.data.as_ptr().add(off as usize), dst, first);
             if first < len {
-                std::ptr::copy_nonoverlapping(self.data.as_ptr(), v.as_mut_ptr().add(first), len - first);
+                std::ptr::copy_nonoverlapping(self.data.as_ptr(), dst.add(first), len - first);
             }
-            v.set_len(len);
+            v.set_len(v.len() + len);
         }
-        v
     }
 
     /// Whether `rec` more bytes and one more item fit (producer lock held).
@@ -823,12 +891,7 @@ impl Ring {
         let len = payload.len() as u64;
         let rec = match align8(len.saturating_add(REC_HDR)) {
             Some(r) if len <= self.max_payload() && r + REC_HDR <= self.cap => r,
-            _ => {
-                return Err(PutFail::TooLarge {
-                    len,
-                    max: self.max_payload(),
-                })
-            }
+            _ => return self.put_streamed(kind, payload, block),
         };
         let h = self.h();
         let p = &h.prod;
@@ -871,7 +934,7 @@ impl Ring {
                 pos: s.pos.wrapping_add(rec),
                 count: s.count.wrapping_add(1),
             };
-            let word = PUBLISHED | (u64::from(kind & 0x7f) << 56) | len;
+            let word = PUBLISHED | (u64::from(kind & KIND_MASK) << 56) | len;
             // The zero word that ends the records, then the payload, then the
             // log, then the header word that publishes it all.
             if off + rec + REC_HDR <= self.cap {
@@ -908,6 +971,132 @@ impl Ring {
             }
             return Ok(());
         }
+    }
+
+    /// Free bytes in the ring for the producers (producer lock held), from
+    /// the consumers' `head` read now; `None` if the two sides disagree.
+    fn free_bytes(&self, s: Snap) -> Option<u64> {
+        let h = self.h();
+        let head = h.cons.pos.load(Acquire);
+        h.prod.seen_pos.store(head, Relaxed);
+        self.cap.checked_sub(s.pos.wrapping_sub(head))
+    }
+
+    /// Appends an item that cannot be one record (its encoding is longer than
+    /// the ring's free space can ever be) as a run of pieces, holding the
+    /// producer lock from the first to the last so that nothing comes in
+    /// between, and waiting for the consumers to take each piece to make room
+    /// for the next:
+    /// - the first piece's payload starts with the item's length (8 bytes,
+    ///   little-endian), its kind byte has `MORE`; the next ones have `CONT`
+    ///   and `MORE`, the last only `CONT`; the item is counted (`len`, item
+    ///   limit, tasks) with its last piece;
+    /// - each piece leaves room after it for an [`ABORT`] record: written if
+    ///   the put times out or the queue is closed before the last piece (the
+    ///   item comes back to the caller), or by the next producer-lock holder
+    ///   if this process dies meanwhile ([`Ring::end_orphan_stream`]);
+    /// - `try_put` (no waiting) refuses such an item as `Full`: it can only
+    ///   go through while consumers take its pieces.
+    #[cold]
+    #[inline(never)]
+    fn put_streamed(&self, kind: u8, payload: &[u8], block: Block) -> Result<(), PutFail> {
+        let Block::Until(deadline) = block else {
+            return Err(PutFail::Full);
+        };
+        let h = self.h();
+        let p = &h.prod;
+        let g = self.lock_prod(deadline).map_err(|e| match e {
+            LockFail::WouldBlock => PutFail::Timeout,
+            LockFail::Io(e) => PutFail::Io(e),
+        })?;
+        let total = payload.len() as u64;
+        // Pieces are at least a quarter of the ring (or the rest of the item).
+        let piece = (self.cap / 4).max(64);
+        let mut sent = 0u64;
+        loop {
+            let s = p.load();
+            let lead = if sent == 0 { 8 } else { 0 };
+            let left = total - sent;
+            // Bytes of the item that fit in a piece now, if enough do.
+            let fits = |s: Snap| -> Option<Option<u64>> {
+                let free = self.free_bytes(s)?;
+                let takes = h.cons.count.load(Acquire);
+                if sent == 0 && self.max_items != 0 && s.count.wrapping_sub(takes) >= self.max_items {
+                    return Some(None);
+                }
+                // The piece's header and lead, then room for the zero word
+                // that ends the records and for an abort record.
+                let room = free.saturating_sub(3 * REC_HDR + lead);
+                Some((room >= left.min(piece)).then(|| left.min(room)))
+            };
+            let mut now = fits(s);
+            if let Some(None) = now {
+                if self.is_closed() {
+                    return self.give_up_stream(sent, PutFail::Closed);
+                }
+                let v = Ring::arm(&h.common.not_full);
+                now = fits(s);
+                if let Some(None) = now {
+                    match Ring::sleep(&h.common.not_full, v, deadline) {
+                        Ok(false) => continue,
+                        Ok(true) => return self.give_up_stream(sent, PutFail::Timeout),
+                        Err(e) => return self.give_up_stream(sent, PutFail::Io(e)),
+                    }
+                }
+            }
+            let Some(Some(data)) = now else {
+                drop(g);
+                self.discard_all(false);
+                return Err(PutFail::Io(corrupted()));
+            };
+            if self.is_closed() {
+                return self.give_up_stream(sent, PutFail::Closed);
+            }
+            let last = data == left;
+            let len = lead + data;
+            let rec = REC_HDR + align8(len).unwrap_or(len);
+            let base = h.common.base.load(Acquire);
+            let new = Snap {
+                pos: s.pos.wrapping_add(rec),
+                count: s.count.wrapping_add(u64::from(last)),
+            };
+            self.slot(base, new.pos).store(0, Relaxed);
+            if sent == 0 {
+                self.write_at(base, s.pos.wrapping_add(REC_HDR), &total.to_le_bytes());
+                p.stream_from.store(s.pos, Relaxed);
+                p.streaming.store(s.count.wrapping_add(1), Relaxed);
+            }
+            let part = &payload[sent as usize..(sent + data) as usize];
+            self.write_at(base, s.pos.wrapping_add(REC_HDR + lead), part);
+            p.log(s.pos, new);
+            let bits = (if sent == 0 { 0 } else { CONT }) | (if last { 0 } else { MORE });
+            let word = PUBLISHED | (u64::from((kind & KIND_MASK) | bits) << 56) | len;
+            self.slot(base, s.pos).store(word, Release);
+            p.apply(new);
+            if last {
+                p.streaming.store(0, Release);
+            }
+            let populate = self.track_writes(p, self.phys(base, s.pos), rec);
+            fence(SeqCst);
+            Ring::notify(&h.common.not_empty);
+            if let Some((from, to)) = populate {
+                self.populate(from * MIB, to * MIB);
+            }
+            sent += data;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    /// A put of an item in pieces that stops before its last piece (producer
+    /// lock held): ends the item with an abort record if a piece went out.
+    #[cold]
+    fn give_up_stream(&self, sent: u64, why: PutFail) -> Result<(), PutFail> {
+        if sent > 0 {
+            self.write_abort();
+        }
+        Err(why)
     }
 
     /// Records how far into the ring records were written since `base` last
@@ -1015,7 +1204,13 @@ impl Ring {
             let start = self.phys(base, s.pos.wrapping_add(REC_HDR));
             // One call of `f` for both cases, so that it inlines.
             let mut g = Some(g);
-            let (bytes, take) = if len <= IN_PLACE && start + len <= self.cap {
+            let (kind, bytes, take) = if kind & (MORE | CONT) != 0 {
+                match self.take_streamed(g.take(), word) {
+                    Ok(Some((kind, v))) => (kind, Cow::Owned(v), None),
+                    Ok(None) => continue,
+                    Err(e) => return Err(e),
+                }
+            } else if len <= IN_PLACE && start + len <= self.cap {
                 // SAFETY: `start + len <= cap`: the bytes are inside the data
                 // ring; they were published (acquire above) and no producer
                 // writes them before `head` moves past them (after `f`).
@@ -1028,11 +1223,11 @@ impl Ring {
                     from: s.pos,
                     new,
                 };
-                (Cow::Borrowed(bytes), Some(take))
+                (kind, Cow::Borrowed(bytes), Some(take))
             } else {
                 let v = self.read_vec(base, s.pos.wrapping_add(REC_HDR), len as usize);
                 self.finish_get(base, s.pos, new, g.take());
-                (Cow::Owned(v), None)
+                (kind, Cow::Owned(v), None)
             };
             let r = f(kind, bytes);
             if let Some(take) = take {
@@ -1053,6 +1248,164 @@ impl Ring {
         drop(g);
         fence_after_unlock();
         Ring::notify(&h.common.not_full);
+    }
+
+    /// A get that found a piece of an item larger than the ring at `head`
+    /// (consumer lock held, given as `g`; `word` is the piece's header):
+    /// - a first piece: takes it and the following pieces as the producer
+    ///   writes them, keeping the consumer lock, making room after each, and
+    ///   waiting for the next whatever the get's deadline (a taken piece
+    ///   cannot go back: giving up would lose the item). Returns the item's
+    ///   kind and bytes; or `None` after an abort record (the producer gave
+    ///   up or died; its item came back to it or died with it), and the get
+    ///   goes on to the next item;
+    /// - a later piece or an abort with no first piece before it (its
+    ///   consumer died taking it): drops it and returns `None`.
+    ///
+    /// While it waits for a piece, it checks every [`RECHECK`] that the
+    /// producer lock is held: the producer holds it until its last piece, so
+    /// a free (or abandoned) lock means it is gone, and the lock's holder
+    /// (us, then) ends its item ([`Ring::end_orphan_stream`]).
+    #[cold]
+    #[inline(never)]
+    fn take_streamed(&self, g: Option<Guard<'_>>, mut word: u64) -> Result<Option<(u8, Vec<u8>)>, GetFail> {
+        let h = self.h();
+        let c = &h.cons;
+        let base = h.common.base.load(Acquire);
+        let mut item: Option<(u8, u64, Result<Vec<u8>, ()>)> = None;
+        loop {
+            let s = c.load();
+            let (kind, len) = (((word >> 56) & 0x7f) as u8, word & MAX_LEN);
+            let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
+            let last = kind & MORE == 0;
+            let mut new = Snap {
+                pos: s.pos.wrapping_add(rec),
+                count: s.count,
+            };
+            let payload = s.pos.wrapping_add(REC_HDR);
+            match &mut item {
+                None if kind & CONT != 0 => {
+                    // Left by a consumer that died taking its item: dropped
+                    // (counted as taken with its last piece, as it was put).
+                    if last && kind != ABORT {
+                        new.count = new.count.wrapping_add(1);
+                    }
+                    self.finish_get(base, s.pos, new, g);
+                    return Ok(None);
+                }
+                None => {
+                    if len < 8 {
+                        return self.corrupt_stream(g);
+                    }
+                    let head = self.read_vec(base, payload, 8);
+                    let total = u64::from_le_bytes(head.try_into().unwrap_or([0; 8]));
+                    if len - 8 > total {
+                        return self.corrupt_stream(g);
+                    }
+                    let mut v = Vec::new();
+                    let v = match usize::try_from(total).map(|t| v.try_reserve_exact(t)) {
+                        Ok(Ok(())) => {
+                            self.read_into(base, payload.wrapping_add(8), (len - 8) as usize, &mut v);
+                            Ok(v)
+                        }
+                        _ => Err(()),
+                    };
+                    item = Some((kind & KIND_MASK, total, v));
+                }
+                Some(_) if kind == ABORT => {
+                    self.finish_get(base, s.pos, new, g);
+                    return Ok(None);
+                }
+                Some((k, total, v)) => {
+                    if kind & CONT == 0 || kind & KIND_MASK != *k {
+                        return self.corrupt_stream(g);
+                    }
+                    if let Ok(v) = v {
+                        if v.len() as u64 + len > *total {
+                            return self.corrupt_stream(g);
+                        }
+                        self.read_into(base, payload, len as usize, v);
+                    }
+                }
+            }
+            if last {
+                new.count = new.count.wrapping_add(1);
+            }
+            c.commit(s.pos, new);
+            self.release(base, s.pos, new.pos);
+            // The producer waits for this room holding its lock, not ours.
+            fence(SeqCst);
+            Ring::notify(&h.common.not_full);
+            if last {
+                drop(g);
+                let Some((kind, total, v)) = item else {
+                    return Ok(None);
+                };
+                return match v {
+                    Ok(v) if v.len() as u64 == total => Ok(Some((kind, v))),
+                    Ok(_) => Err(GetFail::Io(corrupted())),
+                    Err(()) => Err(GetFail::Io(io::Error::new(
+                        io::ErrorKind::OutOfMemory,
+                        format!(
+                            "an item of {total} bytes does not fit in this process's memory; it was dropped"
+                        ),
+                    ))),
+                };
+            }
+            word = match self.next_piece(base, new.pos)? {
+                Some(w) if w & PUBLISHED != 0 && w & MAX_LEN <= self.max_payload() => w,
+                Some(_) => return self.corrupt_stream(g),
+                None => {
+                    // The producer is gone and left no end: the item is lost.
+                    drop(g);
+                    return Ok(None);
+                }
+            };
+        }
+    }
+
+    /// Waits for the record at `pos` while the item's producer holds the
+    /// producer lock (consumer lock held); `None` if the lock is free or
+    /// abandoned and no record came.
+    fn next_piece(&self, base: u64, pos: u64) -> Result<Option<u64>, GetFail> {
+        let h = self.h();
+        loop {
+            for _ in 0..SPIN_EMPTY {
+                let w = self.slot(base, pos).load(Acquire);
+                if w != 0 {
+                    return Ok(Some(w));
+                }
+                std::hint::spin_loop();
+            }
+            match h.prod.lock.try_lock() {
+                Ok(locked) => {
+                    let _p = Guard(&h.prod.lock);
+                    if locked == Locked::OwnerDied {
+                        self.repair_prod();
+                    } else {
+                        self.end_orphan_stream();
+                    }
+                    let w = self.slot(base, pos).load(Acquire);
+                    return Ok((w != 0).then_some(w));
+                }
+                Err(LockFail::WouldBlock) => {
+                    let v = Ring::arm(&h.common.not_empty);
+                    if self.slot(base, pos).load(Acquire) == 0 {
+                        Ring::sleep(&h.common.not_empty, v, Deadline::after(RECHECK)).map_err(GetFail::Io)?;
+                    }
+                }
+                Err(LockFail::Io(e)) => return Err(GetFail::Io(e)),
+            }
+        }
+    }
+
+    /// A piece out of order: the shared memory was written outside the
+    /// protocol.
+    #[cold]
+    fn corrupt_stream<R>(&self, g: Option<Guard<'_>>) -> Result<R, GetFail> {
+        self.discard_all(true);
+        drop(g);
+        Err(GetFail::Io(corrupted()))
     }
 
     /// Takes the oldest record as `(kind, payload)` (tests).
@@ -1194,7 +1547,14 @@ impl Ring {
                 Err(_) => return,
             }
         };
-        let Ok(_p) = self.lock_prod(Deadline::NEVER) else {
+        // A producer writing an item in pieces holds its lock until consumers
+        // make room: with the consumer lock held, do not wait for it forever.
+        let wait = if cons_held {
+            Deadline::after(RECHECK)
+        } else {
+            Deadline::NEVER
+        };
+        let Ok(_p) = self.lock_prod(wait) else {
             return;
         };
         let at = h.prod.pos.load(Acquire).max(h.cons.pos.load(Acquire));
@@ -1208,6 +1568,7 @@ impl Ring {
         // The discarded items will never be processed: not unfinished either.
         h.cons.seen_pos.store(puts, Release);
         h.prod.seen_count.store(puts, Relaxed);
+        h.prod.streaming.store(0, Relaxed);
         self.give_back_beyond_hot();
         h.prod.touched_mib.store(0, Relaxed);
         Ring::wake_everyone(h);
@@ -1359,11 +1720,108 @@ mod tests {
         assert!(matches!(r.put(0, b"c", Block::No), Err(PutFail::Full)));
         let d = Deadline::after(Duration::from_millis(30));
         assert!(matches!(r.put(0, b"c", Block::Until(d)), Err(PutFail::Timeout)));
-        assert!(matches!(
-            r.put(0, &[0; 2000], Block::No),
-            Err(PutFail::TooLarge { len: 2000, max: 1016 })
-        ));
+        // An item larger than the ring: `try_put` cannot wait for its pieces.
+        assert!(matches!(r.put(0, &[0; 2000], Block::No), Err(PutFail::Full)));
         assert_eq!(r.len(), 2);
+    }
+
+    fn big(seed: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect()
+    }
+
+    #[test]
+    fn items_larger_than_the_ring_go_through_in_pieces() {
+        for r in rings(Flavor::Joinable, 3, 1024) {
+            let sizes = [5000usize, 10, 1009, 1010, 1 << 20, 0, 3000];
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    for (i, n) in sizes.into_iter().enumerate() {
+                        r.put(i as u8, &big(i as u8, n), Block::Until(Deadline::NEVER))
+                            .unwrap();
+                    }
+                });
+                for (i, n) in sizes.into_iter().enumerate() {
+                    let (kind, v) = r
+                        .get(Block::Until(Deadline::after(Duration::from_secs(30))))
+                        .unwrap();
+                    assert_eq!((kind, v.len()), (i as u8, n));
+                    assert!(v == big(i as u8, n), "item {i} corrupted");
+                }
+            });
+            assert_eq!((r.len(), r.unfinished()), (0, sizes.len() as u64));
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        }
+    }
+
+    #[test]
+    fn a_put_in_pieces_that_times_out_gives_its_item_back_and_leaves_nothing() {
+        for r in rings(Flavor::Queue, 0, 256) {
+            let d = Deadline::after(Duration::from_millis(50));
+            assert!(matches!(
+                r.put(1, &big(1, 4000), Block::Until(d)),
+                Err(PutFail::Timeout)
+            ));
+            assert_eq!(r.len(), 0);
+            // The pieces already out fill the ring until a get drops them
+            // (and goes on: here, to find the queue empty).
+            assert!(matches!(r.put(0, b"after", Block::No), Err(PutFail::Full)));
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+            r.put(0, b"after", Block::No).unwrap();
+            assert_eq!(r.get(Block::No).unwrap(), (0, b"after".to_vec()));
+            // A consumer that took the first pieces before the abort drops them too.
+            std::thread::scope(|s| {
+                let got = s.spawn(|| {
+                    r.get(Block::Until(Deadline::after(Duration::from_secs(30))))
+                        .unwrap()
+                });
+                let d = Deadline::after(Duration::from_millis(50));
+                let stuck = r.put(2, &big(2, 1 << 20), Block::Until(d));
+                // The getter took pieces as they came; with no one slowing it
+                // the item may also have gone through whole.
+                if stuck.is_err() {
+                    let d = Deadline::after(Duration::from_secs(30));
+                    r.put(0, b"next", Block::Until(d)).unwrap();
+                    assert_eq!(got.join().unwrap(), (0, b"next".to_vec()));
+                } else {
+                    assert_eq!(got.join().unwrap(), (2, big(2, 1 << 20)));
+                }
+            });
+            assert_eq!(r.len(), 0);
+        }
+    }
+
+    #[test]
+    fn a_producer_that_dies_mid_item_leaves_an_abort_for_its_consumer() {
+        for r in rings(Flavor::Queue, 0, 512) {
+            // The producer writes the first piece of an item of 5000 bytes by
+            // hand, as `put_streamed` does, and dies holding its lock.
+            die_holding_producer_lock(&r, |r, p, base| {
+                let pos = p.pos.load(SeqCst);
+                let count = p.count.load(SeqCst);
+                let len = 8 + 100;
+                r.slot(base, pos + 8 + 112).store(0, SeqCst);
+                r.write_at(base, pos + 8, &5000u64.to_le_bytes());
+                r.write_at(base, pos + 16, &[7; 100]);
+                p.stream_from.store(pos, SeqCst);
+                p.streaming.store(count + 1, SeqCst);
+                let new = Snap {
+                    pos: pos + 120,
+                    count,
+                };
+                p.log(pos, new);
+                r.slot(base, pos)
+                    .store(PUBLISHED | (u64::from(MORE) << 56) | len, SeqCst);
+                p.apply(new);
+            });
+            // The consumer takes the piece, finds the producer gone, ends the
+            // item itself and goes on to wait for the next one.
+            let d = Deadline::after(Duration::from_millis(300));
+            assert!(matches!(r.get(Block::Until(d)), Err(GetFail::Timeout)));
+            assert_eq!(r.len(), 0);
+            r.put(0, b"ok", Block::No).unwrap();
+            assert_eq!(r.get(Block::No).unwrap(), (0, b"ok".to_vec()));
+            assert!(matches!(r.get(Block::No), Err(GetFail::Empty)));
+        }
     }
 
     #[test]

@@ -120,7 +120,6 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
             PutFail::Full => PutError::Full(item),
             PutFail::Timeout => PutError::Timeout(item),
             PutFail::Closed => PutError::Closed(item),
-            PutFail::TooLarge { len, max } => PutError::TooLarge { item, len, max },
             PutFail::Io(e) => PutError::Io(item, e),
         })
     }
@@ -170,10 +169,6 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
             0 => None,
             n => Some(usize::try_from(n).unwrap_or(usize::MAX)),
         }
-    }
-
-    pub(crate) fn max_item_bytes(&self) -> u64 {
-        self.ring.max_payload()
     }
 
     pub(crate) fn task_done(&self) -> Result<(), TaskDoneError> {
