@@ -11,7 +11,9 @@
 //! | [`DATA_OFF`] | the data ring, `cap` bytes (a multiple of 8) |
 //!
 //! A record is an 8-byte word `PUBLISHED | (kind << 56) | len` followed by
-//! `len` payload bytes, padded to a multiple of 8. Positions are logical byte
+//! `len` payload bytes, padded to a multiple of 8. An item too long for one
+//! record is a run of records, its pieces, marked in their kind byte
+//! ([`Ring::put_streamed`], [`Ring::take_streamed`]). Positions are logical byte
 //! offsets that only grow; position `p` lives at byte `(p - base) % cap` of
 //! the data ring, and `base` moves up to the current position whenever a
 //! consumer finds the queue empty far from the start, so that a queue that
@@ -49,6 +51,10 @@
 //! - consumers: the record was copied out before the log was written, so the
 //!   log is rolled forward (the item is lost with the dead process: at most
 //!   the one it was taking); a consumer that dies before leaves it queued.
+//! - an item in pieces: each piece is committed like a record; a producer
+//!   that dies before the last leaves its lock to be repaired by whoever
+//!   takes it next, which appends an abort record; a consumer that dies
+//!   leaves pieces that the next get drops.
 //!
 //! The repair also wakes every sleeper. A waiter never sleeps more than
 //! [`RECHECK`] at a time, so a process killed between publishing and waking
@@ -1271,10 +1277,10 @@ impl Ring {
     fn take_streamed(&self, g: Option<Guard<'_>>, mut word: u64) -> Result<Option<(u8, Vec<u8>)>, GetFail> {
         let h = self.h();
         let c = &h.cons;
-        let base = h.common.base.load(Acquire);
         let mut item: Option<(u8, u64, Result<Vec<u8>, ()>)> = None;
         loop {
             let s = c.load();
+            let base = h.common.base.load(Acquire);
             let (kind, len) = (((word >> 56) & 0x7f) as u8, word & MAX_LEN);
             let rec = align8(len + REC_HDR).unwrap_or(u64::MAX);
             let last = kind & MORE == 0;
@@ -1352,7 +1358,7 @@ impl Ring {
                     ))),
                 };
             }
-            word = match self.next_piece(base, new.pos)? {
+            word = match self.next_piece(h.common.base.load(Acquire), new.pos)? {
                 Some(w) if w & PUBLISHED != 0 && w & MAX_LEN <= self.max_payload() => w,
                 Some(_) => return self.corrupt_stream(g),
                 None => {
