@@ -88,13 +88,11 @@ fn produce_bytes((q, n, size): (Queue<Vec<u8>>, u64, usize)) {
     }
 }
 
-/// `maxsize: None` lets the producer run ahead into fresh memory (page faults
-/// then dominate); `Some(64)` keeps the items in flight within warm pages.
-fn bytes_mb_s(n: u64, size: usize, maxsize: Option<usize>) -> f64 {
-    let q: Queue<Vec<u8>> = match maxsize {
-        Some(m) => Queue::bounded(m).unwrap(),
-        None => Queue::new().unwrap(),
-    };
+/// `n` items of `size` bytes through `q`, in MB/s. `Queue::new()` lets the
+/// producer run ahead into fresh memory (page faults then dominate);
+/// `Queue::bounded(64)` keeps the items in flight within warm pages; a byte
+/// budget smaller than the items makes them pass in pieces.
+fn bytes_mb_s(n: u64, size: usize, q: Queue<Vec<u8>>) -> f64 {
     let t = Instant::now();
     let p = Process::spawn((q.clone(), n, size), produce_bytes).unwrap();
     let mut total = 0;
@@ -233,15 +231,43 @@ fn main() {
             5,
             vec![
                 Contender::new("multiproc Queue::bounded(64)", || {
-                    bytes_mb_s(blocks, size, Some(64))
+                    bytes_mb_s(blocks, size, Queue::bounded(64).unwrap())
                 }),
-                Contender::new("multiproc Queue::new()", || bytes_mb_s(blocks, size, None)),
+                Contender::new("multiproc Queue::new()", || {
+                    bytes_mb_s(blocks, size, Queue::new().unwrap())
+                }),
                 Contender::new("memcpy, one core", || memcpy_mb_s(size)),
                 Contender::new("CPython mp.Queue(64) (bytes)", || {
                     python("queue_bytes.py", &[&bs, &sz, "64"])
                 }),
                 Contender::new("CPython mp.Queue() (bytes)", || {
                     python("queue_bytes.py", &[&bs, &sz])
+                }),
+            ],
+        );
+    }
+    // Items larger than the ring: 16 MiB items through a queue whose byte
+    // budget is 1 MiB (pieces of 256 KiB or more), against the same items
+    // whole through the default 1 GiB ring, and CPython's unbounded Queue.
+    let big = 16 << 20;
+    let bigs = n(64, 4) as u64;
+    let (bn, bz) = (bigs.to_string(), big.to_string());
+    if wanted("big") {
+        scenario(
+            "Vec<u8> of 16 MiB, 1 producer process -> 1 consumer process",
+            "MB/s",
+            true,
+            5,
+            vec![
+                Contender::new("multiproc Queue, 1 MiB budget (in pieces)", || {
+                    bytes_mb_s(bigs, big, Queue::with_limits(None, 1 << 20).unwrap())
+                }),
+                Contender::new("multiproc Queue::new() (whole)", || {
+                    bytes_mb_s(bigs, big, Queue::new().unwrap())
+                }),
+                Contender::new("memcpy, one core", || memcpy_mb_s(big)),
+                Contender::new("CPython mp.Queue() (bytes)", || {
+                    python("queue_bytes.py", &[&bn, &bz])
                 }),
             ],
         );
