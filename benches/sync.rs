@@ -230,7 +230,7 @@ fn handoff() {
         "2 processes hand a Lock back and forth (busy re-acquire; placement left to the scheduler)",
         "us/handoff",
         false,
-        3,
+        5,
         vec![
             Contender::new("multiproc Lock", || handoff_game(rounds, true, false, None)),
             Contender::new("CPython mp.Lock", || {
@@ -239,6 +239,10 @@ fn handoff() {
         ],
     );
     if cpus.len() == 2 {
+        // Pinned apart, no hand-off takes a scheduler's time slice: longer
+        // runs, for steadier medians.
+        let rounds = n(5_000, 500);
+        let r = rounds.to_string();
         let [c0, c1] = [cpus[0], cpus[1]];
         let (a, b) = (c0.to_string(), c1.to_string());
         scenario(
@@ -247,7 +251,7 @@ fn handoff() {
             ),
             "us/handoff",
             false,
-            3,
+            5,
             vec![
                 Contender::new("multiproc Lock", || {
                     handoff_game(rounds, true, false, Some([c0, c1]))
