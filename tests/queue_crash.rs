@@ -47,6 +47,20 @@ fn kill_and_reap<R: serde::de::DeserializeOwned + 'static>(p: Process<R>) {
     }
 }
 
+/// A consumer child: takes items, checks them, reports their numbers on `done`.
+fn consume_checked((q, done): (Queue<Vec<u8>>, Queue<u64>)) {
+    while let Ok(v) = q.get_timeout(T) {
+        done.put(check(&v)).unwrap();
+    }
+}
+
+/// A producer child: puts items 0, 1, 2, ... until it is killed.
+fn put_items_forever(q: Queue<Vec<u8>>) {
+    for s in 0.. {
+        q.put(item(s)).unwrap();
+    }
+}
+
 fn works_after(q: &Queue<Vec<u8>>) {
     q.put(vec![42; 3]).unwrap();
     let mut last = None;
@@ -96,11 +110,6 @@ fn producer_killed_while_blocked_in_put() {
 #[test]
 fn consumer_killed_mid_get_loses_at_most_its_item() {
     const N: u64 = 40;
-    fn consume((q, done): (Queue<Vec<u8>>, Queue<u64>)) {
-        while let Ok(v) = q.get_timeout(T) {
-            done.put(check(&v)).unwrap();
-        }
-    }
     let mut lost_total = 0;
     for (round, delay) in [15u64, 40, 70, 100, 130].into_iter().enumerate() {
         let q: Queue<Vec<u8>> = Queue::new().unwrap();
@@ -108,7 +117,7 @@ fn consumer_killed_mid_get_loses_at_most_its_item() {
         for s in 0..N {
             q.put(item(s)).unwrap();
         }
-        let p = victim((q.clone(), done.clone()), consume);
+        let p = victim((q.clone(), done.clone()), consume_checked);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_reap(p);
         let mut seen = HashSet::new();
@@ -146,14 +155,9 @@ fn consumer_killed_mid_get_loses_at_most_its_item() {
 
 #[test]
 fn producer_killed_mid_put_leaves_a_consistent_queue() {
-    fn produce(q: Queue<Vec<u8>>) {
-        for s in 0.. {
-            q.put(item(s)).unwrap();
-        }
-    }
     for delay in [10u64, 35, 60, 90, 120, 150] {
         let q: Queue<Vec<u8>> = Queue::new().unwrap();
-        let p = victim(q.clone(), produce);
+        let p = victim(q.clone(), put_items_forever);
         std::thread::sleep(Duration::from_millis(delay));
         kill_and_reap(p);
         // Every committed item is intact and in order, with no gap: only the
@@ -246,16 +250,11 @@ fn small_ring() -> Queue<Vec<u8>> {
 
 #[test]
 fn producer_killed_writing_an_item_larger_than_the_ring() {
-    fn produce(q: Queue<Vec<u8>>) {
-        for s in 0.. {
-            q.put(item(s)).unwrap();
-        }
-    }
     // No consumer: the producer waits for room after the first pieces,
     // holding the producers' lock. Killed there, its pieces are dropped by
     // the next get, which then waits for an item as usual.
     let q = small_ring();
-    let p = victim(q.clone(), produce);
+    let p = victim(q.clone(), put_items_forever);
     std::thread::sleep(Duration::from_millis(150));
     kill_and_reap(p);
     assert!(q
@@ -269,7 +268,7 @@ fn producer_killed_writing_an_item_larger_than_the_ring() {
     let mut total = 0;
     for delay in [5u64, 20, 45, 80] {
         let q = small_ring();
-        let p = victim(q.clone(), produce);
+        let p = victim(q.clone(), put_items_forever);
         let consumer = std::thread::spawn({
             let q = q.clone();
             move || {
@@ -295,16 +294,11 @@ fn producer_killed_writing_an_item_larger_than_the_ring() {
 #[test]
 fn consumer_killed_taking_an_item_larger_than_the_ring() {
     const N: u64 = 12;
-    fn consume((q, done): (Queue<Vec<u8>>, Queue<u64>)) {
-        while let Ok(v) = q.get_timeout(T) {
-            done.put(check(&v)).unwrap();
-        }
-    }
     let mut lost_total = 0;
     for delay in [5u64, 20, 45] {
         let q = small_ring();
         let done: Queue<u64> = Queue::new().unwrap();
-        let c = victim((q.clone(), done.clone()), consume);
+        let c = victim((q.clone(), done.clone()), consume_checked);
         let producer = std::thread::spawn({
             let q = q.clone();
             move || {
