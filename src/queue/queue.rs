@@ -51,8 +51,9 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// other producers and consumers wait their turn. What changes for such an
 /// item:
 /// - `try_put` refuses it ([`PutError::Full`]): it cannot go in without
-///   waiting for a consumer; `put_timeout` that runs out of time gives it
-///   back and the pieces already written are dropped;
+///   waiting for a consumer; a `put_timeout` that runs out of time, or a put
+///   during which the queue is closed, gives it back, and the pieces already
+///   written are dropped;
 /// - a get that has taken its first piece waits for the rest, past its
 ///   timeout if need be (giving up would lose the item); if the producer is
 ///   killed meanwhile, the get drops the pieces and goes on to the next item
