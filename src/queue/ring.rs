@@ -1870,6 +1870,67 @@ mod tests {
         }
     }
 
+    /// Item `i` of producer `p`: its numbers, then a pattern; every fifth
+    /// one longer than a 2 KiB ring, so that it goes in pieces.
+    fn mixed_item(p: u64, i: u64) -> Vec<u8> {
+        let len = if i % 5 == 0 {
+            5000 + i as usize
+        } else {
+            16 + (i % 48) as usize
+        };
+        let mut v = big((p * 7 + i) as u8, len);
+        v[..8].copy_from_slice(&p.to_le_bytes());
+        v[8..16].copy_from_slice(&i.to_le_bytes());
+        v
+    }
+
+    #[test]
+    fn threads_mpmc_mixing_items_in_pieces_and_whole() {
+        for r in rings(Flavor::Joinable, 4, 2048) {
+            let n = 300u64;
+            let per_consumer = std::thread::scope(|s| {
+                for p in 0..3u64 {
+                    let r = r.clone();
+                    s.spawn(move || {
+                        for i in 0..n {
+                            let d = Deadline::after(Duration::from_secs(30));
+                            r.put(0, &mixed_item(p, i), Block::Until(d)).unwrap();
+                        }
+                    });
+                }
+                let hs: Vec<_> = (0..3)
+                    .map(|_| {
+                        let r = r.clone();
+                        s.spawn(move || {
+                            let mut got = Vec::new();
+                            let d = || Block::Until(Deadline::after(Duration::from_millis(1500)));
+                            while let Ok((_, v)) = r.get(d()) {
+                                let p = u64::from_le_bytes(v[..8].try_into().unwrap());
+                                let i = u64::from_le_bytes(v[8..16].try_into().unwrap());
+                                assert!(v == mixed_item(p, i), "item {i} of producer {p} corrupted");
+                                got.push((p, i));
+                            }
+                            got
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>()
+            });
+            // FIFO: each consumer sees each producer's items in order.
+            for got in &per_consumer {
+                for p in 0..3 {
+                    let mine: Vec<u64> = got.iter().filter(|x| x.0 == p).map(|x| x.1).collect();
+                    assert!(mine.windows(2).all(|w| w[0] < w[1]), "producer {p} out of order");
+                }
+            }
+            let mut all: Vec<(u64, u64)> = per_consumer.into_iter().flatten().collect();
+            all.sort_unstable();
+            let want: Vec<(u64, u64)> = (0..3).flat_map(|p| (0..n).map(move |i| (p, i))).collect();
+            assert_eq!(all, want);
+            assert_eq!((r.len(), r.unfinished()), (0, 3 * n));
+        }
+    }
+
     #[test]
     fn blocked_getter_wakes_on_put_and_close() {
         let r = Ring::private(Flavor::Queue, 0, 1024).unwrap();
