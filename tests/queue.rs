@@ -327,6 +327,36 @@ fn items_larger_than_the_queue_go_through_in_pieces() {
     assert_eq!(q.get().unwrap(), vec![1; 4088]);
 }
 
+#[test]
+fn items_in_pieces_through_a_ring_that_gives_memory_back() {
+    // Past 32 MiB a ring gives the pages behind its consumers back, which
+    // takes the producers' lock; the producer of an item in pieces holds it
+    // while it waits for room. Both sides are children, joined with a
+    // deadline, so that a deadlock fails the test instead of hanging it.
+    // A backlog of small items first, so that the consumer crosses chunks
+    // of the ring behind it while the big item's producer waits for room.
+    let q: Queue<Vec<u8>> = Queue::with_limits(None, 34 << 20).unwrap();
+    fn sizes() -> impl Iterator<Item = usize> {
+        (0..2000).map(|_| 10 << 10).chain([80 << 20, 10, 80 << 20])
+    }
+    fn send(q: Queue<Vec<u8>>) {
+        for (i, n) in sizes().enumerate() {
+            q.put(pattern(n, i as u8)).unwrap();
+        }
+    }
+    fn take(q: Queue<Vec<u8>>) -> bool {
+        std::thread::sleep(Duration::from_millis(300));
+        sizes()
+            .enumerate()
+            .all(|(i, n)| q.get_timeout(T).is_ok_and(|v| v == pattern(n, i as u8)))
+    }
+    let c = Process::builder().daemon(true).spawn(q.clone(), take).unwrap();
+    let p = Process::builder().daemon(true).spawn(q.clone(), send).unwrap();
+    assert_eq!(c.join_timeout(T).unwrap(), Some(true));
+    assert_eq!(p.join_timeout(T).unwrap(), Some(()));
+    assert!(q.is_empty());
+}
+
 struct Refuses;
 impl Serialize for Refuses {
     fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {

@@ -1494,7 +1494,14 @@ impl Ring {
         if a / CHUNK == b / CHUNK && to.wrapping_sub(from) < CHUNK {
             return; // no chunk left behind
         }
-        let Ok(_g) = self.lock_prod(Deadline::NEVER) else {
+        // Never wait long for the producers' lock while holding the
+        // consumers' one: a producer writing an item in pieces holds it
+        // until consumers make room. Such a producer, or a busy lock, means
+        // the pages are given back another time.
+        if h.prod.streaming.load(Acquire) != 0 {
+            return;
+        }
+        let Ok(_g) = self.lock_prod(Deadline::after(Duration::from_millis(1))) else {
             return;
         };
         let tail = h.prod.pos.load(Acquire);
@@ -1554,13 +1561,9 @@ impl Ring {
             }
         };
         // A producer writing an item in pieces holds its lock until consumers
-        // make room: with the consumer lock held, do not wait for it forever.
-        let wait = if cons_held {
-            Deadline::after(RECHECK)
-        } else {
-            Deadline::NEVER
-        };
-        let Ok(_p) = self.lock_prod(wait) else {
+        // make room: with the consumer lock held, do not wait for it forever
+        // (the next get or put that finds the corruption tries again).
+        let Ok(_p) = self.lock_prod(Deadline::after(RECHECK)) else {
             return;
         };
         let at = h.prod.pos.load(Acquire).max(h.cons.pos.load(Acquire));
