@@ -137,6 +137,8 @@ impl<T: Serialize + DeserializeOwned + 'static> Typed<T> {
     }
 
     pub(crate) fn get_block(&self, block: Block) -> Result<T, GetError> {
+        // A closure, not the fn item `decode::<T>`: the closure's call
+        // inlines into `get_with` (the fn item's `call_once` shim did not).
         self.ring
             .get_with(block, |kind, bytes| decode::<T>(kind, bytes))
             .map_err(get_err)?
