@@ -223,8 +223,12 @@ fn handoff() {
     // Busy: the process whose turn it is not re-takes the lock at once, so the
     // lock is contended all the time. Left to the scheduler, CPython's two
     // players often share a CPU and need ~ms per hand-off, which makes most
-    // of the ratio; pinned apart, both contenders play on two CPUs.
-    let rounds = n(1_000, 100);
+    // of the ratio; pinned apart, both contenders play on two CPUs. 5,000
+    // rounds: with 1,000, a run of ours lasted about 1 ms, so where the
+    // scheduler first put the new players weighed more than the lock (our
+    // median ranged 0.8-2.7 us from one bench run to the next; 0.54 and 0.55
+    // us in two runs with 5,000).
+    let rounds = n(5_000, 500);
     let r = rounds.to_string();
     scenario(
         "2 processes hand a Lock back and forth (busy re-acquire; placement left to the scheduler)",
@@ -239,10 +243,6 @@ fn handoff() {
         ],
     );
     if cpus.len() == 2 {
-        // Pinned apart, no hand-off takes a scheduler's time slice: longer
-        // runs, for steadier medians.
-        let rounds = n(5_000, 500);
-        let r = rounds.to_string();
         let [c0, c1] = [cpus[0], cpus[1]];
         let (a, b) = (c0.to_string(), c1.to_string());
         scenario(
