@@ -332,3 +332,34 @@ fn consumer_killed_taking_an_item_larger_than_the_ring() {
     }
     eprintln!("consumer killed taking 4 MiB items in pieces 3 times: {lost_total} items lost in all");
 }
+
+#[test]
+fn a_get_gives_up_on_a_stopped_producer_mid_item_and_nothing_is_lost() {
+    use rustix::process::{kill_process, Pid, Signal};
+    fn send(q: Queue<Vec<u8>>) -> bool {
+        q.put(item(7)).is_ok()
+    }
+    // A 64 KiB ring: the 4 MiB item goes in pieces. No consumer yet, so the
+    // producer fills the ring and waits for room; it is stopped there.
+    let q = small_ring();
+    let p = victim(q.clone(), send);
+    std::thread::sleep(Duration::from_millis(200));
+    let pid = Pid::from_raw(p.pid() as i32).unwrap();
+    kill_process(pid, Signal::STOP).unwrap();
+    // The get takes the pieces in the ring, waits for the next one past its
+    // timeout while a piece could still come, then gives up.
+    let t = std::time::Instant::now();
+    let err = q.get_timeout(Duration::from_millis(200)).unwrap_err();
+    let took = t.elapsed();
+    assert!(err.is_timeout(), "{err}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(10),
+        "gave up after {took:?}"
+    );
+    // Running again, the producer starts the item over: it arrives whole.
+    kill_process(pid, Signal::CONT).unwrap();
+    assert_eq!(check(&q.get_timeout(T).unwrap()), 7);
+    assert_eq!(p.join_timeout(T).unwrap(), Some(true));
+    assert!(q.is_empty());
+    works_after(&q);
+}

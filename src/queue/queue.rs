@@ -55,9 +55,12 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 ///   during which the queue is closed, gives it back, and the pieces already
 ///   written are dropped;
 /// - a get that has taken its first piece waits for the rest, past its
-///   timeout if need be (giving up would lose the item); if the producer is
-///   killed meanwhile, the get drops the pieces and goes on to the next item
-///   (it notices within 200 ms);
+///   timeout while pieces keep coming (giving up would lose the item). If
+///   none comes for a second after its timeout (the producer is stopped),
+///   it gives up with a timeout, and the producer, when it runs again,
+///   starts the item over: nothing is lost. If the producer is killed
+///   meanwhile, the get drops the pieces and goes on to the next item (it
+///   notices within 200 ms);
 /// - a consumer killed while taking it loses it, as any item it was taking;
 ///   the next get drops the rest of its pieces.
 ///

@@ -137,6 +137,11 @@ const CONT: u8 = 0x20;
 /// The record (empty) that ends an item whose producer gave up or died
 /// before its last piece: its pieces are dropped.
 const ABORT: u8 = CONT | KIND_MASK;
+/// `stream_cursor` once the consumer of an item in pieces gave up on it.
+const ABANDONED: u64 = u64::MAX;
+/// A consumer past its deadline gives up an item in pieces once no piece
+/// came for this long (its producer is stopped, not just slow).
+const STALL: Duration = Duration::from_secs(1);
 /// Freed memory is returned to the system in chunks of this size...
 const CHUNK: u64 = 4 << 20;
 /// ...beyond the first `HOT` bytes, which stay resident.
@@ -215,6 +220,10 @@ struct Side {
     streaming: AtomicU64,
     /// Producers: where that item's first piece starts.
     stream_from: AtomicU64,
+    /// Producers: how many pieces of that item are published, or
+    /// [`ABANDONED`] once its consumer gave up waiting for the next one (a
+    /// compare-and-swap on both sides decides which came first).
+    stream_cursor: AtomicU64,
 }
 
 const _: () = assert!(std::mem::size_of::<Side>() == 128);
@@ -351,6 +360,16 @@ pub(crate) enum PutFail {
     Timeout,
     Closed,
     Io(io::Error),
+}
+
+/// What a consumer waiting for the next piece of an item found.
+enum Next {
+    /// The next piece's header word.
+    Piece(u64),
+    /// The producer is gone and no record follows.
+    Gone,
+    /// We gave the item up (see [`Ring::next_piece`]).
+    Abandoned,
 }
 
 /// Why a get failed.
@@ -1002,7 +1021,11 @@ impl Ring {
     ///   item comes back to the caller), or by the next producer-lock holder
     ///   if this process dies meanwhile ([`Ring::end_orphan_stream`]);
     /// - `try_put` (no waiting) refuses such an item as `Full`: it can only
-    ///   go through while consumers take its pieces.
+    ///   go through while consumers take its pieces;
+    /// - a piece is published only if `stream_cursor` still counts the
+    ///   pieces before it (compare-and-swap): a consumer that gave up
+    ///   waiting has set it to [`ABANDONED`], and the producer then unwrites
+    ///   the piece, ends the item with an abort record and starts it over.
     #[cold]
     #[inline(never)]
     fn put_streamed(&self, kind: u8, payload: &[u8], block: Block) -> Result<(), PutFail> {
@@ -1019,6 +1042,7 @@ impl Ring {
         // Pieces are at least a quarter of the ring (or the rest of the item).
         let piece = (self.cap / 4).max(64);
         let mut sent = 0u64;
+        let mut pieces = 0u64;
         loop {
             let s = p.load();
             let lead = if sent == 0 { 8 } else { 0 };
@@ -1071,10 +1095,22 @@ impl Ring {
                 self.write_at(base, s.pos.wrapping_add(REC_HDR), &total.to_le_bytes());
                 p.stream_from.store(s.pos, Relaxed);
                 p.streaming.store(s.count.wrapping_add(1), Relaxed);
+                p.stream_cursor.store(0, SeqCst);
             }
             let part = &payload[sent as usize..(sent + data) as usize];
             self.write_at(base, s.pos.wrapping_add(REC_HDR + lead), part);
             p.log(s.pos, new);
+            if p.stream_cursor
+                .compare_exchange(pieces, pieces + 1, SeqCst, SeqCst)
+                .is_err()
+            {
+                // The consumer gave up waiting for this piece (we were stopped
+                // for a while): unwrite it, end the item, and start it again.
+                p.apply(s);
+                self.write_abort();
+                (sent, pieces) = (0, 0);
+                continue;
+            }
             let bits = (if sent == 0 { 0 } else { CONT }) | (if last { 0 } else { MORE });
             let word = PUBLISHED | (u64::from((kind & KIND_MASK) | bits) << 56) | len;
             self.slot(base, s.pos).store(word, Release);
@@ -1089,6 +1125,7 @@ impl Ring {
                 self.populate(from * MIB, to * MIB);
             }
             sent += data;
+            pieces += 1;
             if last {
                 return Ok(());
             }
@@ -1211,7 +1248,7 @@ impl Ring {
             // One call of `f` for both cases, so that it inlines.
             let mut g = Some(g);
             let (kind, bytes, take) = if kind & (MORE | CONT) != 0 {
-                match self.take_streamed(g.take(), word) {
+                match self.take_streamed(g.take(), word, block) {
                     Ok(Some((kind, v))) => (kind, Cow::Owned(v), None),
                     Ok(None) => continue,
                     Err(e) => return Err(e),
@@ -1260,11 +1297,12 @@ impl Ring {
     /// (consumer lock held, given as `g`; `word` is the piece's header):
     /// - a first piece: takes it and the following pieces as the producer
     ///   writes them, keeping the consumer lock, making room after each, and
-    ///   waiting for the next whatever the get's deadline (a taken piece
-    ///   cannot go back: giving up would lose the item). Returns the item's
-    ///   kind and bytes; or `None` after an abort record (the producer gave
-    ///   up or died; its item came back to it or died with it), and the get
-    ///   goes on to the next item;
+    ///   waiting for the next past the get's deadline while pieces keep
+    ///   coming (a taken piece cannot go back). Returns the item's kind and
+    ///   bytes; or `None` after an abort record (the producer gave up or
+    ///   died; its item came back to it or died with it), and the get goes
+    ///   on to the next item; or the get's timeout once it gave the item up
+    ///   to a stopped producer ([`Ring::next_piece`]);
     /// - a later piece or an abort with no first piece before it (its
     ///   consumer died taking it): drops it and returns `None`.
     ///
@@ -1274,10 +1312,16 @@ impl Ring {
     /// (us, then) ends its item ([`Ring::end_orphan_stream`]).
     #[cold]
     #[inline(never)]
-    fn take_streamed(&self, g: Option<Guard<'_>>, mut word: u64) -> Result<Option<(u8, Vec<u8>)>, GetFail> {
+    fn take_streamed(
+        &self,
+        g: Option<Guard<'_>>,
+        mut word: u64,
+        block: Block,
+    ) -> Result<Option<(u8, Vec<u8>)>, GetFail> {
         let h = self.h();
         let c = &h.cons;
         let mut item: Option<(u8, u64, Result<Vec<u8>, ()>)> = None;
+        let mut taken = 0u64;
         loop {
             let s = c.load();
             let base = h.common.base.load(Acquire);
@@ -1337,6 +1381,7 @@ impl Ring {
             if last {
                 new.count = new.count.wrapping_add(1);
             }
+            taken += 1;
             c.commit(s.pos, new);
             self.release(base, s.pos, new.pos);
             // The producer waits for this room holding its lock, not ours.
@@ -1358,31 +1403,49 @@ impl Ring {
                     ))),
                 };
             }
-            word = match self.next_piece(h.common.base.load(Acquire), new.pos)? {
-                Some(w) if w & PUBLISHED != 0 && w & MAX_LEN <= self.max_payload() => w,
-                Some(_) => return self.corrupt_stream(g),
-                None => {
+            word = match self.next_piece(h.common.base.load(Acquire), new.pos, taken, block)? {
+                Next::Piece(w) if w & PUBLISHED != 0 && w & MAX_LEN <= self.max_payload() => w,
+                Next::Piece(_) => return self.corrupt_stream(g),
+                Next::Gone => {
                     // The producer is gone and left no end: the item is lost.
                     drop(g);
                     return Ok(None);
+                }
+                Next::Abandoned => {
+                    // Its producer will start it again: nothing is lost.
+                    drop(g);
+                    return Err(match block {
+                        Block::No => GetFail::Empty,
+                        Block::Until(_) => GetFail::Timeout,
+                    });
                 }
             };
         }
     }
 
     /// Waits for the record at `pos` while the item's producer holds the
-    /// producer lock (consumer lock held); `None` if the lock is free or
-    /// abandoned and no record came.
-    fn next_piece(&self, base: u64, pos: u64) -> Result<Option<u64>, GetFail> {
+    /// producer lock (consumer lock held), having taken `taken` pieces:
+    /// - [`Next::Gone`] if the lock is free or abandoned and no record came;
+    /// - [`Next::Abandoned`] if the get's deadline has passed and no piece
+    ///   came for [`STALL`], and the producer had not published the next one
+    ///   when we gave up (`stream_cursor`): it starts the item again when it
+    ///   runs again, so a stopped producer cannot hold a get forever.
+    fn next_piece(&self, base: u64, pos: u64, taken: u64, block: Block) -> Result<Next, GetFail> {
         let h = self.h();
+        let stall = Deadline::after(STALL);
+        let mut coming = false;
         loop {
             for _ in 0..SPIN_EMPTY {
                 let w = self.slot(base, pos).load(Acquire);
                 if w != 0 {
-                    return Ok(Some(w));
+                    return Ok(Next::Piece(w));
                 }
                 std::hint::spin_loop();
             }
+            let deadline = match block {
+                Block::No => Deadline::after(Duration::ZERO),
+                Block::Until(d) => d,
+            };
             match h.prod.lock.try_lock() {
                 Ok(locked) => {
                     let _p = Guard(&h.prod.lock);
@@ -1392,12 +1455,29 @@ impl Ring {
                         self.end_orphan_stream();
                     }
                     let w = self.slot(base, pos).load(Acquire);
-                    return Ok((w != 0).then_some(w));
+                    return Ok(if w != 0 { Next::Piece(w) } else { Next::Gone });
                 }
                 Err(LockFail::WouldBlock) => {
+                    if !coming && deadline.passed() && stall.passed() {
+                        let cursor = &h.prod.stream_cursor;
+                        if cursor.compare_exchange(taken, ABANDONED, SeqCst, SeqCst).is_ok() {
+                            return Ok(Next::Abandoned);
+                        }
+                        // The producer counted the next piece before it
+                        // stopped: it will publish it (maybe as the last),
+                        // so wait for it.
+                        coming = true;
+                    }
                     let v = Ring::arm(&h.common.not_empty);
                     if self.slot(base, pos).load(Acquire) == 0 {
-                        Ring::sleep(&h.common.not_empty, v, Deadline::after(RECHECK)).map_err(GetFail::Io)?;
+                        // Wake up in time to give up, at the latest.
+                        // (Never with no deadline, nor once the piece is coming.)
+                        let give_up = match deadline.remaining() {
+                            Some(left) if !coming => left.max(stall.remaining().unwrap_or(Duration::ZERO)),
+                            _ => RECHECK,
+                        };
+                        let nap = Deadline::after(give_up.clamp(Duration::from_millis(1), RECHECK));
+                        Ring::sleep(&h.common.not_empty, v, nap).map_err(GetFail::Io)?;
                     }
                 }
                 Err(LockFail::Io(e)) => return Err(GetFail::Io(e)),
