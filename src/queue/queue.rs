@@ -64,6 +64,20 @@ use super::typed::{Typed, DEFAULT_RING_BYTES};
 /// - a consumer killed while taking it loses it, as any item it was taking;
 ///   the next get drops the rest of its pieces.
 ///
+/// ```
+/// use multiproc::{Process, Queue};
+/// use std::time::Duration;
+///
+/// let q: Queue<Vec<u8>> = Queue::with_limits(None, 64 << 10)?; // a 64 KiB budget
+/// let child = Process::spawn(q.clone(), |q: Queue<Vec<u8>>| {
+///     q.put(vec![7u8; 4 << 20]).is_ok() // 4 MiB: in pieces
+/// })?;
+/// let item = q.get_timeout(Duration::from_secs(30))?;
+/// assert!(item.len() == 4 << 20 && item.iter().all(|&b| b == 7));
+/// assert_eq!(child.join_timeout(Duration::from_secs(30))?, Some(true));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Examples
 ///
 /// ```
