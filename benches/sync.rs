@@ -223,42 +223,37 @@ fn handoff() {
     // Busy: the process whose turn it is not re-takes the lock at once, so the
     // lock is contended all the time. Left to the scheduler, CPython's two
     // players often share a CPU and need ~ms per hand-off, which makes most
-    // of the ratio; pinned apart, both contenders play on two CPUs. 5,000
-    // rounds: with 1,000, a run of ours lasted about 1 ms, so where the
-    // scheduler first put the new players weighed more than the lock (our
-    // median ranged 0.8-2.7 us from one bench run to the next; 0.54 and 0.55
-    // us in two runs with 5,000).
-    let rounds = n(5_000, 500);
-    let r = rounds.to_string();
-    scenario(
-        "2 processes hand a Lock back and forth (busy re-acquire; placement left to the scheduler)",
-        "us/handoff",
-        false,
-        5,
-        vec![
-            Contender::new("multiproc Lock", || handoff_game(rounds, true, false, None)),
-            Contender::new("CPython mp.Lock", || {
-                python("sync_lock_handoff.py", &[&r, "busy"])
-            }),
-        ],
-    );
+    // of the ratio; pinned apart, both contenders play on two CPUs. The same
+    // 5,000 rounds as the polite game: with 1,000, a run of ours lasted about
+    // 1 ms, so where the scheduler first put the new players weighed more
+    // than the lock (our median ranged 0.8-2.7 us from one bench run to the
+    // next; 0.54 and 0.55 us in two runs with 5,000).
+    let mut placements = vec![None];
     if cpus.len() == 2 {
-        let [c0, c1] = [cpus[0], cpus[1]];
-        let (a, b) = (c0.to_string(), c1.to_string());
-        scenario(
-            &format!(
-                "2 processes hand a Lock back and forth (busy re-acquire; players on CPUs {c0} and {c1})"
+        placements.push(Some([cpus[0], cpus[1]]));
+    }
+    for pin in placements {
+        let (a, b) = pin.map_or((String::new(), String::new()), |[c0, c1]| {
+            (c0.to_string(), c1.to_string())
+        });
+        let (where_, args) = match pin {
+            None => (
+                "placement left to the scheduler".to_string(),
+                vec![r.as_str(), "busy"],
             ),
+            Some([c0, c1]) => (
+                format!("players on CPUs {c0} and {c1}"),
+                vec![r.as_str(), "busy", &a, &b],
+            ),
+        };
+        scenario(
+            &format!("2 processes hand a Lock back and forth (busy re-acquire; {where_})"),
             "us/handoff",
             false,
             5,
             vec![
-                Contender::new("multiproc Lock", || {
-                    handoff_game(rounds, true, false, Some([c0, c1]))
-                }),
-                Contender::new("CPython mp.Lock", || {
-                    python("sync_lock_handoff.py", &[&r, "busy", &a, &b])
-                }),
+                Contender::new("multiproc Lock", || handoff_game(rounds, true, false, pin)),
+                Contender::new("CPython mp.Lock", || python("sync_lock_handoff.py", &args)),
             ],
         );
     }

@@ -726,11 +726,7 @@ impl Ring {
             pos: s.pos.wrapping_add(REC_HDR),
             count: s.count,
         };
-        self.slot(base, new.pos).store(0, Relaxed);
-        p.log(s.pos, new);
-        self.slot(base, s.pos)
-            .store(PUBLISHED | (u64::from(ABORT) << 56), Release);
-        p.apply(new);
+        self.append(base, s, new, PUBLISHED | (u64::from(ABORT) << 56), || {}, || true);
         p.streaming.store(0, Release);
         fence(SeqCst);
         Ring::notify(&h.common.not_empty);
@@ -889,14 +885,7 @@ impl Ring {
         }
         // The record and the zero word after it.
         let need = rec + REC_HDR;
-        let fits = |head: u64| {
-            let used = s.pos.wrapping_sub(head);
-            if used > self.cap {
-                None
-            } else {
-                Some(self.cap - used >= need)
-            }
-        };
+        let fits = |head: u64| self.free(head, s.pos).map(|free| free >= need);
         if fits(p.seen_pos.load(Relaxed)) == Some(true) {
             return Room::Fits;
         }
@@ -980,13 +969,11 @@ impl Ring {
                     p.log(s.pos, new);
                     (*at.cast::<AtomicU64>()).store(word, Release);
                 }
+                p.apply(new);
             } else {
-                self.slot(base, new.pos).store(0, Relaxed);
-                self.write_at(base, s.pos.wrapping_add(REC_HDR), payload);
-                p.log(s.pos, new);
-                self.slot(base, s.pos).store(word, Release);
+                let fill = || self.write_at(base, s.pos.wrapping_add(REC_HDR), payload);
+                self.append(base, s, new, word, fill, || true);
             }
-            p.apply(new);
             let populate = self.track_writes(p, off, rec);
             drop(g);
             fence_after_unlock();
@@ -998,13 +985,49 @@ impl Ring {
         }
     }
 
+    /// Appends a record at the producers' position `s.pos` (producer lock
+    /// held) in the order the crash repair relies on: the zero word that will
+    /// end the records, the record's bytes (`fill`), the redo log; then, if
+    /// `go` agrees, the header word that publishes it all and the new state
+    /// `new`. If `go` refuses, the log is dropped and nothing was published.
+    /// True if it published. (`put` inlines the same steps for a record that
+    /// does not wrap.)
+    fn append(
+        &self,
+        base: u64,
+        s: Snap,
+        new: Snap,
+        word: u64,
+        fill: impl FnOnce(),
+        go: impl FnOnce() -> bool,
+    ) -> bool {
+        let p = &self.h().prod;
+        self.slot(base, new.pos).store(0, Relaxed);
+        fill();
+        p.log(s.pos, new);
+        if !go() {
+            p.apply(s);
+            return false;
+        }
+        self.slot(base, s.pos).store(word, Release);
+        p.apply(new);
+        true
+    }
+
     /// Free bytes in the ring for the producers (producer lock held), from
     /// the consumers' `head` read now; `None` if the two sides disagree.
     fn free_bytes(&self, s: Snap) -> Option<u64> {
         let h = self.h();
         let head = h.cons.pos.load(Acquire);
         h.prod.seen_pos.store(head, Relaxed);
-        self.cap.checked_sub(s.pos.wrapping_sub(head))
+        self.free(head, s.pos)
+    }
+
+    /// Free bytes between the consumers' `head` and the producers' `tail`;
+    /// `None` if they are further apart than the ring (they disagree).
+    #[inline]
+    fn free(&self, head: u64, tail: u64) -> Option<u64> {
+        self.cap.checked_sub(tail.wrapping_sub(head))
     }
 
     /// Appends an item that cannot be one record (its encoding is longer than
@@ -1090,31 +1113,30 @@ impl Ring {
                 pos: s.pos.wrapping_add(rec),
                 count: s.count.wrapping_add(u64::from(last)),
             };
-            self.slot(base, new.pos).store(0, Relaxed);
-            if sent == 0 {
-                self.write_at(base, s.pos.wrapping_add(REC_HDR), &total.to_le_bytes());
-                p.stream_from.store(s.pos, Relaxed);
-                p.streaming.store(s.count.wrapping_add(1), Relaxed);
-                p.stream_cursor.store(0, SeqCst);
-            }
-            let part = &payload[sent as usize..(sent + data) as usize];
-            self.write_at(base, s.pos.wrapping_add(REC_HDR + lead), part);
-            p.log(s.pos, new);
-            if p.stream_cursor
-                .compare_exchange(pieces, pieces + 1, SeqCst, SeqCst)
-                .is_err()
-            {
+            let bits = (if sent == 0 { 0 } else { CONT }) | (if last { 0 } else { MORE });
+            let word = PUBLISHED | (u64::from((kind & KIND_MASK) | bits) << 56) | len;
+            let fill = || {
+                if sent == 0 {
+                    self.write_at(base, s.pos.wrapping_add(REC_HDR), &total.to_le_bytes());
+                    p.stream_from.store(s.pos, Relaxed);
+                    p.streaming.store(s.count.wrapping_add(1), Relaxed);
+                    p.stream_cursor.store(0, SeqCst);
+                }
+                let part = &payload[sent as usize..(sent + data) as usize];
+                self.write_at(base, s.pos.wrapping_add(REC_HDR + lead), part);
+            };
+            let counted = || {
+                p.stream_cursor
+                    .compare_exchange(pieces, pieces + 1, SeqCst, SeqCst)
+                    .is_ok()
+            };
+            if !self.append(base, s, new, word, fill, counted) {
                 // The consumer gave up waiting for this piece (we were stopped
-                // for a while): unwrite it, end the item, and start it again.
-                p.apply(s);
+                // for a while): end the item, and start it again.
                 self.write_abort();
                 (sent, pieces) = (0, 0);
                 continue;
             }
-            let bits = (if sent == 0 { 0 } else { CONT }) | (if last { 0 } else { MORE });
-            let word = PUBLISHED | (u64::from((kind & KIND_MASK) | bits) << 56) | len;
-            self.slot(base, s.pos).store(word, Release);
-            p.apply(new);
             if last {
                 p.streaming.store(0, Release);
             }
@@ -1433,6 +1455,10 @@ impl Ring {
     fn next_piece(&self, base: u64, pos: u64, taken: u64, block: Block) -> Result<Next, GetFail> {
         let h = self.h();
         let stall = Deadline::after(STALL);
+        let deadline = match block {
+            Block::No => Deadline::after(Duration::ZERO),
+            Block::Until(d) => d,
+        };
         let mut coming = false;
         loop {
             for _ in 0..SPIN_EMPTY {
@@ -1442,10 +1468,6 @@ impl Ring {
                 }
                 std::hint::spin_loop();
             }
-            let deadline = match block {
-                Block::No => Deadline::after(Duration::ZERO),
-                Block::Until(d) => d,
-            };
             match h.prod.lock.try_lock() {
                 Ok(locked) => {
                     let _p = Guard(&h.prod.lock);
